@@ -1,0 +1,3 @@
+"""mdeploy: convert, optimize, validate and benchmark trained models for deployment."""
+
+__version__ = "0.1.0"

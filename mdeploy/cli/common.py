@@ -1,0 +1,97 @@
+"""What every verb shares: the --json/--quiet/--verbose options, rendering, progress, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mdeploy.core import TensorSpec, parse_dynamic
+from mdeploy.logs import set_verbose
+from mdeploy.progress import Advance, ProgressFactory, no_progress
+from mdeploy.reports.render import COLUMNS, comparison_rows
+from mdeploy.reports.report import Report
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout, nothing else.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Let the frameworks' own logs through (to stderr).")]
+InputOpt = Annotated[
+    list[str] | None,
+    typer.Option("--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).", show_default=False),
+]
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class Output:
+    """How a verb shows its result: rich on a terminal, one JSON object with --json, nothing with --quiet."""
+
+    json: bool
+    quiet: bool
+    verbose: bool
+
+    def __post_init__(self) -> None:
+        set_verbose(self.verbose)
+
+    @property
+    def progress(self) -> ProgressFactory:
+        if self.json or self.quiet or not sys.stderr.isatty():
+            return no_progress
+        return rich_progress
+
+    def finish(self, report: Report, show: Any) -> None:
+        """Render the report, then exit 1 when a check failed."""
+        if self.json:
+            sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        elif not self.quiet:
+            show(report)
+        if not report.passed:
+            raise typer.Exit(1)
+
+
+@contextmanager
+def rich_progress(description: str, total: int | None) -> Iterator[Advance]:
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
+
+
+def parse_inputs(values: list[str] | None) -> list[TensorSpec]:
+    return [TensorSpec.parse(v) for v in values or []]
+
+
+def parse_dynamics(values: list[str] | None) -> list[tuple[str, int, str]]:
+    return [parse_dynamic(v) for v in values or []]
+
+
+def show_comparisons(report: Report) -> None:
+    for comparison in report.comparisons:
+        title = f"{comparison.label or 'outputs'} — {comparison.tolerance.describe()}"
+        table = Table(title=title, title_justify="left")
+        for column, _ in COLUMNS:
+            table.add_column(column, justify="left" if column in ("output", "result") else "right")
+        for row in comparison_rows(comparison):
+            style = None if row[-1] == "pass" else "red"
+            table.add_row(*row, style=style)
+        stdout.print(table)
+        for note in comparison.notes:
+            stdout.print(f"[yellow]note:[/] {note}")
+
+
+def verdict(report: Report, what: str) -> None:
+    if report.passed:
+        stdout.print(f"[green]PASSED[/] {what}")
+    else:
+        failed = [f"{o.name} ({c.label})" if c.label else o.name for c in report.comparisons for o in c.failures()]
+        stdout.print(f"[red]FAILED[/] {what}: " + (", ".join(failed) or "a step failed"))

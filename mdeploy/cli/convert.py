@@ -1,0 +1,65 @@
+"""`mdeploy convert SRC -o OUT`: convert, then validate the result against the source."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mdeploy import api
+from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_dynamics, parse_inputs, show_comparisons, stdout, verdict
+from mdeploy.reports.report import Report
+
+
+def command(
+    src: Annotated[str, typer.Argument(help="Model: file, SavedModel folder, or FILE.py:FACTORY / pkg.module:FACTORY.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the converted model.")],
+    src_format: Annotated[str | None, typer.Option("--from", help="Source format, when the name does not tell.")] = None,
+    dst_format: Annotated[str | None, typer.Option("--to", help="Target format, when the extension does not tell.")] = None,
+    inputs: InputOpt = None,
+    dynamic: Annotated[list[str] | None, typer.Option("--dynamic", help="NAME:AXIS[:DIMNAME] axis that stays dynamic (repeatable).", show_default=False)] = None,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset version.")] = None,
+    exporter: Annotated[str | None, typer.Option("--exporter", help="PyTorch exporter: auto | dynamo | torchscript (default auto).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="state_dict for a FILE.py:FACTORY model (loaded with weights_only=True).")] = None,
+    no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip validating the result against the source.")] = False,
+    atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance for validation.")] = None,
+    rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance for validation.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the validation inputs.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Convert a model to another format and prove the result computes what the source did."""
+    out = Output(json_, quiet, verbose)
+    report = api.convert(
+        src,
+        output,
+        src_format=src_format,
+        dst_format=dst_format,
+        weights=weights,
+        validate=not no_validate,
+        force=force,
+        atol=atol,
+        rtol=rtol,
+        seed=seed,
+        progress=out.progress,
+        inputs=parse_inputs(inputs),
+        dynamic=parse_dynamics(dynamic),
+        opset=opset,
+        exporter=exporter,
+    )
+    out.finish(report, _show)
+
+
+def _show(report: Report) -> None:
+    for step in report.steps:
+        if step.name.startswith("convert"):
+            stdout.print(f"[bold]{step.name}[/] with {step.details.get('converter')} ({step.seconds:.1f}s)")
+    for note in report.notes:
+        stdout.print(f"  [dim]{note}[/]")
+    show_comparisons(report)
+    if not report.comparisons:
+        stdout.print(f"[green]wrote[/] {report.data['output']} (not validated)")
+    else:
+        verdict(report, f"wrote {report.data['output']}")

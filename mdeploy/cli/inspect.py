@@ -1,0 +1,59 @@
+"""`mdeploy inspect MODEL`: what a model takes, returns, and is made of."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mdeploy import api
+from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
+from mdeploy.reports.report import Report
+
+
+def command(
+    model: Annotated[str, typer.Argument(help="Model file, SavedModel folder, or FILE.py:FACTORY.")],
+    src_format: Annotated[str | None, typer.Option("--from", help="Format, when the name does not tell.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="state_dict for a FILE.py:FACTORY model.")] = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Show inputs, outputs, operators, parameters and size of a model."""
+    out = Output(json_, quiet, verbose)
+    out.finish(api.inspect(model, src_format, weights), _show)
+
+
+def _show(report: Report) -> None:
+    info: dict[str, Any] = report.data["model"]
+    stdout.print(f"[bold]{info.get('path')}[/] ({info.get('format')})")
+    for key in ("inputs", "outputs"):
+        if info.get(key):
+            table = Table(title=key, title_justify="left")
+            for column in ("name", "shape", "dtype"):
+                table.add_column(column)
+            for spec in info[key]:
+                shape = "?" if spec.get("shape") is None else "[" + ", ".join(str(d) for d in spec["shape"]) + "]"
+                table.add_row(spec["name"], shape, str(spec.get("dtype")))
+            stdout.print(table)
+    skip = {"inputs", "outputs", "operators", "path", "format"}
+    for key, value in info.items():
+        if key in skip or value in (None, [], {}):
+            continue
+        if key.endswith("bytes"):
+            value = _size(value)
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        stdout.print(f"{key.replace('_', ' ')}: {value}")
+    if info.get("operators"):
+        ops = info["operators"]
+        stdout.print("operators: " + ", ".join(f"{k}×{v}" for k, v in ops.items()))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -1,0 +1,40 @@
+"""`mdeploy plugins`: every converter, pass and runner, and any that failed to load."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from mdeploy import registry
+from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
+from mdeploy.reports.report import Report
+
+
+def command(json_: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+    """List the plugins mdeploy found, with the error of any that is broken."""
+    out = Output(json_, quiet, verbose)
+    rows = []
+    for group in registry.GROUPS:
+        for plugin in registry.plugins(group):
+            rows.append({"group": group.split(".")[-1], "name": plugin.name, "target": plugin.target,
+                         "status": "ok" if plugin.ok else "broken", "error": plugin.error, **_describe(plugin.obj)})
+    out.finish(Report(command="plugins", data={"plugins": rows}), _show)
+
+
+def _describe(obj: object) -> dict:
+    if obj is None:
+        return {}
+    if hasattr(obj, "target") and hasattr(obj, "sources"):
+        return {"edge": ",".join(s.value for s in obj.sources) + " -> " + obj.target.value}
+    if hasattr(obj, "formats"):
+        return {"formats": ",".join(f.value for f in obj.formats)}
+    return {}
+
+
+def _show(report: Report) -> None:
+    table = Table()
+    for column in ("group", "name", "handles", "status"):
+        table.add_column(column)
+    for row in report.data["plugins"]:
+        status = "ok" if row["status"] == "ok" else f"[red]broken[/]: {row['error']}"
+        table.add_row(row["group"], row["name"], row.get("edge") or row.get("formats") or "", status)
+    stdout.print(table)

@@ -1,0 +1,57 @@
+"""`mdeploy validate REF CAND`: prove two models compute the same thing."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mdeploy import api
+from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_inputs, show_comparisons, stdout, verdict
+from mdeploy.reports.report import Report
+
+
+def command(
+    reference: Annotated[str, typer.Argument(help="The reference model (the source of truth).")],
+    candidate: Annotated[str, typer.Argument(help="The model to check against it.")],
+    data: Annotated[str | None, typer.Option("--data", help=".npz of arrays keyed by input name (or .npy / a folder of .npy).")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="Number of random inputs built from the input specs (default 1).", min=1)] = None,
+    inputs: InputOpt = None,
+    atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance (default per precision).")] = None,
+    rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default per precision).")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="Default tolerances for fp32, fp16 or int8 candidates.")] = "fp32",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option("--seed", help="Seed for random inputs.")] = 0,
+    ref_format: Annotated[str | None, typer.Option("--ref-from", help="Format of the reference, when its name does not tell.")] = None,
+    cand_format: Annotated[str | None, typer.Option("--cand-from", help="Format of the candidate, when its name does not tell.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", help="state_dict for a FILE.py:FACTORY reference.")] = None,
+    report_path: Annotated[str | None, typer.Option("--report", help="Also write the report: .json, .md or .xml (JUnit).")] = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run two models on the same inputs and compare every output. Exit 1 on a mismatch."""
+    out = Output(json_, quiet, verbose)
+    report = api.validate(
+        reference,
+        candidate,
+        data=data,
+        samples=samples,
+        inputs=parse_inputs(inputs),
+        atol=atol,
+        rtol=rtol,
+        precision=precision,
+        device=device,
+        seed=seed,
+        ref_format=ref_format,
+        cand_format=cand_format,
+        ref_weights=weights,
+        report_path=report_path,
+        progress=out.progress,
+    )
+    out.finish(report, _show)
+
+
+def _show(report: Report) -> None:
+    show_comparisons(report)
+    verdict(report, f"{report.data['candidate']} against {report.data['reference']}")

@@ -1,0 +1,1 @@
+"""Converters: one module per edge, named <src>_to_<dst>.py, each a `Converter` with an Options dataclass."""

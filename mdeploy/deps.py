@@ -1,0 +1,25 @@
+"""The one place optional frameworks are imported.
+
+`require("torch", extra="torch")` returns the module or raises MissingDependencyError naming the pip
+extra, so that `mdeploy --help` never pays for (or crashes on) a framework it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from mdeploy.errors import MissingDependencyError
+
+
+def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:
+    """Import `module` or explain which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        what = f" to {purpose}" if purpose else ""
+        raise MissingDependencyError(
+            f"{top} is needed{what} but is not installed ({exc})",
+            hint=f"pip install 'mdeploy[{extra}]'",
+        ) from exc

@@ -1,0 +1,85 @@
+"""The one plugin registry, fed by entry points.
+
+Built-in converters, passes and runners are declared in mdeploy's own pyproject.toml through the same
+entry-point groups a third-party package would use. Plugins are loaded on first use; one that fails to
+import is recorded as broken (shown by `mdeploy plugins`) and never takes the CLI down.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from mdeploy.core import Format
+from mdeploy.errors import InputError
+
+GROUPS = ("mdeploy.converters", "mdeploy.passes", "mdeploy.runners")
+
+
+@dataclass(frozen=True)
+class Plugin:
+    group: str
+    name: str
+    target: str
+    obj: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@cache
+def plugins(group: str) -> tuple[Plugin, ...]:
+    """Every plugin of a group, loaded; broken ones carry their import error."""
+    found = []
+    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        try:
+            found.append(Plugin(group, ep.name, ep.value, ep.load()))
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            found.append(Plugin(group, ep.name, ep.value, error=f"{type(exc).__name__}: {exc}"))
+    return tuple(found)
+
+
+def runner_for(fmt: Format) -> type:
+    """The runner class that executes models of `fmt`."""
+    for plugin in plugins("mdeploy.runners"):
+        if plugin.ok and fmt in plugin.obj.formats:
+            return plugin.obj
+    broken = [p for p in plugins("mdeploy.runners") if not p.ok]
+    hint = "; ".join(f"{p.name}: {p.error}" for p in broken) or None
+    raise InputError(f"no runner can execute {fmt.value} models", hint=hint)
+
+
+def converters() -> list[type]:
+    return [p.obj for p in plugins("mdeploy.converters") if p.ok]
+
+
+def plan_conversion(src: Format, dst: Format) -> list[type]:
+    """The shortest chain of converters from `src` to `dst` (breadth-first over the converter edges)."""
+    edges = converters()
+    previous: dict[Format, tuple[Format, type] | None] = {src: None}
+    queue = deque([src])
+    while queue:
+        fmt = queue.popleft()
+        if fmt == dst:
+            break
+        for conv in edges:
+            if fmt in conv.sources and conv.target not in previous:
+                previous[conv.target] = (fmt, conv)
+                queue.append(conv.target)
+    if dst not in previous or src == dst:
+        existing = sorted({f"{s.value}->{c.target.value}" for c in edges for s in c.sources})
+        raise InputError(
+            f"no conversion path from {src.value} to {dst.value}",
+            hint="edges that exist: " + ", ".join(existing),
+        )
+    chain = []
+    fmt = dst
+    while previous[fmt] is not None:
+        fmt, conv = previous[fmt]  # type: ignore[misc]
+        chain.append(conv)
+    return chain[::-1]

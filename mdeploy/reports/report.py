@@ -1,0 +1,92 @@
+"""The report every verb produces: what ran, what it found, and the versions needed to reproduce it."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from mdeploy import __version__
+from mdeploy.validation.compare import Comparison
+
+SCHEMA_VERSION = 1
+
+# import name -> distribution name, for the frameworks a run may have used
+_FRAMEWORKS = {
+    "numpy": "numpy",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "torch": "torch",
+    "onnxscript": "onnxscript",
+    "tensorflow": "tensorflow",
+    "keras": "keras",
+    "tf2onnx": "tf2onnx",
+    "ai_edge_litert": "ai-edge-litert",
+    "tensorrt": "tensorrt",
+}
+
+
+def environment() -> dict[str, Any]:
+    """mdeploy's version and that of every framework this process actually imported."""
+    versions = {"mdeploy": __version__, "python": platform.python_version()}
+    for module, dist in _FRAMEWORKS.items():
+        if module in sys.modules:
+            versions[module] = _version(module, dist)
+    return {"versions": versions, "platform": platform.platform(), "machine": platform.machine()}
+
+
+def _version(module: str, dist: str) -> str:
+    for name in (dist, dist + "-cpu", dist + "-gpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return str(getattr(sys.modules[module], "__version__", "unknown"))
+
+
+@dataclass
+class Step:
+    """One thing a verb did (a conversion hop, a validation, a benchmark)."""
+
+    name: str
+    status: str  # "passed" | "failed" | "done" | "skipped"
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "status": self.status, **({"details": self.details} if self.details else {})}
+        if self.seconds is not None:
+            d["seconds"] = round(self.seconds, 4)
+        return d
+
+
+@dataclass
+class Report:
+    """Truthy when every comparison passed and no step failed."""
+
+    command: str
+    steps: list[Step] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(self.comparisons) and all(s.status != "failed" for s in self.steps)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "command": self.command,
+            "passed": self.passed,
+            **self.data,
+            "steps": [s.to_dict() for s in self.steps],
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "notes": self.notes,
+            "environment": environment(),
+        }

@@ -1,0 +1,1 @@
+"""Inference backends: one module per framework, each a small subclass of `Runner`."""

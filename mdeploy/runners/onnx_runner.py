@@ -1,0 +1,65 @@
+"""ONNX models on onnxruntime (CPU, or the CUDA provider with `--device cuda`)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mdeploy.core import Format, TensorSpec
+from mdeploy.deps import require
+from mdeploy.errors import InputError, ModelLoadError, first_line
+from mdeploy.frameworks import onnx_models
+from mdeploy.logs import framework_output, is_verbose
+from mdeploy.runners.base import Feed, Runner
+
+
+class OnnxRuntimeRunner(Runner):
+    formats: ClassVar[tuple[Format, ...]] = (Format.ONNX,)
+    framework: ClassVar[str] = "onnxruntime"
+
+    def _load(self) -> None:
+        ort = require("onnxruntime", extra="onnx")
+        model = onnx_models.load_proto(self.ref.path)
+        self._specs = self.apply_overrides(onnx_models.graph_inputs(model))
+        self._outputs = [o.name for o in model.graph.output]
+        options = ort.SessionOptions()
+        options.log_severity_level = 0 if is_verbose() else 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        self.session = self._session(ort, options)
+
+    def _session(self, ort: Any, options: Any) -> Any:
+        providers = ["CPUExecutionProvider"]
+        if self.device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise InputError(
+                    "--device cuda: onnxruntime's CUDA provider is not available here",
+                    hint="install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu",
+                )
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        try:
+            with framework_output():
+                session = ort.InferenceSession(str(self.ref.path), options, providers=providers)
+        except Exception as exc:
+            raise ModelLoadError(f"onnxruntime cannot load {self.ref.path}: {first_line(exc)}") from None
+        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise InputError("--device cuda: onnxruntime fell back to the CPU (CUDA libraries missing?)")
+        return session
+
+    def input_specs(self) -> list[TensorSpec]:
+        return self._specs
+
+    def output_names(self) -> list[str]:
+        return self._outputs
+
+    def _infer(self, feed: Feed) -> dict[str, np.ndarray]:
+        try:
+            values = self.session.run(self._outputs, feed)
+        except Exception as exc:
+            raise InputError(f"onnxruntime failed to run {self.ref.path}: {first_line(exc)}") from None
+        return dict(zip(self._outputs, values))
+
+    @classmethod
+    def describe(cls, ref: Any) -> dict[str, Any]:
+        return onnx_models.describe(ref.path)

@@ -1,0 +1,114 @@
+"""PyTorch models (ExportedProgram, TorchScript, or a factory's nn.Module) in eager mode."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mdeploy.core import Format, TensorSpec
+from mdeploy.errors import InputError, first_line
+from mdeploy.frameworks import torch_models
+from mdeploy.logs import framework_output
+from mdeploy.runners.base import Feed, Runner
+
+
+class TorchRunner(Runner):
+    formats: ClassVar[tuple[Format, ...]] = (Format.PYTORCH_EXPORTED, Format.TORCHSCRIPT, Format.PYTORCH_MODULE)
+    framework: ClassVar[str] = "torch"
+
+    def _load(self) -> None:
+        t = torch_models.torch()
+        if self.device == "cuda" and not t.cuda.is_available():
+            raise InputError("--device cuda: torch sees no CUDA device here", hint="use --device cpu, or a CUDA build of torch on a GPU machine")
+        if self.threads:
+            t.set_num_threads(self.threads)
+        with framework_output():
+            self.model = torch_models.load(self.ref)
+        if self.device == "cuda":
+            self.model.module = self.model.module.to("cuda")
+        if self.model.exported_program is not None:
+            self._specs = self.apply_overrides(self.model.specs)
+        else:
+            self._specs = self._eager_specs()
+        self._outputs: list[str] | None = None
+
+    def _eager_specs(self) -> list[TensorSpec]:
+        """An eager module accepts any shape: its example inputs are a default, `--input` replaces them."""
+        names = self.model.input_names or list(self._overrides)
+        known = {s.name: s for s in self.model.specs}
+        unknown = sorted(set(self._overrides) - set(names))
+        if unknown:
+            raise InputError(f"--input names {', '.join(unknown)}, not an input of {self.ref.name}", hint="inputs are: " + ", ".join(names))
+        specs = []
+        for name in names:
+            spec = self._overrides.get(name) or known.get(name)
+            if spec is None:
+                if specs:
+                    break  # trailing optional forward() arguments
+                raise InputError(
+                    f"{self.ref.name} does not record its input shapes",
+                    hint="give them with --input NAME:SHAPE[:DTYPE] (inputs: " + ", ".join(names) + ")",
+                )
+            specs.append(spec)
+        self.model.input_names = [s.name for s in specs]
+        return torch_models.with_index_ranges(specs, self.model.module)
+
+    def input_specs(self) -> list[TensorSpec]:
+        return self._specs
+
+    def output_names(self) -> list[str]:
+        if self._outputs is None:
+            from mdeploy.validation.inputs import random_feed
+
+            self.infer(random_feed(self._specs, np.random.default_rng(0)))
+        return self._outputs or []
+
+    def _infer(self, feed: Feed) -> dict[str, np.ndarray]:
+        t = torch_models.torch()
+        tensors = torch_models.to_torch(feed, self.device)
+        try:
+            with t.inference_mode(), framework_output():
+                result = self.model.call(tensors)
+        except Exception as exc:
+            raise InputError(f"{self.ref.name} fails on these inputs: {first_line(exc)}", hint=integer_hint(exc, self._specs)) from None
+        named = torch_models.flatten_outputs(result)
+        self._outputs = [n for n, _ in named]
+        return {n: v.detach().cpu().numpy() for n, v in named}
+
+    @classmethod
+    def describe(cls, ref: Any) -> dict[str, Any]:
+        t = torch_models.torch()
+        with framework_output():
+            loaded = torch_models.load(ref)
+        module = loaded.exported_program or loaded.module
+        info: dict[str, Any] = {
+            "format": ref.format.value,
+            "path": ref.name,
+            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in loaded.specs]
+            or [{"name": n, "shape": None, "dtype": None} for n in loaded.input_names],
+        }
+        state = module.state_dict() if hasattr(module, "state_dict") else {}
+        tensors = [v for v in state.values() if isinstance(v, t.Tensor)]
+        info["parameters"] = int(sum(v.numel() for v in tensors))
+        info["parameter_bytes"] = int(sum(v.numel() * v.element_size() for v in tensors))
+        if ref.path.is_file():
+            info["size_bytes"] = ref.path.stat().st_size
+        if loaded.exported_program is not None:
+            from collections import Counter
+
+            ops = Counter(str(n.target) for n in loaded.exported_program.graph.nodes if n.op == "call_function")
+            info["operators"] = dict(ops.most_common())
+        return info
+
+
+def integer_hint(exc: BaseException, specs: list[TensorSpec]) -> str | None:
+    """When a model rejects float input where it wants integer ids, show the `:int64` form of --input."""
+    text = str(exc)
+    if not any(k in text for k in ("indices", "Long", "Int;", "scalar type", "embedding")):
+        return None
+    floats = [s for s in specs if s.dtype.startswith("float") and all(isinstance(d, int) for d in s.shape)]
+    if not floats:
+        return None
+    forms = " ".join(f"--input {s.name}:{'x'.join(str(d) for d in s.shape)}:int64" for s in floats)
+    return f"an input must be integer (token ids are int64): {forms}"

@@ -1,0 +1,92 @@
+"""Running two models on the same inputs and comparing what they produce."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from mdeploy.core import TensorSpec, Tolerance
+from mdeploy.errors import InputError
+from mdeploy.runners.base import Feed, Runner
+from mdeploy.validation.compare import Comparison, OutputAccumulator, match_outputs
+from mdeploy.validation.inputs import random_feed
+
+
+def merged_specs(ref: Runner, cand: Runner) -> list[TensorSpec]:
+    """The reference's input specs, with the tighter id range of either side (token ids below the vocab)."""
+    cand_specs = {s.name: s for s in cand.input_specs()}
+    specs = []
+    for spec in ref.input_specs():
+        other = cand_specs.get(spec.name)
+        ranges = [r for r in (spec.value_range, other.value_range if other else None) if r]
+        value_range = (max(r[0] for r in ranges), min(r[1] for r in ranges)) if ranges else None
+        specs.append(TensorSpec(spec.name, spec.shape, spec.dtype, value_range))
+    return specs
+
+
+def candidate_feed(feed: Feed, ref: Runner, cand: Runner) -> Feed:
+    """Rename a reference feed for the candidate: by name, or by position when the names differ."""
+    cand_names = [s.name for s in cand.input_specs()]
+    if set(feed) == set(cand_names):
+        return feed
+    ref_names = [s.name for s in ref.input_specs()]
+    if len(ref_names) != len(cand_names):
+        raise InputError(f"the models take different inputs: reference {ref_names}, candidate {cand_names}")
+    return {c: feed[r] for r, c in zip(ref_names, cand_names)}
+
+
+def compare(
+    ref: Runner,
+    cand: Runner,
+    feeds: list[Feed],
+    tolerance: Tolerance,
+    label: str = "",
+    progress: Callable[[], None] | None = None,
+) -> Comparison:
+    """Run both models on every feed; metrics accumulate per output, and the verdict comes at the end."""
+    accumulators: dict[str, OutputAccumulator] | None = None
+    notes: list[str] = []
+    pairs: list[tuple[str, str]] = []
+    nonfinite_ref: dict[str, int] = {}
+    for feed in feeds:
+        ref_out = ref.infer(feed)
+        cand_out = cand.infer(candidate_feed(feed, ref, cand))
+        if accumulators is None:
+            pairs, notes = match_outputs(list(ref_out), list(cand_out))
+            accumulators = {r: OutputAccumulator(r, c) for r, c in pairs}
+        for r, c in pairs:
+            accumulators[r].update(ref_out[r], cand_out[c], tolerance)
+            bad = int(np.size(ref_out[r]) - np.isfinite(ref_out[r]).sum()) if ref_out[r].dtype.kind == "f" else 0
+            nonfinite_ref[r] = nonfinite_ref.get(r, 0) + bad
+        if progress:
+            progress()
+    poisoned = {k: v for k, v in nonfinite_ref.items() if v}
+    if poisoned:
+        which = ", ".join(f"{k} ({v} values)" for k, v in poisoned.items())
+        raise InputError(
+            f"the reference model {ref.ref.name} produces NaN/Inf in {which}{' at ' + label if label else ''}; nothing can be compared",
+            hint="check the inputs (--data) and the model itself",
+        )
+    outputs = [acc.result(tolerance) for acc in (accumulators or {}).values()]
+    return Comparison(label=label, tolerance=tolerance, outputs=outputs, notes=notes)
+
+
+def resized_feed(specs: list[TensorSpec], dynamic: dict[str, list[tuple[str, int]]], base: Feed, rng: np.random.Generator) -> tuple[Feed, str]:
+    """A feed like `base` with every dynamic dim at a second size, to catch an export that froze an axis.
+
+    Batch axes go from n to n+2 (1 -> 3); other axes halve (16 -> 8; smaller stays inside positional limits),
+    or grow by 2 when already tiny. Inputs sharing a dim name change together.
+    """
+    sizes: dict[str, int] = {}
+    for dim, axes in dynamic.items():
+        name, axis = axes[0]
+        current = base[name].shape[axis]
+        sizes[dim] = current + 2 if axis == 0 or current < 4 else current // 2
+    shapes: dict[str, list[int]] = {k: list(v.shape) for k, v in base.items()}
+    for dim, axes in dynamic.items():
+        for name, axis in axes:
+            shapes[name][axis] = sizes[dim]
+    fixed = [TensorSpec(s.name, tuple(shapes[s.name]), s.dtype, s.value_range) for s in specs]
+    label = ", ".join(f"{d}={n}" for d, n in sizes.items())
+    return random_feed(fixed, rng), label
