@@ -83,3 +83,16 @@ def plan_conversion(src: Format, dst: Format) -> list[type]:
         fmt, conv = previous[fmt]  # type: ignore[misc]
         chain.append(conv)
     return chain[::-1]
+
+
+def pass_for(verb: str, fmt: Format) -> type:
+    """The pass that performs `verb` (quantize, prune, ...) on models of `fmt`."""
+    candidates = [p.obj for p in plugins("mdeploy.passes") if p.ok and p.obj.verb == verb]
+    for obj in candidates:
+        if fmt in obj.sources:
+            return obj
+    handled = sorted({f.value for c in candidates for f in c.sources})
+    raise InputError(
+        f"mdeploy {verb} does not handle {fmt.value} models",
+        hint=f"it handles: {', '.join(handled)}" if handled else None,
+    )
