@@ -57,3 +57,40 @@ def artifacts(tmp_path_factory) -> Path:
 
 def factory(name: str, attr: str = "build") -> str:
     return f"{MODELS / (name + '.py')}:{attr}"
+
+
+EDGE = MODELS / "edge_cases.py"
+
+
+@dataclass
+class Converted:
+    path: Path
+    report: dict
+
+
+@pytest.fixture(scope="session")
+def cnn(tmp_path_factory) -> Converted:
+    """The tiny CNN exported once through the CLI with a dynamic batch, shared by many tests."""
+    out = tmp_path_factory.mktemp("cnn") / "tiny_cnn.onnx"
+    result = run_cli("convert", factory("tiny_cnn"), "-o", out, "--dynamic", "image:0", "--json")
+    assert result.code == 0, result.stderr
+    return Converted(out, result.json)
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx(cnn) -> Path:
+    return cnn.path
+
+
+@pytest.fixture(scope="session")
+def encoder(tmp_path_factory, artifacts) -> Converted:
+    """The transformer encoder's .pt2 (dynamic batch and sequence) exported once through the CLI."""
+    out = tmp_path_factory.mktemp("enc") / "text_encoder.onnx"
+    result = run_cli("convert", artifacts / "text_encoder.pt2", "-o", out, "--json")
+    assert result.code == 0, result.stderr
+    return Converted(out, result.json)
+
+
+@pytest.fixture(scope="session")
+def encoder_onnx(encoder) -> Path:
+    return encoder.path

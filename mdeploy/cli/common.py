@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -28,7 +29,8 @@ InputOpt = Annotated[
     typer.Option("--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).", show_default=False),
 ]
 
-stdout = Console(highlight=False, soft_wrap=True)
+# Tables of numbers need more than 80 columns; on a pipe rich cannot ask the terminal, so it gets 140.
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 stderr = Console(stderr=True, highlight=False)
 
 
@@ -83,15 +85,15 @@ def show_comparisons(report: Report) -> None:
             table.add_column(column, justify="left" if column in ("output", "result") else "right")
         for row in comparison_rows(comparison):
             style = None if row[-1] == "pass" else "red"
-            table.add_row(*row, style=style)
+            table.add_row(*map(escape, row), style=style)
         stdout.print(table)
         for note in comparison.notes:
-            stdout.print(f"[yellow]note:[/] {note}")
+            stdout.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def verdict(report: Report, what: str) -> None:
     if report.passed:
-        stdout.print(f"[green]PASSED[/] {what}")
+        stdout.print(f"[green]PASSED[/] {escape(what)}")
     else:
         failed = [f"{o.name} ({c.label})" if c.label else o.name for c in report.comparisons for o in c.failures()]
-        stdout.print(f"[red]FAILED[/] {what}: " + (", ".join(failed) or "a step failed"))
+        stdout.print(f"[red]FAILED[/] {escape(what)}: " + escape(", ".join(failed) or "a step failed"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mdeploy import api
@@ -27,7 +28,7 @@ def command(
 
 def _show(report: Report) -> None:
     info: dict[str, Any] = report.data["model"]
-    stdout.print(f"[bold]{info.get('path')}[/] ({info.get('format')})")
+    stdout.print(f"[bold]{escape(str(info.get('path')))}[/] ({info.get('format')})")
     for key in ("inputs", "outputs"):
         if info.get(key):
             table = Table(title=key, title_justify="left")
@@ -35,7 +36,7 @@ def _show(report: Report) -> None:
                 table.add_column(column)
             for spec in info[key]:
                 shape = "?" if spec.get("shape") is None else "[" + ", ".join(str(d) for d in spec["shape"]) + "]"
-                table.add_row(spec["name"], shape, str(spec.get("dtype")))
+                table.add_row(escape(spec["name"]), escape(shape), str(spec.get("dtype")))
             stdout.print(table)
     skip = {"inputs", "outputs", "operators", "path", "format"}
     for key, value in info.items():
@@ -45,10 +46,10 @@ def _show(report: Report) -> None:
             value = _size(value)
         elif isinstance(value, int):
             value = f"{value:,}"
-        stdout.print(f"{key.replace('_', ' ')}: {value}")
+        stdout.print(f"{key.replace('_', ' ')}: {escape(str(value))}")
     if info.get("operators"):
         ops = info["operators"]
-        stdout.print("operators: " + ", ".join(f"{k}×{v}" for k, v in ops.items()))
+        stdout.print("operators: " + escape(", ".join(f"{k}×{v}" for k, v in ops.items())))
 
 
 def _size(n: int) -> str:

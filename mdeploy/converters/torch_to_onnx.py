@@ -7,6 +7,7 @@ exporter, which is the only one that accepts them.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,14 @@ import numpy as np
 from mdeploy.converters.base import ConversionResult, Converter
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import ConversionError, InputError, first_line
-from mdeploy.frameworks import torch_models
+from mdeploy.frameworks import onnx_models, torch_models
 from mdeploy.logs import framework_output
 from mdeploy.runners.torch_runner import integer_hint
 from mdeploy.validation.inputs import random_feed
 
 # Above this many bytes of weights, ONNX's 2 GB protobuf limit needs the weights in an external file.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# MDEPLOY_EXTERNAL_DATA_BYTES lowers it (the tests use it to exercise the external-data path on tiny models).
+EXTERNAL_DATA_THRESHOLD = int(os.environ.get("MDEPLOY_EXTERNAL_DATA_BYTES", 1_800_000_000))
 
 
 @dataclass
@@ -218,6 +220,8 @@ def _export_torchscript(loaded, examples, specs, dynamic, output_names, opset, o
             opset_version=opset or 17,
             dynamic_axes=axes or None,
         )
+    if big and not onnx_models.external_data_files(onnx_models.load_proto(out)):
+        onnx_models.move_weights_to_external_data(out)
 
 
 def _check(out: Path) -> None:

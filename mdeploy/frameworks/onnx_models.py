@@ -48,6 +48,14 @@ def load_proto(path: Path, with_data: bool = False) -> Any:
     return model
 
 
+def move_weights_to_external_data(path: Path) -> None:
+    """Rewrite `path` with its weights in `<name>.data` beside it (ONNX protobufs cannot exceed 2 GB)."""
+    onnx = require("onnx", extra="onnx")
+    model = onnx.load(str(path))
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+
+
 def external_data_files(model: Any) -> list[str]:
     found = []
     for init in _all_initializers(model):

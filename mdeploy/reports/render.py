@@ -15,9 +15,9 @@ def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, default=str)
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, key: str = "") -> str:
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.6f}" if key in ("cosine", "top1_agreement") else f"{value:.3g}"
     return "-" if value is None else str(value)
 
 
@@ -28,7 +28,7 @@ COLUMNS = [
     ("max rel", "max_rel_error"),
     ("cosine", "cosine"),
     ("top-1", "top1_agreement"),
-    ("NaN/Inf ref/cand", None),
+    ("NaN/Inf", None),
     ("result", None),
 ]
 
@@ -39,7 +39,7 @@ def comparison_rows(comparison: Any) -> list[list[str]]:
         row = []
         for _, key in COLUMNS:
             if key:
-                row.append(_fmt(getattr(out, key)))
+                row.append(_fmt(getattr(out, key), key))
         row.append(f"{out.ref_nonfinite}/{out.cand_nonfinite}")
         row.append("pass" if out.passed else "FAIL: " + "; ".join(out.reasons))
         rows.append(row)

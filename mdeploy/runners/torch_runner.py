@@ -88,7 +88,7 @@ class TorchRunner(Runner):
             "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in loaded.specs]
             or [{"name": n, "shape": None, "dtype": None} for n in loaded.input_names],
         }
-        state = module.state_dict() if hasattr(module, "state_dict") else {}
+        state = module.state_dict if loaded.exported_program is not None else module.state_dict()
         tensors = [v for v in state.values() if isinstance(v, t.Tensor)]
         info["parameters"] = int(sum(v.numel() for v in tensors))
         info["parameter_bytes"] = int(sum(v.numel() * v.element_size() for v in tensors))

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import numpy as np
 
 from mdeploy.core import TensorSpec, Tolerance
-from mdeploy.errors import InputError
+from mdeploy.errors import InputError, MdeployError
 from mdeploy.runners.base import Feed, Runner
-from mdeploy.validation.compare import Comparison, OutputAccumulator, match_outputs
+from mdeploy.validation.compare import Comparison, OutputAccumulator, OutputComparison, match_outputs
 from mdeploy.validation.inputs import random_feed
 
 
@@ -51,7 +51,12 @@ def compare(
     nonfinite_ref: dict[str, int] = {}
     for feed in feeds:
         ref_out = ref.infer(feed)
-        cand_out = cand.infer(candidate_feed(feed, ref, cand))
+        try:
+            cand_out = cand.infer(candidate_feed(feed, ref, cand))
+        except MdeployError as exc:
+            # the reference ran on this input and the candidate cannot: a failed check, not bad input
+            # (an export that froze a dynamic axis fails exactly like this)
+            return _failed_to_run(ref_out, exc, tolerance, label)
         if accumulators is None:
             pairs, notes = match_outputs(list(ref_out), list(cand_out))
             accumulators = {r: OutputAccumulator(r, c) for r, c in pairs}
@@ -90,3 +95,13 @@ def resized_feed(specs: list[TensorSpec], dynamic: dict[str, list[tuple[str, int
     fixed = [TensorSpec(s.name, tuple(shapes[s.name]), s.dtype, s.value_range) for s in specs]
     label = ", ".join(f"{d}={n}" for d, n in sizes.items())
     return random_feed(fixed, rng), label
+
+
+def _failed_to_run(ref_out: dict[str, np.ndarray], exc: MdeployError, tolerance: Tolerance, label: str) -> Comparison:
+    reason = f"the candidate failed to run: {exc.message}"
+    outputs = [
+        OutputComparison(name, name, list(np.shape(v)), float("inf"), float("inf"), float("inf"), 0.0, int(np.size(v)), int(np.size(v)),
+                         0, 0, None, passed=False, reasons=[reason])
+        for name, v in ref_out.items()
+    ]
+    return Comparison(label=label, tolerance=tolerance, outputs=outputs)
