@@ -20,6 +20,9 @@ def command(
     dynamic: Annotated[list[str] | None, typer.Option("--dynamic", help="NAME:AXIS[:DIMNAME] axis that stays dynamic (repeatable).", show_default=False)] = None,
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset version.")] = None,
     exporter: Annotated[str | None, typer.Option("--exporter", help="PyTorch exporter: auto | dynamo | torchscript (default auto).")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="TFLite precision: fp32 | fp16 (float16 weights); also picks the validation tolerance.")] = None,
+    signature: Annotated[str | None, typer.Option("--signature", help="SavedModel signature to convert (default serving_default).")] = None,
+    unsafe_deserialization: Annotated[bool, typer.Option("--unsafe-deserialization", help="Load .keras files with Lambda layers (runs Python code stored in the file; only for files you trust).")] = False,
     weights: Annotated[str | None, typer.Option("--weights", help="state_dict for a FILE.py:FACTORY model (loaded with weights_only=True).")] = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip validating the result against the source.")] = False,
     atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance for validation.")] = None,
@@ -48,6 +51,9 @@ def command(
         dynamic=parse_dynamics(dynamic),
         opset=opset,
         exporter=exporter,
+        precision=precision,
+        signature=signature,
+        unsafe_deserialization=unsafe_deserialization,
     )
     out.finish(report, _show)
 
