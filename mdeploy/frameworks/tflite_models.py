@@ -44,7 +44,9 @@ class TensorIO:
         return TensorSpec(self.name, shape, "float32" if self.quantized else self.dtype)
 
 
-def interpreter(path: Path, threads: int | None = None) -> Any:
+def interpreter(path: Path, threads: int | None = None, inspect: bool = False) -> Any:
+    """An interpreter for `path`. With `inspect`, without the default XNNPACK delegate, which would replace the
+    operators it takes by one DELEGATE node and hide them from the op list."""
     module = require("ai_edge_litert.interpreter", extra="tensorflow", purpose="run TFLite models")
     quiet_loggers()
     data = path.read_bytes() if path.is_file() else b""
@@ -53,7 +55,8 @@ def interpreter(path: Path, threads: int | None = None) -> Any:
                              hint="a .tflite file is a flatbuffer written by TFLiteConverter")
     try:
         with framework_output():
-            it = module.Interpreter(model_path=str(path), num_threads=threads)
+            kwargs = {"experimental_op_resolver_type": module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES} if inspect else {}
+            it = module.Interpreter(model_path=str(path), num_threads=threads, **kwargs)
             it.allocate_tensors()
     except Exception as exc:
         raise ModelLoadError(f"cannot load the TFLite model {path}: {first_line(exc)}") from None
@@ -134,7 +137,7 @@ _NOTES = {
 
 
 def describe(path: Path) -> dict[str, Any]:
-    it = interpreter(path)
+    it = interpreter(path, inspect=True)
     inputs, outputs, signature = io(it)
     tensors = it.get_tensor_details()
     histogram = Counter(op["op_name"] for op in ops(it))
@@ -148,7 +151,9 @@ def describe(path: Path) -> dict[str, Any]:
     flt = float_ops(it) if precision.startswith("int8") else []
     if flt:
         notes.append("operators left in float: " + ", ".join(sorted(set(flt))))
-    weights = [t for t in tensors if t["index"] not in {i.index for i in inputs + outputs}]
+    produced = {int(i) for op in ops(it) for i in op.get("outputs", [])} | {i.index for i in inputs}
+    # constants: produced by no op and not an input (unnamed tensors are the runtime's scratch buffers)
+    weights = [t for t in tensors if t["index"] not in produced and t["name"]]
     return {
         "format": "tflite",
         "path": str(path),

@@ -37,7 +37,7 @@ class TFLiteQuantizeOptions:
     allow_float_fallback: bool = field(default=False, metadata={"help": "accept operators that stay in float instead of failing"})
     signature: str | None = field(default=None, metadata={"help": "SavedModel signature (default serving_default)"})
     inputs: list[TensorSpec] = field(default_factory=list, metadata={"help": "NAME:SHAPE fixes unknown input dimensions"})
-    calib_samples: int | None = field(default=None, metadata={"help": "use at most this many calibration samples"})
+    calib_samples: int | None = field(default=None, metadata={"help": "use at most N samples of --calib-data; without it, calibrate on N random samples (rarely accurate)"})
 
 
 class TFLiteQuantize(Pass):
@@ -49,7 +49,7 @@ class TFLiteQuantize(Pass):
 
     def run(self, src: ModelRef, out: Path, options: TFLiteQuantizeOptions) -> PassResult:
         mode = _mode(options)
-        calib = _calibration(Path(options.calib_data), options.calib_samples) if mode == "static" else None
+        calib = _calibration(Path(options.calib_data), options.calib_samples) if mode == "static" and options.calib_data else None
         if src.format == Format.KERAS:
             from mdeploy.converters.keras_to_savedmodel import KerasToSavedModel, KerasToSavedModelOptions
 
@@ -67,7 +67,9 @@ class TFLiteQuantize(Pass):
         converter.optimizations = [t.lite.Optimize.DEFAULT]
         notes = []
         if mode == "static":
-            assert calib is not None
+            if calib is None:
+                calib = _random_calibration(prepared.specs, options.calib_samples or 0)
+                notes.append(f"calibrated on {options.calib_samples} RANDOM samples (no --calib-data): the scales may not fit real inputs")
             calib = _check_calibration(calib, prepared.specs)
             n = len(next(iter(calib.values())))
             converter.representative_dataset = lambda: _samples(calib, n)
@@ -78,14 +80,14 @@ class TFLiteQuantize(Pass):
             if options.int8_io:
                 converter.inference_input_type = t.int8
                 converter.inference_output_type = t.int8
-            notes.append(f"full-integer INT8, calibrated on {n} samples from {options.calib_data}")
+            notes.append(f"full-integer INT8, calibrated on {n} samples" + (f" from {options.calib_data}" if options.calib_data else ""))
         else:
             notes.append("dynamic-range INT8: weights int8, activations float")
         data = tflite_convert.run(converter, src.name)
         out.write_bytes(data)
         float_ops: list[str] = []
         if mode == "static":
-            float_ops = sorted(set(tflite_models.float_ops(tflite_models.interpreter(out))))
+            float_ops = sorted(set(tflite_models.float_ops(tflite_models.interpreter(out, inspect=True))))
             if float_ops and not options.allow_float_fallback:
                 out.unlink()
                 raise ConversionError(
@@ -107,11 +109,11 @@ class TFLiteQuantize(Pass):
 def _mode(options: TFLiteQuantizeOptions) -> str:
     if options.mode not in MODES:
         raise InputError(f"unknown --mode '{options.mode}'", hint="choose dynamic, static or auto")
-    mode = options.mode if options.mode != "auto" else ("static" if options.calib_data else "dynamic")
-    if mode == "static" and not options.calib_data:
+    mode = options.mode if options.mode != "auto" else ("static" if options.calib_data or options.calib_samples else "dynamic")
+    if mode == "static" and not options.calib_data and not options.calib_samples:
         raise InputError("--mode static needs calibration data", hint="give --calib-data DATA.npz (arrays keyed by input name)")
-    if mode == "dynamic" and (options.int8_io or options.calib_data):
-        flag = "--int8-io" if options.int8_io else "--calib-data"
+    if mode == "dynamic" and (options.int8_io or options.calib_data or options.calib_samples):
+        flag = "--int8-io" if options.int8_io else ("--calib-data" if options.calib_data else "--calib-samples")
         raise InputError(f"{flag} applies to --mode static only", hint="dynamic-range quantization keeps float inputs and needs no data")
     if options.calib_samples is not None and options.calib_samples <= 0:
         raise InputError("--calib-samples must be positive")
@@ -124,6 +126,12 @@ def _calibration(path: Path, limit: int | None) -> dict[str, np.ndarray]:
     if limit:
         arrays = {k: v[:limit] for k, v in arrays.items()}
     return arrays
+
+
+def _random_calibration(specs: list[TensorSpec], n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    feeds = [vinputs.random_feed(specs, rng) for _ in range(n)]
+    return {s.name: np.concatenate([f[s.name] for f in feeds]) for s in specs}
 
 
 def _check_calibration(arrays: dict[str, np.ndarray], specs: list[TensorSpec]) -> dict[str, np.ndarray]:
