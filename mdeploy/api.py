@@ -143,8 +143,13 @@ def validate(
     ref_weights: str | None = None,
     report_path: str | None = None,
     progress: ProgressFactory = no_progress,
+    layerwise: bool = False,
 ) -> Report:
-    """Compare two models on the same inputs: every output, every metric, one verdict."""
+    """Compare two models on the same inputs: every output, every metric, one verdict.
+
+    With `layerwise` (two ONNX models), every intermediate tensor they share is compared instead, in graph
+    order, and the report names the first layer beyond tolerance.
+    """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'", hint="choose fp32, fp16 or int8")
     if data and samples:
@@ -156,6 +161,8 @@ def validate(
     tolerance = tolerance_for(precision, atol, rtol)
     ref = ModelRef.parse(reference, ref_format, ref_weights)
     cand = ModelRef.parse(candidate, cand_format)
+    if layerwise:
+        return _validate_layerwise(ref, cand, data, samples, inputs, tolerance, device, seed, report_path, progress)
     ref_runner = open_runner(ref, device, inputs)
     cand_runner = open_runner(cand, device)
     specs = merged_specs(ref_runner, cand_runner)
@@ -180,3 +187,115 @@ def validate(
         write(report, Path(report_path))
     return report
 
+
+
+def quantize(
+    src: str,
+    output: str,
+    *,
+    src_format: str | None = None,
+    eval_data: str | None = None,
+    labels: str | None = None,
+    max_error: str | None = None,
+    eval_samples: int | None = None,
+    validate: bool = True,
+    force: bool = False,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: ProgressFactory = no_progress,
+    **options: Any,
+) -> Report:
+    """Quantize `src` with the pass for its format, then prove on data what the result kept.
+
+    `options` are the pass's options (mode, calib_data, calib_method, exclude, int8_io, ...); one the chosen
+    pass does not take is an error. With `max_error` (e.g. `cosine>=0.995`) an ONNX result that misses the
+    bar is repaired: the costliest nodes are kept in float until it holds; if it never does, the best model
+    found is written and the report fails (exit 1).
+    """
+    from mdeploy import quantizing as quantize_flow
+    from mdeploy.passes.base import build_pass_options
+
+    ref = ModelRef.parse(src, src_format)
+    out = Path(output)
+    pass_cls = registry.pass_for("quantize", ref.format)
+    check_output(out, force)
+    if out.resolve() == ref.path.resolve():
+        raise InputError("the output would overwrite the input", hint="choose another output path")
+    quantize_flow.check_output_suffix(out, pass_cls)
+    bar = quantize_flow.parse_bar(max_error) if max_error is not None else None
+    pass_options = build_pass_options(pass_cls, options)
+    plan = quantize_flow.Plan(ref, out, pass_cls, pass_options, bar, eval_data or options.get("calib_data"), labels,
+                              eval_samples, validate, device, seed, progress)
+    plan.check()
+    with atomic_output(out, force) as tmp:
+        report = plan.execute(tmp)
+    return report
+
+
+def benchmark(
+    models: list[str],
+    *,
+    batch: int | None = None,
+    threads: int | None = None,
+    inputs: list[TensorSpec] | None = None,
+    warmup: int = 5,
+    iterations: int | None = None,
+    duration: float | None = None,
+    device: str = "cpu",
+    src_format: str | None = None,
+    seed: int = 0,
+    progress: ProgressFactory = no_progress,
+) -> Report:
+    """Measure latency, throughput, peak memory and size of each model on the same random inputs, side by side."""
+    from mdeploy import benchmarking
+
+    return benchmarking.benchmark(models, batch=batch, threads=threads, inputs=inputs, warmup=warmup, iterations=iterations,
+                                  duration=duration, device=device, src_format=src_format, seed=seed, progress=progress)
+
+
+def _validate_layerwise(ref: ModelRef, cand: ModelRef, data: str | None, samples: int | None, inputs: list[TensorSpec] | None,
+                        tolerance: Any, device: str, seed: int, report_path: str | None, progress: ProgressFactory) -> Report:
+    """`validate --layerwise`: every shared intermediate tensor of two ONNX models, a chunk of layers at a time."""
+    from mdeploy.validation.layerwise import compare_layers
+
+    if ref.format != Format.ONNX or cand.format != Format.ONNX:
+        raise InputError("--layerwise compares two ONNX models", hint=f"got {ref.format.value} and {cand.format.value}")
+    if device != "cpu":
+        raise InputError("--layerwise runs on the CPU", hint="drop --device")
+    ref_runner = open_runner(ref, "cpu", inputs)
+    specs = ref_runner.input_specs()
+    del ref_runner
+    if data:
+        feeds = vinputs.feeds_from_data(vinputs.load_arrays(Path(data)), specs)
+        source: dict[str, Any] = {"data": data}
+    else:
+        rng = np.random.default_rng(seed)
+        feeds = [vinputs.random_feed(specs, rng) for _ in range(samples or 1)]
+        source = {"samples": samples or 1}
+    start = time.perf_counter()
+    holder: dict[str, Any] = {}
+
+    def chunks(n: int) -> None:
+        holder["bar"] = progress("comparing layers", n)
+        holder["advance"] = holder["bar"].__enter__()
+
+    try:
+        result = compare_layers(ref.path, cand.path, feeds, tolerance, progress=lambda: holder["advance"](), on_chunks=chunks)
+    finally:
+        if "bar" in holder:
+            holder["bar"].__exit__(None, None, None)
+    first = result.first_failure
+    report = Report(
+        command="validate",
+        data={"reference": ref.name, "candidate": cand.name, "device": "cpu", "seed": seed,
+              "inputs_sha256": vinputs.feeds_hash(feeds), **source, "layerwise": result.to_dict()},
+        steps=[Step("layerwise", "passed" if result else "failed",
+                    {"first_failure": f"{first.node} ({first.op_type}) -> {first.tensor}" if first is not None else None},
+                    time.perf_counter() - start)],
+        notes=result.notes,
+    )
+    if report_path:
+        from mdeploy.reports.render import write
+
+        write(report, Path(report_path))
+    return report

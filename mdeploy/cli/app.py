@@ -13,7 +13,7 @@ import traceback
 import typer
 
 from mdeploy import __version__
-from mdeploy.cli import convert, inspect, plugins, validate
+from mdeploy.cli import benchmark, convert, inspect, plugins, quantize, validate
 from mdeploy.errors import MdeployError
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app.command("convert")(convert.command)
 app.command("validate")(validate.command)
 app.command("inspect")(inspect.command)
 app.command("plugins")(plugins.command)
+app.command("quantize")(quantize.command)
+app.command("benchmark")(benchmark.command)
 
 _debug = os.environ.get("MDEPLOY_DEBUG") == "1"
 

@@ -26,6 +26,7 @@ def command(
     cand_format: Annotated[str | None, typer.Option("--cand-from", help="Format of the candidate, when its name does not tell.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="state_dict for a FILE.py:FACTORY reference.")] = None,
     report_path: Annotated[str | None, typer.Option("--report", help="Also write the report: .json, .md or .xml (JUnit).")] = None,
+    layerwise: Annotated[bool, typer.Option("--layerwise", help="ONNX: compare every intermediate tensor both models share; name the first layer beyond tolerance.")] = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -48,10 +49,33 @@ def command(
         ref_weights=weights,
         report_path=report_path,
         progress=out.progress,
+        layerwise=layerwise,
     )
-    out.finish(report, _show)
+    out.finish(report, _show_layerwise if layerwise else _show)
 
 
 def _show(report: Report) -> None:
     show_comparisons(report)
     verdict(report, f"{report.data['candidate']} against {report.data['reference']}")
+
+
+def _show_layerwise(report: Report) -> None:
+    from rich.table import Table
+
+    result = report.data["layerwise"]
+    table = Table(title=f"layer by layer — {result['tolerance']}", title_justify="left")
+    for column in ("#", "node", "op", "tensor", "cosine", "max abs", "rel L2", "result"):
+        table.add_column(column, justify="right" if column in ("#", "cosine", "max abs", "rel L2") else "left")
+    for layer in result["layers"]:
+        table.add_row(str(layer["index"]), layer["node"], layer["op_type"], layer["tensor"], f"{float(layer['cosine']):.6f}",
+                      f"{float(layer['max_abs_error']):.4g}", f"{float(layer['rel_l2_error']):.4g}",
+                      "pass" if layer["passed"] else "FAIL: " + "; ".join(layer["reasons"]), style=None if layer["passed"] else "red")
+    stdout.print(table)
+    for note in report.notes:
+        stdout.print(f"[yellow]note:[/] {note}")
+    first = result["first_failure"]
+    if first:
+        stdout.print(f"[red]FAILED[/] first layer beyond tolerance: {first['node']} ({first['op_type']}) -> {first['tensor']}: "
+                     + "; ".join(first["reasons"]))
+    else:
+        stdout.print(f"[green]PASSED[/] {result['compared']} shared layers of {report.data['candidate']} within tolerance")

@@ -1,0 +1,102 @@
+"""BERT-base-size encoder (12 layers, hidden 768, 12 heads, FFN 3072, sequence 128, random weights built in
+code), dynamic INT8: mdeploy's defaults side by side with onnxruntime's quantize_dynamic called with its
+defaults. Prints size ratio, latency ratio int8/fp32 at 1 and 2 threads, and output error.
+
+    python benchmarks/quantize_transformer.py [WORKDIR] [--seconds S]
+
+Targets on a 2-core x86 CPU: size <= 0.30x, latency <= 0.35x, error no worse than onnxruntime's defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from _common import mdeploy_quantize, report
+
+VOCAB, HIDDEN, LAYERS, HEADS, FFN, SEQ = 30522, 768, 12, 12, 3072, 128
+
+
+def build():  # noqa: ANN201
+    import torch
+    from torch import nn
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tokens = nn.Embedding(VOCAB, HIDDEN)
+            self.positions = nn.Embedding(512, HIDDEN)
+            self.norm = nn.LayerNorm(HIDDEN)
+            layer = nn.TransformerEncoderLayer(HIDDEN, HEADS, FFN, dropout=0.0, activation="gelu", batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False)
+            self.pooler = nn.Linear(HIDDEN, HIDDEN)
+            self.classifier = nn.Linear(HIDDEN, 2)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            pos = torch.arange(input_ids.shape[1]).unsqueeze(0)
+            x = self.norm(self.tokens(input_ids) + self.positions(pos))
+            x = self.encoder(x)
+            return self.classifier(torch.tanh(self.pooler(x[:, 0])))
+
+    torch.manual_seed(0)
+    model = Encoder().eval()
+    with torch.no_grad():  # BERT-like init scale, so activations stay in a realistic range
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.02)
+    return model
+
+
+def export(path: Path, exporter: str) -> None:
+    import torch
+
+    ids = torch.randint(0, VOCAB, (1, SEQ))
+    # grad stays enabled: otherwise torch takes its fused fast path (_transformer_encoder_layer_fwd), which ONNX lacks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            torch.onnx.export(build(), (ids,), str(path), dynamo=False, input_names=["input_ids"], output_names=["logits"],
+                              dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}, opset_version=17)
+        else:  # torch's default exporter since 2.9
+            batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("sequence", min=2, max=512)
+            torch.onnx.export(build(), (ids,), str(path), dynamo=True, input_names=["input_ids"], output_names=["logits"],
+                              dynamic_shapes={"input_ids": {0: batch, 1: seq}}, external_data=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("workdir", nargs="?")
+    parser.add_argument("--seconds", type=float, default=8.0, help="timing per model per thread count")
+    parser.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo", help="how the float model is exported")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-transformer-"))
+    work.mkdir(parents=True, exist_ok=True)
+    fp32, ours, ort_default = work / f"encoder_{args.exporter}.onnx", work / "encoder_mdeploy.onnx", work / "encoder_ort_default.onnx"
+    t = time.time()
+    if not fp32.exists():
+        export(fp32, args.exporter)
+    print(f"exported {fp32} in {time.time() - t:.0f}s")
+    from onnxruntime.quantization import quantize_dynamic
+
+    t = time.time()
+    ours.unlink(missing_ok=True)
+    for note in mdeploy_quantize(fp32, ours, mode="dynamic"):
+        print("  mdeploy:", note)
+    print(f"mdeploy quantize (dynamic, defaults): {time.time() - t:.0f}s")
+    t = time.time()
+    quantize_dynamic(str(fp32), str(ort_default))
+    print(f"onnxruntime quantize_dynamic (defaults): {time.time() - t:.0f}s")
+    rng = np.random.default_rng(0)
+    feed = {"input_ids": rng.integers(0, VOCAB, (1, SEQ)).astype(np.int64)}
+    evals = [{"input_ids": rng.integers(0, VOCAB, (4, SEQ)).astype(np.int64)} for _ in range(4)]
+    report("BERT-base-size encoder, dynamic INT8, batch 1, seq 128", fp32,
+           {"mdeploy (defaults)": ours, "onnxruntime defaults": ort_default}, feed, evals, args.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""`mdeploy benchmark`: what a model costs to run, measured through the same runners that validate it.
+
+Every model gets the same random feed (shapes from its input specs, `--batch` for the batch axis, `--input`
+for other dynamic axes), a warm-up, then a fixed number of iterations or a duration. Latency is the time
+of the backend call alone (the runner's feed checks are not counted). Peak memory is the growth of the
+process's resident memory while the model is loaded and run, sampled by a thread (onnxruntime releases the
+GIL while it computes); models run one after the other, each in a fresh session, released before the next.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy.core import ModelRef, TensorSpec
+from mdeploy.errors import InputError
+from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.reports.report import Report, Step
+from mdeploy.validation import inputs as vinputs
+
+DEFAULT_ITERATIONS = 50
+
+
+class MemorySampler:
+    """Peak resident memory of this process while a block runs, from /proc (or ru_maxrss elsewhere)."""
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        gc.collect()
+        self.baseline = self.rss()
+        self.peak = self.baseline
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+    @property
+    def growth(self) -> int:
+        return max(self.peak - self.baseline, 0)
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1000.0
+    return {
+        "mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)), "min": float(ms.min()), "max": float(ms.max()), "std": float(ms.std()),
+    }
+
+
+def model_size(ref: ModelRef) -> int | None:
+    from mdeploy.quantizing import size_of
+
+    try:
+        return size_of(ref.path) if ref.path.exists() and ref.factory is None else None
+    except OSError:
+        return None
+
+
+def measure(
+    ref: ModelRef,
+    *,
+    batch: int | None,
+    threads: int | None,
+    inputs: list[TensorSpec] | None,
+    warmup: int,
+    iterations: int | None,
+    duration: float | None,
+    device: str,
+    seed: int,
+    progress: ProgressFactory,
+) -> dict[str, Any]:
+    """Load one model, warm it up, time it; returns the numbers for the report."""
+    from mdeploy.api import open_runner
+
+    with MemorySampler() as memory:
+        start = time.perf_counter()
+        runner = open_runner(ref, device, inputs or None, threads)
+        load_s = time.perf_counter() - start
+        specs = runner.input_specs()
+        feed = vinputs.random_feed(specs, np.random.default_rng(seed), batch=batch or 1)
+        items = _batch_of(feed, specs)
+        if batch and items != batch:
+            raise InputError(f"{ref.name} has a fixed batch of {items}; --batch {batch} cannot apply",
+                             hint=f"drop --batch, or give --batch {items}")
+        for _ in range(warmup):
+            runner.infer(feed)
+        times: list[float] = []
+        total = iterations if duration is None else None
+        with progress(f"benchmarking {Path(ref.name).name}", total) as advance:
+            deadline = time.perf_counter() + duration if duration is not None else None
+            while (deadline is None and len(times) < (iterations or DEFAULT_ITERATIONS)) or (
+                deadline is not None and (time.perf_counter() < deadline or not times)
+            ):
+                runner.infer(feed)
+                times.append(runner.last_latency_s)
+                advance()
+        del runner
+        gc.collect()
+    stats = percentiles(times)
+    return {
+        "model": ref.name,
+        "format": ref.format.value,
+        "size_bytes": model_size(ref),
+        "batch": items,
+        "inputs": {k: list(v.shape) for k, v in feed.items()},
+        "iterations": len(times),
+        "load_seconds": load_s,
+        "latency_ms": stats,
+        "throughput_items_per_s": items / (stats["mean"] / 1000.0) if stats["mean"] > 0 else None,
+        "peak_memory_bytes": memory.growth,
+        "peak_rss_bytes": memory.peak,
+    }
+
+
+def _batch_of(feed: dict[str, np.ndarray], specs: list[TensorSpec]) -> int:
+    for spec in specs:
+        array = feed[spec.name]
+        if array.ndim:
+            return int(array.shape[0])
+    return 1
+
+
+def benchmark(
+    models: list[str],
+    *,
+    batch: int | None = None,
+    threads: int | None = None,
+    inputs: list[TensorSpec] | None = None,
+    warmup: int = 5,
+    iterations: int | None = None,
+    duration: float | None = None,
+    device: str = "cpu",
+    src_format: str | None = None,
+    seed: int = 0,
+    progress: ProgressFactory = no_progress,
+) -> Report:
+    """Every model measured alike; each one's ratios to the first (latency p50 and mean, throughput, size)."""
+    if not models:
+        raise InputError("give at least one model to benchmark")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device '{device}'", hint="choose cpu or cuda")
+    for name, value in (("--batch", batch), ("--threads", threads), ("--iterations", iterations)):
+        if value is not None and value <= 0:
+            raise InputError(f"{name} must be positive")
+    if warmup < 0:
+        raise InputError("--warmup cannot be negative")
+    if duration is not None and duration <= 0:
+        raise InputError("--duration must be positive (seconds)")
+    if iterations is not None and duration is not None:
+        raise InputError("give --iterations or --duration, not both")
+    refs = [ModelRef.parse(m, src_format) for m in models]  # every path checked before any work
+    results = []
+    for ref in refs:
+        start = time.perf_counter()
+        row = measure(ref, batch=batch, threads=threads, inputs=inputs, warmup=warmup, iterations=iterations,
+                      duration=duration, device=device, seed=seed, progress=progress)
+        row["seconds"] = time.perf_counter() - start
+        results.append(row)
+    base = results[0]
+    for row in results:
+        row["ratio_to_first"] = {
+            "latency_p50": _ratio(row["latency_ms"]["p50"], base["latency_ms"]["p50"]),
+            "latency_mean": _ratio(row["latency_ms"]["mean"], base["latency_ms"]["mean"]),
+            "throughput": _ratio(row["throughput_items_per_s"], base["throughput_items_per_s"]),
+            "size": _ratio(row["size_bytes"], base["size_bytes"]),
+        }
+    settings = {"batch": batch, "threads": threads, "warmup": warmup, "iterations": iterations,
+                "duration_s": duration, "device": device, "seed": seed}
+    report = Report(command="benchmark", data={"settings": settings, "models": results})
+    report.steps.extend(Step(f"benchmark {r['model']}", "done", {}, r["seconds"]) for r in results)
+    return report
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None

@@ -1,0 +1,243 @@
+"""Accuracy-aware quantization: a bar (`--max-error`), and the loop that keeps the costliest nodes in float
+until the quantized model clears it.
+
+Which nodes cost the most is measured, not guessed: the float and quantized models are compared layer by
+layer, and each node is charged the error its output adds over the error already present in its inputs
+(relative L2 error, which compounds through the graph). The worst are excluded and the model re-quantized;
+1, 1, 2, 4, ... nodes per round, so that a model needing many exclusions still finishes in a few rounds.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mdeploy.core import ModelRef, Tolerance
+from mdeploy.errors import InputError
+from mdeploy.validation.layerwise import LayerwiseResult
+from mdeploy.validation.proof import Proof
+
+METRICS = {
+    "cosine": ">=",  # worst output's cosine similarity to the float model
+    "top1": ">=",  # worst output's top-1 agreement with the float model
+    "accuracy": ">=",  # task accuracy against labels
+    "accuracy-drop": "<=",  # float accuracy minus quantized accuracy, against labels
+    "max-abs": "<=",  # worst absolute error of any output value
+}
+_SPEC = re.compile(r"^\s*(?P<metric>[a-z0-9-]+)\s*(?P<op>>=|<=)\s*(?P<value>[-+0-9.eE]+)\s*$")
+MAX_ROUNDS = 8
+
+
+@dataclass(frozen=True)
+class Criterion:
+    metric: str
+    op: str
+    value: float
+
+    def margin(self, measured: float) -> float:
+        """Positive when met: how far inside the bar the measured value is."""
+        return measured - self.value if self.op == ">=" else self.value - measured
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+
+@dataclass(frozen=True)
+class Bar:
+    criteria: tuple[Criterion, ...]
+
+    @property
+    def needs_labels(self) -> bool:
+        return any(c.metric.startswith("accuracy") for c in self.criteria)
+
+    def tolerance(self) -> Tolerance:
+        """The output tolerance this bar implies (for the comparison table's pass/fail per output)."""
+        cos = next((c.value for c in self.criteria if c.metric == "cosine"), None)
+        top1 = next((c.value for c in self.criteria if c.metric == "top1"), None)
+        atol = next((c.value for c in self.criteria if c.metric == "max-abs"), None)
+        return Tolerance(atol=atol, rtol=0.0 if atol is not None else None, min_cosine=cos, min_top1=top1, source="--max-error")
+
+    def check(self, proof: Proof) -> tuple[float, list[str]]:
+        """The worst margin over the criteria (>= 0: met) and a line per missed criterion."""
+        worst, missed = float("inf"), []
+        for c in self.criteria:
+            measured = proof.metric(c.metric)
+            if measured is None:
+                raise InputError(f"--max-error {c}: {c.metric} cannot be measured on this model",
+                                 hint="top1 needs a classifier output; accuracy needs labels (--labels or a labels array)")
+            margin = c.margin(measured)
+            worst = min(worst, margin)
+            if margin < 0:
+                missed.append(f"{c.metric} {measured:.6g} (bar {c})")
+        return worst, missed
+
+    def __str__(self) -> str:
+        return ",".join(str(c) for c in self.criteria)
+
+
+def parse_bar(text: str) -> Bar:
+    """`cosine>=0.995`, `top1>=0.99,accuracy-drop<=0.01`: comma-separated; all must hold."""
+    criteria = []
+    for part in [p for p in text.split(",") if p.strip()] or [text]:
+        m = _SPEC.match(part)
+        if not m:
+            raise InputError(f"cannot parse --max-error '{text}'",
+                             hint="write METRIC>=VALUE or METRIC<=VALUE, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01")
+        metric, op = m["metric"], m["op"]
+        if metric not in METRICS:
+            raise InputError(f"unknown metric '{metric}' in --max-error '{text}'", hint="metrics: " + ", ".join(METRICS))
+        if op != METRICS[metric]:
+            raise InputError(f"--max-error {metric} takes {METRICS[metric]}, not {op}", hint=f"e.g. {metric}{METRICS[metric]}...")
+        try:
+            value = float(m["value"])
+        except ValueError:
+            raise InputError(f"cannot parse the number in --max-error '{part.strip()}'") from None
+        criteria.append(Criterion(metric, op, value))
+    return Bar(tuple(criteria))
+
+
+@dataclass
+class Segment:
+    """Nodes that produce one compared tensor (a compute node and the ops fused behind it), and their cost."""
+
+    nodes: list[str]
+    op_type: str
+    tensor: str
+    cost: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": self.nodes, "op_type": self.op_type, "tensor": self.tensor, "cost_rel_l2": round(self.cost, 6)}
+
+
+def costs(layers: LayerwiseResult, producers: dict[str, tuple[str, str, list[str]]], excluded: set[str]) -> list[Segment]:
+    """Each compared tensor's added error, charged to the nodes of the quantizer's model that produce it.
+
+    `producers`: tensor -> (node name, op type, node inputs) in the model the quantizer saw. A tensor the
+    candidate does not expose (a Conv output whose Relu was folded into the quantization) belongs to the
+    segment of the compared tensor downstream of it.
+    """
+    error = {layer.tensor: layer.rel_l2_error for layer in layers.layers}
+    segments = []
+    for layer in layers.layers:
+        if layer.tensor not in producers:
+            continue
+        nodes, frontier, upstream = [], [layer.tensor], []
+        while frontier:
+            tensor = frontier.pop()
+            if tensor not in producers:
+                continue
+            node, op, inputs = producers[tensor]
+            if node in nodes:
+                continue
+            nodes.append(node)
+            for i in inputs:
+                if i in error:
+                    upstream.append(error[i])
+                elif i in producers and len(nodes) < 8:
+                    frontier.append(i)
+        nodes = [n for n in nodes if n not in excluded]
+        if not nodes:
+            continue
+        added = layer.rel_l2_error - max(upstream, default=0.0)
+        segments.append(Segment(nodes[::-1], producers[layer.tensor][1], layer.tensor, added))
+    return sorted((s for s in segments if s.cost > 0), key=lambda s: -s.cost)
+
+
+@dataclass
+class Round:
+    excluded: list[Segment]
+    margin: float
+    missed: list[str]
+    metrics: dict[str, float | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kept_in_float": [s.to_dict() for s in self.excluded], "met": self.margin >= 0, "missed": self.missed,
+                "metrics": self.metrics}
+
+
+@dataclass
+class Repair:
+    """What the loop did: every round, the exclusions of the best model found, and whether the bar holds."""
+
+    met: bool
+    best_path: Path
+    best_proof: Proof
+    kept_in_float: list[Segment] = field(default_factory=list)
+    rounds: list[Round] = field(default_factory=list)
+
+    @property
+    def exclude_args(self) -> str:
+        return " ".join(f"--exclude '{n}'" for s in self.kept_in_float for n in s.nodes)
+
+
+def repair(
+    run_pass: Callable[[Any, Path], Any],
+    options: Any,
+    first: Path,
+    first_proof: Proof,
+    bar: Bar,
+    evaluate: Callable[[Path], Proof],
+    layerwise: Callable[[Path], LayerwiseResult],
+    producers: Callable[[], dict[str, tuple[str, str, list[str]]]],
+    workdir: Path,
+    report_round: Callable[[Round], None] | None = None,
+) -> Repair:
+    """Exclude the costliest nodes and re-quantize until `bar` holds, or nothing is left to try."""
+    margin, missed = bar.check(first_proof)
+    metrics = {c.metric: first_proof.metric(c.metric) for c in bar.criteria}
+    best = Repair(margin >= 0, first, first_proof, [], [Round([], margin, missed, metrics)])
+    best_margin, current, excluded = margin, first, list(options.exclude)
+    kept: list[Segment] = []
+    step = 1
+    for number in range(1, MAX_ROUNDS + 1):
+        if best.met:
+            break
+        candidates = costs(layerwise(current), producers(), set(excluded))
+        if not candidates:
+            break
+        chosen = candidates[:step]
+        step *= 2
+        kept = kept + chosen
+        excluded = excluded + [n for s in chosen for n in s.nodes]
+        current = workdir / f"round{number}.onnx"
+        run_pass(replace(options, exclude=excluded), current)
+        proof = evaluate(current)
+        margin, missed = bar.check(proof)
+        metrics = {c.metric: proof.metric(c.metric) for c in bar.criteria}
+        best.rounds.append(Round(chosen, margin, missed, metrics))
+        if report_round:
+            report_round(best.rounds[-1])
+        if margin > best_margin:
+            best_margin = margin
+            best.best_path, best.best_proof, best.kept_in_float, best.met = current, proof, list(kept), margin >= 0
+    return best
+
+
+def workspace() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="mdeploy-repair-")
+
+
+def install(best: Path, target: Path) -> None:
+    """Copy the best model found into the output being written (and its external data, if any)."""
+    if best.resolve() == target.resolve():
+        return
+    shutil.copyfile(best, target)
+    for extra in best.parent.glob(best.name + "*.data"):
+        shutil.copyfile(extra, target.parent / extra.name.replace(best.name, target.name, 1))
+
+
+def producers_of(model_path: Path) -> dict[str, tuple[str, str, list[str]]]:
+    """tensor -> (node name, op type, inputs) for every node output of an ONNX model."""
+    from mdeploy.frameworks import onnx_models
+
+    model = onnx_models.load_proto(model_path)
+    return {out: (n.name, n.op_type, [i for i in n.input if i]) for n in model.graph.node for out in n.output if out}
+
+
+def source_ref(path: Path) -> ModelRef:
+    return ModelRef.parse(str(path))

@@ -1,0 +1,92 @@
+"""Calibration data for static quantization, streamed to onnxruntime one batch at a time.
+
+The data is checked against the model's inputs before any work (names, dtypes, shapes; never cast or
+reshaped), then cut into batches: slices of the model's own batch size when it is fixed, else `batch`
+samples. Slices are views, and `.npy` files are memory-mapped, so the data set is not copied; onnxruntime's
+min/max calibrator keeps only each batch's reduced minima and maxima, so its memory stays small too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy.core import TensorSpec
+from mdeploy.errors import InputError
+from mdeploy.progress import Advance
+from mdeploy.validation import inputs as vinputs
+
+Feed = dict[str, np.ndarray]
+DEFAULT_BATCH = 16
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Like validation.inputs.load_arrays, but `.npy` files are memory-mapped rather than read whole."""
+    if path.is_dir() or path.suffix == ".npy":
+        files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
+        if not files:
+            raise InputError(f"no .npy files in {path}")
+        try:
+            arrays = {f.stem: np.load(f, mmap_mode="r", allow_pickle=False) for f in files}
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot read data file {path}: {exc}") from None
+        return {"": arrays[files[0].stem]} if path.suffix == ".npy" else arrays
+    return vinputs.load_arrays(path)
+
+
+def fixed_batch(specs: list[TensorSpec]) -> int | None:
+    """The batch size the model insists on (a fixed axis 0), if any."""
+    for spec in specs:
+        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0:
+            return spec.shape[0]
+    return None
+
+
+def batches_from_data(arrays: dict[str, np.ndarray], specs: list[TensorSpec], batch: int = DEFAULT_BATCH) -> list[Feed]:
+    """Checked feeds of at most `batch` samples (exactly the model's batch when it is fixed)."""
+    arrays = {k: v for k, v in arrays.items() if k != "labels"}
+    step = None if fixed_batch(specs) else batch
+    return vinputs.feeds_from_data(arrays, specs, batch=step)
+
+
+def random_batches(specs: list[TensorSpec], samples: int, batch: int = DEFAULT_BATCH, seed: int = 0) -> Iterator[Feed]:
+    """`samples` random samples, N(0, 1) for floats: calibration ranges that fit no real input."""
+    rng = np.random.default_rng(seed)
+    step = fixed_batch(specs) or batch
+    done = 0
+    while done < samples:
+        n = step if fixed_batch(specs) else min(step, samples - done)
+        yield vinputs.random_feed(specs, rng, batch=n)
+        done += n
+
+
+class StreamingReader:
+    """A CalibrationDataReader over feeds produced lazily; advances the progress bar once per batch."""
+
+    def __init__(self, feeds: Any, advance: Advance) -> None:
+        self._feeds = iter(feeds)
+        self._advance = advance
+        self.batches = 0
+        self.samples = 0
+
+    def get_next(self) -> Feed | None:
+        feed = next(self._feeds, None)
+        if feed is None:
+            return None
+        self.batches += 1
+        self.samples += int(next(iter(feed.values())).shape[0]) if feed else 0
+        self._advance()
+        return {k: np.ascontiguousarray(v) for k, v in feed.items()}
+
+    def rewind(self) -> None:  # onnxruntime calls this on some paths; one pass is all we need
+        pass
+
+
+def reader_class() -> type:
+    """StreamingReader registered as onnxruntime's CalibrationDataReader (imported lazily)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    return type("MdeployCalibrationReader", (StreamingReader, CalibrationDataReader), {})

@@ -1,0 +1,183 @@
+"""Getting an ONNX model ready for onnxruntime's quantizers: checks, constant folding, shape inference.
+
+onnxruntime quantizes a MatMul/Conv only when its weight is an initializer. Older exporters (and the torch
+TransformerEncoder export) feed weights through Transpose or other constant subgraphs; left as they are,
+those weights stay float and `quantize_dynamic` buys almost nothing. onnxruntime's own basic graph
+optimizations fold them into initializers, so they run first. Its symbolic shape inference then labels the
+activations; it asserts on some exports, and then we fall back to ONNX shape inference and say so.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mdeploy.deps import require
+from mdeploy.errors import InputError, ModelLoadError, first_line
+from mdeploy.frameworks import onnx_models
+from mdeploy.logs import framework_output
+
+# Operators that only appear in a model that is already quantized.
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
+    "ConvInteger", "QLinearAdd", "QLinearMul", "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulNBits",
+    "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat", "QLinearAveragePool", "QLinearGlobalAveragePool",
+    "MatMulIntegerToFloat", "DynamicQuantizeLSTM", "QOrderedMatMul", "MatMulBnb4",
+})
+
+# Beyond this many bytes of weights, protobuf's 2 GB limit needs the weights in an external data file.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+@dataclass
+class Prepared:
+    """The model handed to the quantizer, and what preparing it did."""
+
+    path: Path
+    notes: list[str] = field(default_factory=list)
+    node_names: set[str] = field(default_factory=set)
+    op_types: dict[str, str] = field(default_factory=dict)  # node name -> op type, after preparation
+    producers: dict[str, tuple[str, str, list[str]]] = field(default_factory=dict)  # tensor -> (node, op, inputs)
+    large: bool = False
+
+
+def quantized_ops(model: Any) -> list[str]:
+    """The quantization operators a model already contains (empty for a float model)."""
+    return sorted({n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS})
+
+
+def check_not_quantized(model: Any, path: Path) -> None:
+    found = quantized_ops(model)
+    if found:
+        raise InputError(
+            f"{path} is already quantized (it contains {', '.join(found[:4])})",
+            hint="quantize the float model it came from",
+        )
+
+
+def weight_bytes(model: Any) -> int:
+    total = 0
+    for init in model.graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= int(d)
+        total += n * onnx_models._BYTES.get(init.data_type, 4)
+    return total
+
+
+def name_nodes(model: Any) -> int:
+    """Give every unnamed node a unique name, so that `--exclude` and the reports can point at it."""
+    used = {n.name for n in model.graph.node if n.name}
+    named = 0
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            candidate = f"{node.op_type}_{i}"
+            while candidate in used:
+                candidate += "_"
+            node.name = candidate
+            used.add(candidate)
+            named += 1
+    return named
+
+
+def save(model: Any, path: Path, large: bool) -> None:
+    onnx = require("onnx", extra="onnx")
+    if large:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data")
+    else:
+        onnx.save_model(model, str(path))
+
+
+def fold_constants(src: Path, dst: Path, large: bool) -> None:
+    """onnxruntime's basic graph optimizations: constant folding and redundant-node elimination, standard ops only."""
+    ort = require("onnxruntime", extra="onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    options.log_severity_level = 3
+    if large:
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", dst.name + ".data")
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+
+
+def prepare(src: Path, workdir: Path, preprocess: bool = True) -> Prepared:
+    """Load, check, fold and shape-infer `src` into `workdir`; never touches `src`."""
+    onnx = require("onnx", extra="onnx")
+    model = onnx_models.load_proto(src, with_data=True)
+    check_not_quantized(model, src)
+    large = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    notes: list[str] = []
+    named = name_nodes(model)
+    if named:
+        notes.append(f"named {named} unnamed nodes (<op>_<index>) so they can be excluded")
+    base = workdir / "named.onnx"
+    save(model, base, large)
+    del model
+    current = base
+    if preprocess:
+        folded = workdir / "folded.onnx"
+        try:
+            with framework_output():
+                fold_constants(base, folded, large)
+            current = folded
+            notes.append("pre-processing: constant folding and basic graph optimizations (onnxruntime)")
+        except Exception as exc:
+            notes.append(f"pre-processing: constant folding failed ({first_line(exc)}); quantizing the model as it is")
+        current = _infer_shapes(current, workdir, large, notes)
+    else:
+        notes.append("pre-processing skipped (--no-preprocess): weights fed by constant subgraphs stay float")
+    try:
+        final = onnx.load(str(current), load_external_data=False)
+    except Exception as exc:  # pragma: no cover - onnxruntime wrote it
+        raise ModelLoadError(f"cannot read the pre-processed model: {first_line(exc)}") from None
+    if name_nodes(final):  # the optimizer may add unnamed nodes; external data references stay as they are
+        onnx.save_model(final, str(current))
+    return Prepared(
+        path=current,
+        notes=notes,
+        node_names={n.name for n in final.graph.node},
+        op_types={n.name: n.op_type for n in final.graph.node},
+        producers={o: (n.name, n.op_type, [i for i in n.input if i]) for n in final.graph.node for o in n.output if o},
+        large=large,
+    )
+
+
+def _infer_shapes(current: Path, workdir: Path, large: bool, notes: list[str]) -> Path:
+    """onnxruntime's quant_pre_process without its optimizer (already done): symbolic, then ONNX shape
+    inference; when the symbolic pass fails, ONNX shape inference alone; when that fails too, none."""
+    from_ort = require("onnxruntime.quantization.shape_inference", extra="onnx")
+    shaped = workdir / "shaped.onnx"
+    attempts = [
+        ({}, "symbolic and ONNX shape inference"),
+        ({"skip_symbolic_shape": True}, "ONNX shape inference only: onnxruntime's symbolic shape inference failed ({error})"),
+    ]
+    first_error = ""
+    for kwargs, what in attempts:
+        try:
+            with framework_output():
+                from_ort.quant_pre_process(
+                    str(current), str(shaped), skip_optimization=True, save_as_external_data=large,
+                    all_tensors_to_one_file=True, external_data_location=shaped.name + ".data", **kwargs,
+                )
+            notes.append("pre-processing: " + what.format(error=first_error))
+            return shaped
+        except Exception as exc:
+            first_error = first_error or first_line(exc)[:160]
+    notes.append(f"pre-processing: shape inference failed ({first_error}); quantizing without it")
+    return current
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has the VNNI dot-product instructions (no saturation risk for u8*s8 products)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "vnni" in flags
+
+
+def is_arm() -> bool:
+    return platform.machine().lower() in ("arm64", "aarch64") or platform.machine().lower().startswith("arm")

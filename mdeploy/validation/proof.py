@@ -1,0 +1,101 @@
+"""Proving what a quantized (or otherwise optimized) model kept: output agreement and, with labels, task accuracy.
+
+One pass over the data runs both models per batch, folds every output into the running comparison metrics,
+and counts correct top-1 predictions of the first classifier-like output against the labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mdeploy.core import Tolerance
+from mdeploy.errors import InputError
+from mdeploy.runners.base import Feed, Runner
+from mdeploy.validation.compare import Comparison, OutputAccumulator, is_classifier_like, match_outputs
+from mdeploy.validation.run import candidate_feed
+
+
+@dataclass
+class Accuracy:
+    """Top-1 accuracy of the reference and the candidate against labels, on one output."""
+
+    output: str
+    samples: int
+    reference: float
+    candidate: float
+
+    @property
+    def drop(self) -> float:
+        return self.reference - self.candidate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "samples": self.samples, "float": self.reference, "quantized": self.candidate,
+                "drop": self.drop}
+
+
+@dataclass
+class Proof:
+    comparison: Comparison
+    accuracy: Accuracy | None
+
+    def metric(self, name: str) -> float | None:
+        """cosine / top1 (worst output), max-abs (worst output), accuracy, accuracy-drop; None when not measurable."""
+        outs = self.comparison.outputs
+        if name == "cosine":
+            return min(o.cosine for o in outs)
+        if name == "top1":
+            values = [o.top1_agreement for o in outs if o.top1_agreement is not None]
+            return min(values) if values else None
+        if name == "max-abs":
+            return max(o.max_abs_error for o in outs)
+        if self.accuracy is None:
+            return None
+        return self.accuracy.candidate if name == "accuracy" else self.accuracy.drop
+
+
+def prove(
+    ref: Runner,
+    cand: Runner,
+    feeds: list[Feed],
+    tolerance: Tolerance,
+    labels: np.ndarray | None = None,
+    label: str = "",
+    progress: Callable[[], None] | None = None,
+) -> Proof:
+    """Run both models on every feed (consecutive slices of the data, in order, when labels are given)."""
+    accs: dict[str, OutputAccumulator] | None = None
+    pairs: list[tuple[str, str]] = []
+    notes: list[str] = []
+    scored: str | None = None
+    seen = right_ref = right_cand = 0
+    for feed in feeds:
+        ref_out = ref.infer(feed)
+        cand_out = cand.infer(candidate_feed(feed, ref, cand))
+        if accs is None:
+            pairs, notes = match_outputs(list(ref_out), list(cand_out))
+            accs = {r: OutputAccumulator(r, c) for r, c in pairs}
+            if labels is not None:
+                scored = next((r for r, _ in pairs if is_classifier_like(ref_out[r]) and ref_out[r].ndim == 2), None)
+                if scored is None:
+                    raise InputError("labels were given, but the model has no (batch, classes) output to score against them")
+        for r, c in pairs:
+            accs[r].update(ref_out[r], cand_out[c], tolerance)
+        if labels is not None and scored is not None:
+            n = ref_out[scored].shape[0]
+            y = labels[seen : seen + n]
+            if len(y) != n:
+                raise InputError(f"there are fewer labels ({len(labels)}) than samples")
+            right_ref += int((ref_out[scored].argmax(-1) == y).sum())
+            right_cand += int((cand_out[dict(pairs)[scored]].argmax(-1) == y).sum())
+            seen += n
+        if progress:
+            progress()
+    if labels is not None and seen != len(labels):
+        raise InputError(f"{len(labels)} labels for {seen} samples", hint="give one label per sample")
+    comparison = Comparison(label=label, tolerance=tolerance, outputs=[a.result(tolerance) for a in (accs or {}).values()], notes=notes)
+    accuracy = Accuracy(scored, seen, right_ref / seen, right_cand / seen) if scored and seen else None
+    return Proof(comparison, accuracy)
