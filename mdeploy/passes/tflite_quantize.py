@@ -96,6 +96,9 @@ class TFLiteQuantize(Pass):
                 )
             if float_ops:
                 notes.append("operators left in float (--allow-float-fallback): " + ", ".join(float_ops))
+        if mode == "dynamic" and tflite_models.describe(out)["precision"] == "fp32":
+            notes.append("no weight tensor was large enough to quantize (TFLite's dynamic-range mode skips tensors under "
+                         "1024 elements): the model stays float32")
         examples, _ = tf_models.example_specs(prepared.specs)
         return PassResult(
             output=ModelRef(out, Format.TFLITE),
