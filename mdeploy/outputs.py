@@ -33,7 +33,10 @@ def atomic_output(target: Path, force: bool) -> Iterator[Path]:
     """Yield a path with `target`'s name inside a temporary folder; on success move it (and any file
     written beside it, such as external data) into place."""
     check_output(target, force)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise InputError(f"cannot write to {target.parent}: {exc.strerror}") from None
     try:
         yield staging / target.name
         produced = staging / target.name
@@ -46,6 +49,9 @@ def atomic_output(target: Path, force: bool) -> Iterator[Path]:
                     raise OutputExistsError(f"output exists: {dest}", hint="give --force to replace it")
                 if dest.is_dir() and not dest.is_symlink():
                     shutil.rmtree(dest)
-            os.replace(item, dest)
+            try:
+                os.replace(item, dest)
+            except OSError as exc:
+                raise InputError(f"cannot write {dest}: {exc.strerror}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,11 +15,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mdeploy.core import TensorSpec, parse_dynamic
 from mdeploy.logs import set_verbose
 from mdeploy.progress import Advance, ProgressFactory, no_progress
-from mdeploy.reports.render import COLUMNS, comparison_rows
-from mdeploy.reports.report import Report
+
+if TYPE_CHECKING:  # the CLI imports numpy-backed modules only once a command runs, so `--help` stays fast
+    from mdeploy.core import TensorSpec
+    from mdeploy.reports.report import Report
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
@@ -70,14 +71,20 @@ def rich_progress(description: str, total: int | None) -> Iterator[Advance]:
 
 
 def parse_inputs(values: list[str] | None) -> list[TensorSpec]:
+    from mdeploy.core import TensorSpec
+
     return [TensorSpec.parse(v) for v in values or []]
 
 
 def parse_dynamics(values: list[str] | None) -> list[tuple[str, int, str]]:
+    from mdeploy.core import parse_dynamic
+
     return [parse_dynamic(v) for v in values or []]
 
 
 def show_comparisons(report: Report) -> None:
+    from mdeploy.reports.render import COLUMNS, comparison_rows
+
     for comparison in report.comparisons:
         title = f"{comparison.label or 'outputs'} — {comparison.tolerance.describe()}"
         table = Table(title=title, title_justify="left")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mdeploy import api
 from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
-from mdeploy.reports.report import Report
+
+if TYPE_CHECKING:
+    from mdeploy.reports.report import Report
 
 
 def command(
@@ -22,6 +23,8 @@ def command(
     verbose: VerboseOpt = False,
 ) -> None:
     """Show inputs, outputs, operators, parameters and size of a model."""
+    from mdeploy import api
+
     out = Output(json_, quiet, verbose)
     out.finish(api.inspect(model, src_format, weights), _show)
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
-from mdeploy import registry
 from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
-from mdeploy.reports.report import Report
+
+if TYPE_CHECKING:
+    from mdeploy.reports.report import Report
 
 
 def command(json_: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
     """List the plugins mdeploy found, with the error of any that is broken."""
+    from mdeploy import registry
+    from mdeploy.reports.report import Report
+
     out = Output(json_, quiet, verbose)
     rows = []
     for group in registry.GROUPS:
