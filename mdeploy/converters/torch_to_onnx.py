@@ -72,13 +72,9 @@ class TorchToOnnx(Converter):
                 failures.append((exporter, exc))
                 out.unlink(missing_ok=True)
         else:
-            exporter, exc = failures[0]
-            error = _export_error(exporter, exc)
-            if len(failures) > 1:
-                error.hint = f"the {failures[1][0]} exporter failed too, at {_failure_summary(failures[1][1])}"
-            raise error
+            raise _export_error(failures)
         for failed, exc in failures:
-            notes.append(f"the {failed} exporter failed ({_failure_summary(exc)}); used the {exporter} exporter")
+            notes.append(f"{_note(failed, exc)}; used the {exporter} exporter")
         notes.append(f"exported with the {exporter} exporter")
         _check(out)
         dims: dict[str, list[tuple[str, int]]] = {}
@@ -244,29 +240,34 @@ def _clean(text: str) -> str:
     return _ANSI.sub("", text).strip()
 
 
-def _failure_summary(exc: BaseException) -> str:
-    """The operator (or else the module, or the first line) an exporter failed on."""
+def _failure_summary(exc: BaseException) -> tuple[str, str]:
+    """Where an exporter failed (the operator, else the module) and its own explanation."""
     text = _clean(f"{exc}\n{exc.__cause__ or ''}")
     ops = [m for m in _OP.findall(text) if not m.startswith("onnx::")] or _OP.findall(text)
     module = re.search(r"(?:module|Module) [`']?([\w.]+)[`']?", text)
     where = f"operator {ops[0]}" if ops else (f"module {module.group(1)}" if module else "")
-    reason = _reason(text)
-    return f"{where}: {reason}" if where else reason
+    return where, _reason(text)
 
 
 def _reason(text: str) -> str:
     """The exporter's own explanation: its exception summary when it has one, else its first line."""
     summary = re.search(r"## Exception summary\s+(.+)", text)
     line = summary.group(1) if summary else text.splitlines()[0] if text else "unknown error"
-    return line if len(line) <= 240 else line[:237] + "..."
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
-def _export_error(exporter: str, exc: BaseException) -> ConversionError:
-    return ConversionError(
-        f"the {exporter} exporter failed at {_failure_summary(exc)}",
-        hint="run with --debug for the exporter's full traceback, or try --exporter "
-        + ("torchscript" if exporter == "dynamo" else "dynamo"),
-    )
+def _note(exporter: str, exc: BaseException) -> str:
+    where, reason = _failure_summary(exc)
+    return f"the {exporter} exporter failed{' at ' + where if where else ''} ({reason})"
+
+
+def _export_error(failures: list[tuple[str, BaseException]]) -> ConversionError:
+    """One line naming the operator or module that failed; the exporters' own messages follow as the hint."""
+    exporter, exc = failures[0]
+    where, reason = _failure_summary(exc)
+    message = f"the {exporter} exporter failed{' at ' + where if where else ''}"
+    hints = [reason] + [_note(e, x) for e, x in failures[1:]]
+    return ConversionError(message, hint=" | ".join(hints) + " (--debug shows the traceback)")
 
 
 def _weight_bytes(module: Any) -> int:
