@@ -59,7 +59,7 @@ def convert(
     `options` are the converter options the user set (inputs, dynamic, opset, exporter, precision, ...);
     each hop takes the ones its Options dataclass declares.
     """
-    ref = ModelRef.parse(src, src_format, weights)
+    ref = ModelRef.parse(src, src_format, weights).with_load_options(options)
     out = Path(output)
     dst = Format.parse(dst_format) if dst_format else format_for_output(out)
     check_output(out, force)
@@ -215,7 +215,7 @@ def quantize(
     from mdeploy import quantizing as quantize_flow
     from mdeploy.passes.base import build_pass_options
 
-    ref = ModelRef.parse(src, src_format)
+    ref = ModelRef.parse(src, src_format).with_load_options(options)
     out = Path(output)
     pass_cls = registry.pass_for("quantize", ref.format)
     check_output(out, force)

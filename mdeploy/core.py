@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,10 +76,17 @@ class ModelRef:
     format: Format
     factory: str | None = None
     weights: Path | None = None
+    signature: str | None = None  # the SavedModel signature to call (`--signature`)
+    allow_unsafe: bool = False  # Keras: the user explicitly allowed unsafe deserialization
 
     @property
     def name(self) -> str:
         return self.factory or str(self.path)
+
+    def with_load_options(self, options: dict[str, Any]) -> ModelRef:
+        """The same model, loaded with the `--signature` / `--unsafe-deserialization` the user gave."""
+        return replace(self, signature=options.get("signature") or self.signature,
+                       allow_unsafe=bool(options.get("unsafe_deserialization")) or self.allow_unsafe)
 
     @classmethod
     def parse(cls, spec: str, fmt: Format | str | None = None, weights: str | Path | None = None) -> ModelRef:

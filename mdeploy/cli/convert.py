@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
-from mdeploy import api
 from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_dynamics, parse_inputs, show_comparisons, stdout, verdict
-from mdeploy.reports.report import Report
+
+if TYPE_CHECKING:
+    from mdeploy.reports.report import Report
 
 
 def command(
@@ -34,6 +36,8 @@ def command(
     verbose: VerboseOpt = False,
 ) -> None:
     """Convert a model to another format and prove the result computes what the source did."""
+    from mdeploy import api
+
     out = Output(json_, quiet, verbose)
     report = api.convert(
         src,
@@ -61,11 +65,11 @@ def command(
 def _show(report: Report) -> None:
     for step in report.steps:
         if step.name.startswith("convert"):
-            stdout.print(f"[bold]{step.name}[/] with {step.details.get('converter')} ({step.seconds:.1f}s)")
+            stdout.print(f"[bold]{step.name}[/] with {escape(str(step.details.get('converter')))} ({step.seconds:.1f}s)")
     for note in report.notes:
-        stdout.print(f"  [dim]{note}[/]")
+        stdout.print(f"  [dim]{escape(note)}[/]")
     show_comparisons(report)
     if not report.comparisons:
-        stdout.print(f"[green]wrote[/] {report.data['output']} (not validated)")
+        stdout.print(f"[green]wrote[/] {escape(report.data['output'])} (not validated)")
     else:
         verdict(report, f"wrote {report.data['output']}")

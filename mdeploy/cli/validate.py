@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy import api
 from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_inputs, show_comparisons, stdout, verdict
-from mdeploy.reports.report import Report
+
+if TYPE_CHECKING:
+    from mdeploy.reports.report import Report
 
 
 def command(
@@ -32,6 +33,8 @@ def command(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run two models on the same inputs and compare every output. Exit 1 on a mismatch."""
+    from mdeploy import api
+
     out = Output(json_, quiet, verbose)
     report = api.validate(
         reference,

@@ -29,7 +29,6 @@ class KerasToSavedModel(Converter):
     name: ClassVar[str] = "keras.Model.export"
 
     def convert(self, src: ModelRef, out: Path, options: KerasToSavedModelOptions) -> ConversionResult:
-        tf_models.allow_unsafe_deserialization(options.unsafe_deserialization)
         model = tf_models.load_keras(src.path, options.unsafe_deserialization)
         io = tf_models.keras_io(model)
         try:

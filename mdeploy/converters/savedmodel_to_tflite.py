@@ -37,7 +37,6 @@ class SavedModelToTFLite(Converter):
             hint = "INT8 needs calibration: use `mdeploy quantize SRC -o OUT.tflite --mode static --calib-data DATA.npz`" \
                 if options.precision == "int8" else "choose fp32 or fp16"
             raise InputError(f"--precision {options.precision} is not a TFLite conversion precision", hint=hint)
-        tf_models.use_signature(options.signature)
         t = tf_models.tf()
         prepared = tflite_convert.prepare(src.path, options.signature, options.inputs)
         if options.precision == "fp16":

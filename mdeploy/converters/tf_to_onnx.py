@@ -34,8 +34,6 @@ class TfToOnnx(Converter):
     name: ClassVar[str] = "tf2onnx.convert.from_function"
 
     def convert(self, src: ModelRef, out: Path, options: TfToOnnxOptions) -> ConversionResult:
-        tf_models.use_signature(options.signature)
-        tf_models.allow_unsafe_deserialization(options.unsafe_deserialization)
         convert = tf_onnx.tf2onnx().convert
         t = tf_models.tf()
         opset = options.opset or DEFAULT_OPSET

@@ -28,22 +28,6 @@ from mdeploy.logs import framework_output, quiet_loggers
 DEFAULT_SIGNATURE = "serving_default"
 UNSAFE_FLAG = "--unsafe-deserialization"
 
-# Process-wide choices a conversion makes that the validation runners must follow (the runners are opened
-# by api.convert with no options): the SavedModel signature picked with --signature, and whether the user
-# allowed unsafe Keras deserialization for this run. One CLI command is one process, so this never leaks.
-_choices: dict[str, Any] = {"signature": None, "unsafe": False}
-
-
-def use_signature(name: str | None) -> None:
-    if name:
-        _choices["signature"] = name
-
-
-def allow_unsafe_deserialization(allowed: bool) -> None:
-    if allowed:
-        _choices["unsafe"] = True
-
-
 def tf() -> Any:
     """The tensorflow module (quiet), or a MissingDependencyError naming the extra."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -74,14 +58,14 @@ def load_savedmodel(path: Path) -> Any:
 
 
 def signature(loaded: Any, path: Path, name: str | None = None) -> tuple[str, Any]:
-    """The signature to call: `name`, else the one chosen for this run, else serving_default (or the only one)."""
+    """The signature to call: `name`, else serving_default (or the only one there is)."""
     available = list(getattr(loaded, "signatures", {}) or {})
     if not available:
         raise ModelLoadError(
             f"the SavedModel {path} has no signatures, so there is nothing to call",
             hint="export it with signatures (Keras 3: model.export(path); TF: tf.saved_model.save(obj, path, signatures=fn))",
         )
-    wanted = name or _choices["signature"]
+    wanted = name
     if wanted is None:
         wanted = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in available or len(available) != 1 else available[0]
     if wanted not in available:
@@ -117,7 +101,6 @@ def load_keras(path: Path, unsafe: bool = False) -> Any:
     if not path.is_file() or path.stat().st_size == 0 or not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a Keras archive (corrupt, truncated or another format)",
                              hint="save Keras 3 models with model.save('model.keras')")
-    unsafe = unsafe or _choices["unsafe"]
     try:
         with framework_output():
             return k.saving.load_model(str(path), compile=False, safe_mode=not unsafe)
@@ -267,7 +250,7 @@ def describe_savedmodel(ref: ModelRef) -> dict[str, Any]:
 
 
 def describe_keras(ref: ModelRef) -> dict[str, Any]:
-    model = load_keras(ref.path)
+    model = load_keras(ref.path, ref.allow_unsafe)
     io = keras_io(model)
     layers = [{"name": layer.name, "class": type(layer).__name__, "parameters": int(layer.count_params())} for layer in model.layers]
     from collections import Counter

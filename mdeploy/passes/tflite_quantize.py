@@ -61,7 +61,6 @@ class TFLiteQuantize(Pass):
     def _quantize(self, saved: ModelRef, src: ModelRef, out: Path, options: TFLiteQuantizeOptions, mode: str,
                   calib: dict[str, np.ndarray] | None) -> PassResult:
         t = tf_models.tf()
-        tf_models.use_signature(options.signature)
         prepared = tflite_convert.prepare(saved.path, options.signature, options.inputs)
         converter = prepared.converter
         converter.optimizations = [t.lite.Optimize.DEFAULT]

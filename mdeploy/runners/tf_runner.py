@@ -28,12 +28,12 @@ class TensorFlowRunner(Runner):
                 pass  # TensorFlow already started its thread pools in this process
         self._keras_io: tf_models.KerasIO | None = None
         if self.ref.format == Format.KERAS:
-            self.model = tf_models.load_keras(self.ref.path)
+            self.model = tf_models.load_keras(self.ref.path, self.ref.allow_unsafe)
             self._keras_io = tf_models.keras_io(self.model)
             specs, self._outputs = self._keras_io.specs, self._keras_io.outputs
         else:
             self._loaded = tf_models.load_savedmodel(self.ref.path)
-            self.signature_name, self._fn = tf_models.signature(self._loaded, self.ref.path)
+            self.signature_name, self._fn = tf_models.signature(self._loaded, self.ref.path, self.ref.signature)
             specs, self._outputs = tf_models.signature_io(self._fn)
         self._specs = self.apply_overrides(specs)
 

@@ -22,13 +22,3 @@ def tf_files(tmp_path_factory) -> dict[str, Path]:
     from fixtures import tf_models
 
     return tf_models.build_tf(tmp_path_factory.mktemp("tf_artifacts"))
-
-
-@pytest.fixture(autouse=True)
-def _fresh_tf_choices():
-    """--signature / --unsafe-deserialization are per-process choices; tests share one process."""
-    from mdeploy.frameworks import tf_models
-
-    tf_models._choices.update(signature=None, unsafe=False)
-    yield
-    tf_models._choices.update(signature=None, unsafe=False)
