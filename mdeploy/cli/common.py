@@ -91,7 +91,7 @@ def show_comparisons(report: Report) -> None:
         for column, _ in COLUMNS:
             table.add_column(column, justify="left" if column in ("output", "result") else "right")
         for row in comparison_rows(comparison):
-            style = None if row[-1] == "pass" else "red"
+            style = None if row[-1].startswith("pass") else "red"
             table.add_row(*map(escape, row), style=style)
         stdout.print(table)
         for note in comparison.notes:

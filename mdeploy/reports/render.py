@@ -41,7 +41,7 @@ def comparison_rows(comparison: Any) -> list[list[str]]:
             if key:
                 row.append(_fmt(getattr(out, key), key))
         row.append(f"{out.ref_nonfinite}/{out.cand_nonfinite}")
-        row.append("pass" if out.passed else "FAIL: " + "; ".join(out.reasons))
+        row.append(("pass" if out.passed else "FAIL: " + "; ".join(out.reasons)) + "".join(f" (warning: {w})" for w in out.warnings))
         rows.append(row)
     return rows
 

@@ -37,6 +37,7 @@ class OutputComparison:
     top1_agreement: float | None
     passed: bool
     reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -100,6 +101,7 @@ class OutputAccumulator:
         self.ref_nonfinite = self.cand_nonfinite = 0
         self.top1_match = self.top1_total = 0
         self.classifier = True
+        self.ref_min, self.ref_max = float("inf"), float("-inf")
 
     def update(self, ref: np.ndarray, cand: np.ndarray, tol: Tolerance) -> None:
         ref, cand = np.asarray(ref), np.asarray(cand)
@@ -115,6 +117,9 @@ class OutputAccumulator:
         self.ref_nonfinite += int(r.size - ref_ok.sum())
         self.cand_nonfinite += int(c.size - cand_ok.sum())
         both = ref_ok & cand_ok
+        if ref_ok.any():
+            self.ref_min = min(self.ref_min, float(r[ref_ok].min()))
+            self.ref_max = max(self.ref_max, float(r[ref_ok].max()))
         # non-finite on one side only is a mismatch; identical non-finite values (nan vs nan, inf vs inf) agree
         same_nonfinite = ~ref_ok & ~cand_ok & ((np.isnan(r) & np.isnan(c)) | (r == c))
         diff = np.abs(r[both] - c[both])
@@ -158,6 +163,9 @@ class OutputAccumulator:
             reasons.append(f"cosine similarity {cosine:.6f} < {tol.min_cosine:g}")
         if tol.min_top1 is not None and top1 is not None and top1 < tol.min_top1:
             reasons.append(f"top-1 agreement {top1:.4f} < {tol.min_top1:g}")
+        warnings = []
+        if self.total > 1 and self.ref_min == self.ref_max:
+            warnings.append(f"the reference output is constant ({self.ref_min:g}) on every input: agreement here proves little")
         if self.shape_problem:  # nothing comparable was measured: no number may look like a pass
             self.max_abs = self.sum_abs = self.max_rel = float("inf")
             cosine = 0.0
@@ -176,6 +184,7 @@ class OutputAccumulator:
             top1_agreement=top1,
             passed=not reasons,
             reasons=reasons,
+            warnings=warnings,
         )
 
 

@@ -87,3 +87,10 @@ def test_outputs_match_by_name_then_by_position():
     assert pairs == [("logits", "output_0")] and "position" in notes[0]
     with pytest.raises(InputError):
         match_outputs(["a"], ["b", "c"])
+
+
+def test_constant_reference_output_is_flagged_as_weak_evidence():
+    ref = np.full((4, 10), 0.1, np.float32)
+    result = _compare(ref, ref.copy())
+    assert result.passed and "constant" in result.warnings[0]
+    assert not _compare(np.arange(4, dtype=np.float32), np.arange(4, dtype=np.float32)).warnings
