@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from mdeploy import api
 from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_inputs, stdout
-from mdeploy.reports.report import Report
+
+if TYPE_CHECKING:
+    from mdeploy.reports.report import Report
 
 
 def command(
@@ -28,6 +29,8 @@ def command(
     verbose: VerboseOpt = False,
 ) -> None:
     """Measure latency (mean/p50/p90/p99), throughput, peak memory and size of each model."""
+    from mdeploy import api  # lazily: `mdeploy --help` stays light
+
     out = Output(json_, quiet, verbose)
     report = api.benchmark(models, batch=batch, threads=threads, inputs=parse_inputs(inputs), warmup=warmup,
                            iterations=iterations, duration=duration, device=device, src_format=src_format, seed=seed,

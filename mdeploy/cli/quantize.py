@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy import api
 from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_inputs, show_comparisons, stdout, verdict
-from mdeploy.reports.report import Report
+
+if TYPE_CHECKING:
+    from mdeploy.reports.report import Report
 
 
 def _switch(value: bool | None) -> str | None:
@@ -50,6 +51,8 @@ def command(
     verbose: VerboseOpt = False,
 ) -> None:
     """Quantize a model to INT8 and prove on data what accuracy it kept. Exit 1 when it did not keep enough."""
+    from mdeploy import api  # lazily: `mdeploy --help` stays light
+
     out = Output(json_, quiet, verbose)
     report = api.quantize(
         src,
