@@ -185,7 +185,7 @@ class Plan:
                     producers=lambda: quantizer.producers, workdir=Path(work),
                 )
                 accuracy.install(found.best_path, tmp)
-            proof, margin = found.best_proof, found.rounds and max(r.margin for r in found.rounds) or margin
+            proof = found.best_proof
             _, missed = self.bar.check(proof)
             info.update(met=found.met, rounds=[r.to_dict() for r in found.rounds],
                         kept_in_float=[s.to_dict() for s in found.kept_in_float], exclude_args=found.exclude_args)

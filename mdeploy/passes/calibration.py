@@ -8,7 +8,12 @@ min/max calibrator keeps only each batch's reduced minima and maxima, so its mem
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,7 @@ import numpy as np
 
 from mdeploy.core import TensorSpec
 from mdeploy.errors import InputError
+from mdeploy.logs import is_verbose
 from mdeploy.progress import Advance
 from mdeploy.validation import inputs as vinputs
 
@@ -90,3 +96,28 @@ def reader_class() -> type:
     from onnxruntime.quantization import CalibrationDataReader
 
     return type("MdeployCalibrationReader", (StreamingReader, CalibrationDataReader), {})
+
+
+@contextmanager
+def quiet_calibration() -> Iterator[None]:
+    """While onnxruntime calibrates: its prints (histogram calibrators print to stdout) and root-logger warnings
+    are kept off the terminal, but stderr stays open so that the calibration progress bar is drawn.
+    (logs.framework_output captures both descriptors, which would hide the bar.)"""
+    root = logging.getLogger()
+    level = root.level
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(2 if is_verbose() else sink.fileno(), 1)
+            if not is_verbose():
+                root.setLevel(logging.ERROR)
+                import onnxruntime
+
+                onnxruntime.set_default_logger_severity(3)  # the calibration session's C++ warnings
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            root.setLevel(level)

@@ -196,7 +196,7 @@ class OnnxQuantize(Pass):
         with self.progress("calibrating", total) as advance:
             reader = calibration.reader_class()(feeds, advance)
             try:
-                with framework_output():
+                with calibration.quiet_calibration():
                     q.quantize_static(
                         str(prepared.path), str(out), reader,
                         quant_format=getattr(q.QuantFormat, FORMATS[options.quant_format]),
