@@ -2,8 +2,8 @@
 until the quantized model clears it.
 
 Which nodes cost the most is measured, not guessed: the float and quantized models are compared layer by
-layer, and each node is charged the error its output adds over the error already present in its inputs
-(relative L2 error, which compounds through the graph). The worst are excluded and the model re-quantized;
+layer, and each node the quantizer actually quantized is charged the error its output adds over the error
+already present in its inputs (relative L2 error, which compounds through the graph). The worst are excluded and the model re-quantized;
 1, 1, 2, 4, ... nodes per round, so that a model needing many exclusions still finishes in a few rounds.
 """
 
@@ -114,7 +114,22 @@ class Segment:
         return {"nodes": self.nodes, "op_type": self.op_type, "tensor": self.tensor, "cost_rel_l2": round(self.cost, 6)}
 
 
-def costs(layers: LayerwiseResult, producers: dict[str, tuple[str, str, list[str]]], excluded: set[str]) -> list[Segment]:
+def quantized_nodes(candidate: Path, producers: dict[str, tuple[str, str, list[str]]]) -> set[str]:
+    """Nodes of the quantizer's input model that the quantized model really quantized: replaced by integer
+    ops (their name is gone: dynamic and QOperator), or fed by DequantizeLinear (QDQ)."""
+    from mdeploy.frameworks import onnx_models
+
+    model = onnx_models.load_proto(candidate)
+    dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    present = {n.name for n in model.graph.node}
+    fed = {n.name for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+           and any(i in dq_out or i.endswith("_quantized") for i in n.input)}  # QDQ, or a kept name on int8 data (Gather)
+    names = {node for node, _, _ in producers.values()}
+    return {n for n in names if n in fed or n not in present}
+
+
+def costs(layers: LayerwiseResult, producers: dict[str, tuple[str, str, list[str]]], excluded: set[str],
+          quantized: set[str] | None = None) -> list[Segment]:
     """Each compared tensor's added error, charged to the nodes of the quantizer's model that produce it.
 
     `producers`: tensor -> (node name, op type, node inputs) in the model the quantizer saw. A tensor the
@@ -140,12 +155,13 @@ def costs(layers: LayerwiseResult, producers: dict[str, tuple[str, str, list[str
                     upstream.append(error[i])
                 elif i in producers and len(nodes) < 8:
                     frontier.append(i)
-        nodes = [n for n in nodes if n not in excluded]
-        if not nodes:
+        nodes = [n for n in nodes if n not in excluded and (quantized is None or n in quantized)]
+        if not nodes:  # nothing quantized here: error that shows up at this output was made upstream
             continue
         added = layer.rel_l2_error - max(upstream, default=0.0)
         segments.append(Segment(nodes[::-1], producers[layer.tensor][1], layer.tensor, added))
-    return sorted((s for s in segments if s.cost > 0), key=lambda s: -s.cost)
+    # costliest first; segments that add no error still come last, so the loop can go on to all-float if it must
+    return sorted(segments, key=lambda s: -s.cost)
 
 
 @dataclass
@@ -197,7 +213,8 @@ def repair(
     for number in range(1, MAX_ROUNDS + 1):
         if best.met:
             break
-        candidates = costs(layerwise(current), producers(), set(excluded))
+        produced = producers()
+        candidates = costs(layerwise(current), produced, set(excluded), quantized_nodes(current, produced))
         if not candidates:
             break
         chosen = candidates[:step]

@@ -148,11 +148,15 @@ class OnnxQuantize(Pass):
         excluded = list(options.exclude)
         if options.exclude_op:
             excluded += [name for name, op in prepared.op_types.items() if op in options.exclude_op]
+        excluded_nodes = set(excluded) & prepared.node_names
+        if settings.mode == "dynamic":
+            # quantize_dynamic rewrites Gemm as MatMul+Add first, naming the MatMul `<gemm>_MatMul`: exclude that too
+            excluded_nodes |= {f"{n}_MatMul" for n in excluded_nodes if prepared.op_types.get(n) == "Gemm"}
         return {
             "per_channel": settings.per_channel,
             "reduce_range": settings.reduce_range,
             "weight_type": getattr(q.QuantType, TYPES[options.weight_type]),
-            "nodes_to_exclude": sorted(set(excluded) & prepared.node_names) or None,
+            "nodes_to_exclude": sorted(excluded_nodes) or None,
             "op_types_to_quantize": list(options.op_types) or None,
             "use_external_data_format": prepared.large,
         }

@@ -41,3 +41,21 @@ def static_digits(digits, tmp_path_factory, cli):
     out = tmp_path_factory.mktemp("static") / "digits_int8.onnx"
     result = cli("quantize", digits["model"], "-o", out, "--calib-data", digits["calib"], "--eval-data", digits["eval"], "--json")
     return out, result
+
+
+@pytest.fixture(scope="session")
+def encoder_dynamo(tmp_path_factory) -> Path:
+    """fixtures/models/text_encoder.py (torch TransformerEncoder, padding mask) through torch's default (dynamo) exporter."""
+    import warnings
+
+    import torch
+
+    from fixtures.models import text_encoder
+
+    path = tmp_path_factory.mktemp("encoder") / "encoder.onnx"
+    batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("sequence", min=2, max=text_encoder.MAX_LEN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(text_encoder.build(), (), str(path), kwargs=text_encoder.example_inputs(), dynamo=True,
+                          dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+    return path

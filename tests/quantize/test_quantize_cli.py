@@ -121,3 +121,28 @@ def test_quantized_output_runs_in_onnxruntime(static_digits, digits):
     with np.load(digits["eval"]) as data:
         logits = ort.InferenceSession(str(out)).run(None, {"image": data["image"][:16]})[0]
     assert logits.shape == (16, 10)
+
+
+def test_torch_transformer_encoder_quantizes_where_onnxruntime_defaults_fail(encoder_dynamo, tmp_path, cli):
+    import pytest
+    from onnxruntime.quantization import quantize_dynamic
+
+    with pytest.raises(Exception):  # the premise: onnxruntime's quantize_dynamic alone cannot take this export
+        quantize_dynamic(str(encoder_dynamo), str(tmp_path / "ort.onnx"))
+    result = cli("quantize", encoder_dynamo, "-o", tmp_path / "q.onnx", "--eval-samples", "4", "--json")
+    report = result.json
+    assert result.code == (0 if report["passed"] else 1), result.stderr
+    assert report["mode"] == "dynamic"
+    hidden = report["comparisons"][0]["outputs"][1]  # (logits, last_hidden_state), named by the exporter
+    assert hidden["cosine"] > 0.98
+    ops = _ops(tmp_path / "q.onnx")
+    assert "DynamicQuantizeLinear" in ops and ({"MatMulInteger", "DynamicQuantizeMatMul"} & ops)
+
+
+def test_max_error_repairs_a_transformer_by_keeping_its_head_in_float(encoder_dynamo, tmp_path, cli):
+    result = cli("quantize", encoder_dynamo, "-o", tmp_path / "r.onnx", "--eval-samples", "8", "--max-error", "cosine>=0.98", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json
+    assert report["max_error"]["met"] is True and report["max_error"]["kept_in_float"]
+    assert any("shared Gemm" in n for n in report["notes"])  # onnxruntime's Gemm rewrite would corrupt the model
+    assert report["size"]["ratio"] < 0.8
