@@ -243,9 +243,15 @@ def install(best: Path, target: Path) -> None:
     """Copy the best model found into the output being written (and its external data, if any)."""
     if best.resolve() == target.resolve():
         return
-    shutil.copyfile(best, target)
-    for extra in best.parent.glob(best.name + "*.data"):
-        shutil.copyfile(extra, target.parent / extra.name.replace(best.name, target.name, 1))
+    from mdeploy.frameworks import onnx_models
+
+    if not onnx_models.external_data_files(onnx_models.load_proto(best)):
+        shutil.copyfile(best, target)
+        return
+    import onnx  # weights in an external file: re-save so that the file name inside the model matches
+
+    model = onnx.load(str(best), load_external_data=True)
+    onnx.save_model(model, str(target), save_as_external_data=True, all_tensors_to_one_file=True, location=target.name + ".data")
 
 
 def producers_of(model_path: Path) -> dict[str, tuple[str, str, list[str]]]:
