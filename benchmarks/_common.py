@@ -76,12 +76,16 @@ def report(title: str, fp32: Path, variants: dict[str, Path], feed: dict, eval_f
             rows[name][f"latency_ratio_{threads}t"] = lat[name] / lat["fp32"]
             rows[name][f"ms_{threads}t"] = lat[name]
         rows.setdefault("fp32", {})[f"ms_{threads}t"] = lat["fp32"]
-    print(f"\n== {title} (fp32: {size(fp32) / 2**20:.1f} MiB, {rows['fp32']['ms_1t']:.1f} ms at 1 thread, "
-          f"{rows['fp32']['ms_2t']:.1f} ms at 2 threads)")
+    print(
+        f"\n== {title} (fp32: {size(fp32) / 2**20:.1f} MiB, {rows['fp32']['ms_1t']:.1f} ms at 1 thread, "
+        f"{rows['fp32']['ms_2t']:.1f} ms at 2 threads)"
+    )
     print(f"{'variant':28} {'size':>7} {'lat 1t':>7} {'lat 2t':>7} {'cosine':>9} {'max abs':>9} {'top-1':>6}")
     for name in variants:
         r = rows[name]
-        print(f"{name:28} {r['size_ratio']:6.3f}x {r['latency_ratio_1t']:6.3f}x {r['latency_ratio_2t']:6.3f}x "
-              f"{r['cosine']:9.5f} {r['max_abs']:9.4f} {r['top1']:6.3f}")
+        print(
+            f"{name:28} {r['size_ratio']:6.3f}x {r['latency_ratio_1t']:6.3f}x {r['latency_ratio_2t']:6.3f}x "
+            f"{r['cosine']:9.5f} {r['max_abs']:9.4f} {r['top1']:6.3f}"
+        )
     print(json.dumps(rows, indent=None, default=float))
     return rows

@@ -29,12 +29,20 @@ def build():  # noqa: ANN201
             super().__init__()
             cout = width * 4
             self.body = nn.Sequential(
-                nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                nn.Conv2d(cin, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, cout, 1, bias=False),
+                nn.BatchNorm2d(cout),
             )
-            self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                         if stride != 1 or cin != cout else nn.Identity())
+            self.skip = (
+                nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                if stride != 1 or cin != cout
+                else nn.Identity()
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.relu(self.body(x) + self.skip(x))
@@ -46,8 +54,14 @@ def build():  # noqa: ANN201
             cin = width * 4
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000),
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        *layers,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(cin, 1000),
     ).eval()
     with torch.no_grad():  # trained-looking batch-norm statistics; last BN of each block small (as in trained ResNets)
         for m in model.modules():
@@ -73,8 +87,16 @@ def export(path: Path) -> None:
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(build(), (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False, input_names=["image"],
-                          output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
+        torch.onnx.export(
+            build(),
+            (torch.zeros(1, 3, 224, 224),),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=17,
+        )
 
 
 class Reader:
@@ -115,8 +137,14 @@ def main() -> None:
     print(f"onnxruntime quantize_static (defaults): {time.time() - t:.0f}s")
     feed = {"image": images(1, 2)}
     evals = [{"image": images(4, 3 + i)} for i in range(4)]
-    report("ResNet-50-style CNN, static INT8, batch 1, 224x224", fp32,
-           {"mdeploy (defaults)": ours, "onnxruntime defaults": ort_default}, feed, evals, args.seconds)
+    report(
+        "ResNet-50-style CNN, static INT8, batch 1, 224x224",
+        fp32,
+        {"mdeploy (defaults)": ours, "onnxruntime defaults": ort_default},
+        feed,
+        evals,
+        args.seconds,
+    )
 
 
 if __name__ == "__main__":

@@ -60,24 +60,44 @@ def export(path: Path, exporter: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
-            torch.onnx.export(build(), (ids,), str(path), dynamo=False, input_names=["input_ids"], output_names=["logits"],
-                              dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}, opset_version=17)
+            torch.onnx.export(
+                build(),
+                (ids,),
+                str(path),
+                dynamo=False,
+                input_names=["input_ids"],
+                output_names=["logits"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+                opset_version=17,
+            )
         else:  # torch's default exporter since 2.9
             batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("sequence", min=2, max=512)
-            torch.onnx.export(build(), (ids,), str(path), dynamo=True, input_names=["input_ids"], output_names=["logits"],
-                              dynamic_shapes={"input_ids": {0: batch, 1: seq}}, external_data=False)
+            torch.onnx.export(
+                build(),
+                (ids,),
+                str(path),
+                dynamo=True,
+                input_names=["input_ids"],
+                output_names=["logits"],
+                dynamic_shapes={"input_ids": {0: batch, 1: seq}},
+                external_data=False,
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir", nargs="?")
     parser.add_argument("--seconds", type=float, default=8.0, help="timing per model per thread count")
-    parser.add_argument("--exporter", choices=("dynamo", "torchscript", "both"), default="both",
-                        help="how the float model is exported (dynamo: torch's default exporter)")
+    parser.add_argument(
+        "--exporter",
+        choices=("dynamo", "torchscript", "both"),
+        default="both",
+        help="how the float model is exported (dynamo: torch's default exporter)",
+    )
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-transformer-"))
     work.mkdir(parents=True, exist_ok=True)
-    for exporter in (("torchscript", "dynamo") if args.exporter == "both" else (args.exporter,)):
+    for exporter in ("torchscript", "dynamo") if args.exporter == "both" else (args.exporter,):
         run(work, exporter, args.seconds)
 
 
@@ -102,7 +122,10 @@ def run(work: Path, exporter: str, seconds: float) -> None:
         variants["onnxruntime defaults"] = ort_default
         print(f"onnxruntime quantize_dynamic (defaults): {time.time() - t:.0f}s")
     except Exception as exc:  # noqa: BLE001 - the failure is the figure
-        print(f"onnxruntime quantize_dynamic (defaults) FAILED on this export: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        print(
+            "onnxruntime quantize_dynamic (defaults) FAILED on this export: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        )
     rng = np.random.default_rng(0)
     feed = {"input_ids": rng.integers(0, VOCAB, (1, SEQ)).astype(np.int64)}
     evals = [{"input_ids": rng.integers(0, VOCAB, (4, SEQ)).astype(np.int64)} for _ in range(4)]

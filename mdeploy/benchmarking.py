@@ -14,7 +14,6 @@ import os
 import resource
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +70,13 @@ class MemorySampler:
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000.0
     return {
-        "mean": float(ms.mean()), "p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
-        "p99": float(np.percentile(ms, 99)), "min": float(ms.min()), "max": float(ms.max()), "std": float(ms.std()),
+        "mean": float(ms.mean()),
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "min": float(ms.min()),
+        "max": float(ms.max()),
+        "std": float(ms.std()),
     }
 
 
@@ -109,8 +113,10 @@ def measure(
         feed = vinputs.random_feed(specs, np.random.default_rng(seed), batch=batch or 1)
         items = _batch_of(feed, specs)
         if batch and items != batch:
-            raise InputError(f"{ref.name} has a fixed batch of {items}; --batch {batch} cannot apply",
-                             hint=f"drop --batch, or give --batch {items}")
+            raise InputError(
+                f"{ref.name} has a fixed batch of {items}; --batch {batch} cannot apply",
+                hint=f"drop --batch, or give --batch {items}",
+            )
         for _ in range(warmup):
             runner.infer(feed)
         times: list[float] = []
@@ -181,8 +187,18 @@ def benchmark(
     results = []
     for ref in refs:
         start = time.perf_counter()
-        row = measure(ref, batch=batch, threads=threads, inputs=inputs, warmup=warmup, iterations=iterations,
-                      duration=duration, device=device, seed=seed, progress=progress)
+        row = measure(
+            ref,
+            batch=batch,
+            threads=threads,
+            inputs=inputs,
+            warmup=warmup,
+            iterations=iterations,
+            duration=duration,
+            device=device,
+            seed=seed,
+            progress=progress,
+        )
         row["seconds"] = time.perf_counter() - start
         results.append(row)
     base = results[0]
@@ -193,8 +209,15 @@ def benchmark(
             "throughput": _ratio(row["throughput_items_per_s"], base["throughput_items_per_s"]),
             "size": _ratio(row["size_bytes"], base["size_bytes"]),
         }
-    settings = {"batch": batch, "threads": threads, "warmup": warmup, "iterations": iterations,
-                "duration_s": duration, "device": device, "seed": seed}
+    settings = {
+        "batch": batch,
+        "threads": threads,
+        "warmup": warmup,
+        "iterations": iterations,
+        "duration_s": duration,
+        "device": device,
+        "seed": seed,
+    }
     report = Report(command="benchmark", data={"settings": settings, "models": results})
     report.steps.extend(Step(f"benchmark {r['model']}", "done", {}, r["seconds"]) for r in results)
     return report

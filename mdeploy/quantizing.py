@@ -79,7 +79,10 @@ class Plan:
         if self.bar and not self.validate:
             raise InputError("--max-error needs validation; drop --no-validate")
         if self.bar and self.bar.needs_labels and not (self.labels_path or (self.data and self._has_labels())):
-            raise InputError("--max-error on accuracy needs labels", hint="give --labels y.npy, or a `labels` array in the --eval-data / --calib-data .npz")
+            raise InputError(
+                "--max-error on accuracy needs labels",
+                hint="give --labels y.npy, or a `labels` array in the --eval-data / --calib-data .npz",
+            )
 
     def _has_labels(self) -> bool:
         return Path(self.data).suffix == ".npz" and "labels" in load_arrays(Path(self.data))
@@ -87,8 +90,15 @@ class Plan:
     def execute(self, tmp: Path) -> Report:
         quantizer = self.pass_cls()
         quantizer.progress = self.progress
-        report = Report(command="quantize", data={"source": self.ref.name, "output": str(self.out),
-                                                  "format": self.pass_cls.target.value, "quantizer": self.pass_cls.name})
+        report = Report(
+            command="quantize",
+            data={
+                "source": self.ref.name,
+                "output": str(self.out),
+                "format": self.pass_cls.target.value,
+                "quantizer": self.pass_cls.name,
+            },
+        )
         start = time.perf_counter()
         result = quantizer.run(self.ref, tmp, self.options)
         report.steps.append(Step("quantize", "done", dict(result.details), time.perf_counter() - start))
@@ -128,7 +138,9 @@ class Plan:
             report.notes.append(f"not validated: the quantized model cannot run on the float model's inputs ({exc.message})")
             report.data["size"] = _sizes(before, size_of(tmp))
             return report
-        validated = Step("validate", "passed", {"data": source, "inputs_sha256": vinputs.feeds_hash(feeds)}, time.perf_counter() - start)
+        validated = Step(
+            "validate", "passed", {"data": source, "inputs_sha256": vinputs.feeds_hash(feeds)}, time.perf_counter() - start
+        )
         report.steps.append(validated)
         if self.bar:
             proof = self._meet_bar(quantizer, tmp, proof, evaluate, feeds, report)
@@ -153,7 +165,9 @@ class Plan:
             step = fixed_batch(specs) or 1
             feeds = [vinputs.random_feed(specs, rng, batch=step) for _ in range(max(1, n // step))]
             source = f"{len(feeds) * step} random samples"
-            report.notes.append("validated on random inputs: give --eval-data (or --calib-data) with real inputs for a real proof")
+            report.notes.append(
+                "validated on random inputs: give --eval-data (or --calib-data) with real inputs for a real proof"
+            )
         if self.labels_path:
             try:
                 labels = np.load(self.labels_path, allow_pickle=False)
@@ -180,23 +194,35 @@ class Plan:
             with accuracy.workspace() as work:
                 found = accuracy.repair(
                     run_pass=lambda opts, path: quantizer.run(self.ref, path, opts),
-                    options=self.options, first=tmp, first_proof=proof, bar=self.bar, evaluate=evaluate,
+                    options=self.options,
+                    first=tmp,
+                    first_proof=proof,
+                    bar=self.bar,
+                    evaluate=evaluate,
                     layerwise=lambda path: compare_layers(self.ref.path, path, layer_feeds, proof.comparison.tolerance),
-                    producers=lambda: quantizer.producers, workdir=Path(work),
+                    producers=lambda: quantizer.producers,
+                    workdir=Path(work),
                 )
                 accuracy.install(found.best_path, tmp)
             proof = found.best_proof
             _, missed = self.bar.check(proof)
-            info.update(met=found.met, rounds=[r.to_dict() for r in found.rounds],
-                        kept_in_float=[s.to_dict() for s in found.kept_in_float], exclude_args=found.exclude_args)
+            info.update(
+                met=found.met,
+                rounds=[r.to_dict() for r in found.rounds],
+                kept_in_float=[s.to_dict() for s in found.kept_in_float],
+                exclude_args=found.exclude_args,
+            )
             if found.kept_in_float:
-                report.notes.append(f"kept {sum(len(s.nodes) for s in found.kept_in_float)} nodes in float to meet {self.bar}; "
-                                    f"to reuse: {found.exclude_args}")
+                report.notes.append(
+                    f"kept {sum(len(s.nodes) for s in found.kept_in_float)} nodes in float to meet {self.bar}; "
+                    f"to reuse: {found.exclude_args}"
+                )
             if not found.met:
                 report.notes.append(f"the bar {self.bar} could not be met; wrote the best model found ({'; '.join(missed)})")
         report.data["max_error"] = info
-        report.steps.append(Step(f"max-error {self.bar}", "passed" if info["met"] else "failed",
-                                 {"missed": missed} if missed else {}))
+        report.steps.append(
+            Step(f"max-error {self.bar}", "passed" if info["met"] else "failed", {"missed": missed} if missed else {})
+        )
         return proof
 
 

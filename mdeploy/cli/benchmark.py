@@ -32,23 +32,53 @@ def command(
     from mdeploy import api  # lazily: `mdeploy --help` stays light
 
     out = Output(json_, quiet, verbose)
-    report = api.benchmark(models, batch=batch, threads=threads, inputs=parse_inputs(inputs), warmup=warmup,
-                           iterations=iterations, duration=duration, device=device, src_format=src_format, seed=seed,
-                           progress=out.progress)
+    report = api.benchmark(
+        models,
+        batch=batch,
+        threads=threads,
+        inputs=parse_inputs(inputs),
+        warmup=warmup,
+        iterations=iterations,
+        duration=duration,
+        device=device,
+        src_format=src_format,
+        seed=seed,
+        progress=out.progress,
+    )
     out.finish(report, _show)
 
 
 def _show(report: Report) -> None:
     settings = report.data["settings"]
     table = Table(title=f"device {settings['device']}, threads {settings['threads'] or 'default'}", title_justify="left")
-    for column in ("model", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "items/s", "peak mem", "size", "p50 vs first", "size vs first"):
+    for column in (
+        "model",
+        "batch",
+        "mean ms",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "items/s",
+        "peak mem",
+        "size",
+        "p50 vs first",
+        "size vs first",
+    ):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in report.data["models"]:
         lat, ratio = row["latency_ms"], row["ratio_to_first"]
         table.add_row(
-            row["model"], str(row["batch"]), f"{lat['mean']:.2f}", f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
-            f"{row['throughput_items_per_s']:.1f}", _mib(row["peak_memory_bytes"]), _mib(row["size_bytes"]),
-            _x(ratio["latency_p50"]), _x(ratio["size"]),
+            row["model"],
+            str(row["batch"]),
+            f"{lat['mean']:.2f}",
+            f"{lat['p50']:.2f}",
+            f"{lat['p90']:.2f}",
+            f"{lat['p99']:.2f}",
+            f"{row['throughput_items_per_s']:.1f}",
+            _mib(row["peak_memory_bytes"]),
+            _mib(row["size_bytes"]),
+            _x(ratio["latency_p50"]),
+            _x(ratio["size"]),
         )
     stdout.print(table)
 

@@ -17,31 +17,72 @@ def _switch(value: bool | None) -> str | None:
 
 
 def command(
-    src: Annotated[str, typer.Argument(help="Float model: .onnx (SavedModel / .keras go to TFLite when that pass is installed).")],
+    src: Annotated[
+        str, typer.Argument(help="Float model: .onnx (SavedModel / .keras go to TFLite when that pass is installed).")
+    ],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the quantized model (.onnx, or .tflite).")],
     src_format: Annotated[str | None, typer.Option("--from", help="Source format, when the name does not tell.")] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="auto | dynamic | static. auto: static with calibration data, else dynamic.")] = None,
-    calib_data: Annotated[str | None, typer.Option("--calib-data", help=".npz (or .npy / folder of .npy) of real inputs for static calibration.")] = None,
-    calib_method: Annotated[str | None, typer.Option("--calib-method", help="minmax | entropy | percentile (default minmax).")] = None,
-    calib_samples: Annotated[int | None, typer.Option("--calib-samples", help="Calibrate on N RANDOM samples (no real data; rarely accurate).")] = None,
-    calib_batch: Annotated[int | None, typer.Option("--calib-batch", help="Samples per calibration batch (default 16; a fixed model batch wins).")] = None,
-    per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor", help="Weight scales per output channel (default: on for static).", show_default=False)] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="auto | dynamic | static. auto: static with calibration data, else dynamic.")
+    ] = None,
+    calib_data: Annotated[
+        str | None, typer.Option("--calib-data", help=".npz (or .npy / folder of .npy) of real inputs for static calibration.")
+    ] = None,
+    calib_method: Annotated[
+        str | None, typer.Option("--calib-method", help="minmax | entropy | percentile (default minmax).")
+    ] = None,
+    calib_samples: Annotated[
+        int | None, typer.Option("--calib-samples", help="Calibrate on N RANDOM samples (no real data; rarely accurate).")
+    ] = None,
+    calib_batch: Annotated[
+        int | None, typer.Option("--calib-batch", help="Samples per calibration batch (default 16; a fixed model batch wins).")
+    ] = None,
+    per_channel: Annotated[
+        bool | None,
+        typer.Option(
+            "--per-channel/--per-tensor", help="Weight scales per output channel (default: on for static).", show_default=False
+        ),
+    ] = None,
     quant_format: Annotated[str | None, typer.Option("--format", help="qdq | qoperator (default qdq).")] = None,
-    activation_type: Annotated[str | None, typer.Option("--activation-type", help="uint8 | int8 (default: uint8 on x86, the fast one; int8 on ARM).")] = None,
+    activation_type: Annotated[
+        str | None, typer.Option("--activation-type", help="uint8 | int8 (default: uint8 on x86, the fast one; int8 on ARM).")
+    ] = None,
     weight_type: Annotated[str | None, typer.Option("--weight-type", help="int8 | uint8 (default int8).")] = None,
-    reduce_range: Annotated[bool | None, typer.Option("--reduce-range/--full-range", help="7-bit weights (default: on for x86 without VNNI).", show_default=False)] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node name kept in float (repeatable).", show_default=False)] = None,
-    exclude_op: Annotated[list[str] | None, typer.Option("--exclude-op", help="Operator type kept in float, e.g. Softmax (repeatable).", show_default=False)] = None,
-    op_types: Annotated[list[str] | None, typer.Option("--op-type", help="Quantize only these operator types (repeatable).", show_default=False)] = None,
+    reduce_range: Annotated[
+        bool | None,
+        typer.Option("--reduce-range/--full-range", help="7-bit weights (default: on for x86 without VNNI).", show_default=False),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Node name kept in float (repeatable).", show_default=False)
+    ] = None,
+    exclude_op: Annotated[
+        list[str] | None,
+        typer.Option("--exclude-op", help="Operator type kept in float, e.g. Softmax (repeatable).", show_default=False),
+    ] = None,
+    op_types: Annotated[
+        list[str] | None, typer.Option("--op-type", help="Quantize only these operator types (repeatable).", show_default=False)
+    ] = None,
     no_preprocess: Annotated[bool, typer.Option("--no-preprocess", help="Skip constant folding and shape inference.")] = False,
     int8_io: Annotated[bool, typer.Option("--int8-io", help="TFLite: int8 model inputs and outputs.")] = False,
-    allow_float_fallback: Annotated[bool, typer.Option("--allow-float-fallback", help="TFLite: keep ops without int8 kernels in float.")] = False,
+    allow_float_fallback: Annotated[
+        bool, typer.Option("--allow-float-fallback", help="TFLite: keep ops without int8 kernels in float.")
+    ] = False,
     signature: Annotated[str | None, typer.Option("--signature", help="TFLite: the SavedModel signature to convert.")] = None,
     inputs: InputOpt = None,
-    eval_data: Annotated[str | None, typer.Option("--eval-data", help="Data to prove the result on (default: the calibration data).")] = None,
-    labels: Annotated[str | None, typer.Option("--labels", help=".npy of class ids for the data: reports task accuracy before and after.")] = None,
-    max_error: Annotated[str | None, typer.Option("--max-error", help="The bar, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01 (comma-separated).")] = None,
-    eval_samples: Annotated[int | None, typer.Option("--eval-samples", help="Random samples to validate on when no data is given (default 16).", min=1)] = None,
+    eval_data: Annotated[
+        str | None, typer.Option("--eval-data", help="Data to prove the result on (default: the calibration data).")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help=".npy of class ids for the data: reports task accuracy before and after.")
+    ] = None,
+    max_error: Annotated[
+        str | None,
+        typer.Option("--max-error", help="The bar, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01 (comma-separated)."),
+    ] = None,
+    eval_samples: Annotated[
+        int | None,
+        typer.Option("--eval-samples", help="Random samples to validate on when no data is given (default 16).", min=1),
+    ] = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip proving the result (not recommended).")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda, for validation.")] = "cpu",
     seed: Annotated[int, typer.Option("--seed", help="Seed for random inputs.")] = 0,
@@ -92,8 +133,10 @@ def command(
 def _show(report: Report) -> None:
     d = report.data
     step = next((s for s in report.steps if s.name == "quantize"), None)
-    stdout.print(f"[bold]quantized[/] {d['source']} -> {d['output']} ({d.get('mode') or 'int8'}, {d['quantizer']}"
-                 + (f", {step.seconds:.1f}s)" if step and step.seconds else ")"))
+    stdout.print(
+        f"[bold]quantized[/] {d['source']} -> {d['output']} ({d.get('mode') or 'int8'}, {d['quantizer']}"
+        + (f", {step.seconds:.1f}s)" if step and step.seconds else ")")
+    )
     for note in report.notes:
         style = "bold red" if note.startswith("WARNING") else "dim"
         stdout.print(f"  [{style}]{note}[/]")
@@ -103,8 +146,10 @@ def _show(report: Report) -> None:
         stdout.print(f"size: {_mib(size['before_bytes'])} -> {_mib(size['after_bytes'])}{ratio}")
     acc = d.get("accuracy")
     if acc:
-        stdout.print(f"accuracy on {acc['samples']} labelled samples: float {acc['float']:.4f} -> int8 {acc['quantized']:.4f} "
-                     f"(drop {acc['drop'] * 100:+.2f} points)")
+        stdout.print(
+            f"accuracy on {acc['samples']} labelled samples: float {acc['float']:.4f} -> int8 {acc['quantized']:.4f} "
+            f"(drop {acc['drop'] * 100:+.2f} points)"
+        )
     bar = d.get("max_error")
     if bar:
         for s in bar.get("kept_in_float", []):

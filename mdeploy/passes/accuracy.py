@@ -3,8 +3,9 @@ until the quantized model clears it.
 
 Which nodes cost the most is measured, not guessed: the float and quantized models are compared layer by
 layer, and each node the quantizer actually quantized is charged the error its output adds over the error
-already present in its inputs (relative L2 error, which compounds through the graph). The worst are excluded and the model re-quantized;
-1, 1, 2, 4, ... nodes per round, so that a model needing many exclusions still finishes in a few rounds.
+already present in its inputs (relative L2 error, which compounds through the graph). The worst are excluded
+and the model re-quantized, 1, 1, 2, 4, ... nodes per round, so that a model needing many exclusions still
+finishes in a few rounds.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ class Bar:
         for c in self.criteria:
             measured = proof.metric(c.metric)
             if measured is None:
-                raise InputError(f"--max-error {c}: {c.metric} cannot be measured on this model",
-                                 hint="top1 needs a classifier output; accuracy needs labels (--labels or a labels array)")
+                raise InputError(
+                    f"--max-error {c}: {c.metric} cannot be measured on this model",
+                    hint="top1 needs a classifier output; accuracy needs labels (--labels or a labels array)",
+                )
             margin = c.margin(measured)
             worst = min(worst, margin)
             if margin < 0:
@@ -86,8 +89,10 @@ def parse_bar(text: str) -> Bar:
     for part in [p for p in text.split(",") if p.strip()] or [text]:
         m = _SPEC.match(part)
         if not m:
-            raise InputError(f"cannot parse --max-error '{text}'",
-                             hint="write METRIC>=VALUE or METRIC<=VALUE, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01")
+            raise InputError(
+                f"cannot parse --max-error '{text}'",
+                hint="write METRIC>=VALUE or METRIC<=VALUE, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01",
+            )
         metric, op = m["metric"], m["op"]
         if metric not in METRICS:
             raise InputError(f"unknown metric '{metric}' in --max-error '{text}'", hint="metrics: " + ", ".join(METRICS))
@@ -122,14 +127,22 @@ def quantized_nodes(candidate: Path, producers: dict[str, tuple[str, str, list[s
     model = onnx_models.load_proto(candidate)
     dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     present = {n.name for n in model.graph.node}
-    fed = {n.name for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
-           and any(i in dq_out or i.endswith("_quantized") for i in n.input)}  # QDQ, or a kept name on int8 data (Gather)
+    fed = {
+        n.name
+        for n in model.graph.node
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+        and any(i in dq_out or i.endswith("_quantized") for i in n.input)
+    }  # QDQ, or a kept name on int8 data (Gather)
     names = {node for node, _, _ in producers.values()}
     return {n for n in names if n in fed or n not in present}
 
 
-def costs(layers: LayerwiseResult, producers: dict[str, tuple[str, str, list[str]]], excluded: set[str],
-          quantized: set[str] | None = None) -> list[Segment]:
+def costs(
+    layers: LayerwiseResult,
+    producers: dict[str, tuple[str, str, list[str]]],
+    excluded: set[str],
+    quantized: set[str] | None = None,
+) -> list[Segment]:
     """Each compared tensor's added error, charged to the nodes of the quantizer's model that produce it.
 
     `producers`: tensor -> (node name, op type, node inputs) in the model the quantizer saw. A tensor the
@@ -172,8 +185,12 @@ class Round:
     metrics: dict[str, float | None]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kept_in_float": [s.to_dict() for s in self.excluded], "met": self.margin >= 0, "missed": self.missed,
-                "metrics": self.metrics}
+        return {
+            "kept_in_float": [s.to_dict() for s in self.excluded],
+            "met": self.margin >= 0,
+            "missed": self.missed,
+            "metrics": self.metrics,
+        }
 
 
 @dataclass

@@ -20,12 +20,32 @@ from mdeploy.frameworks import onnx_models
 from mdeploy.logs import framework_output
 
 # Operators that only appear in a model that is already quantized.
-QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
-    "ConvInteger", "QLinearAdd", "QLinearMul", "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulNBits",
-    "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat", "QLinearAveragePool", "QLinearGlobalAveragePool",
-    "MatMulIntegerToFloat", "DynamicQuantizeLSTM", "QOrderedMatMul", "MatMulBnb4",
-})
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "QLinearAdd",
+        "QLinearMul",
+        "QGemm",
+        "QAttention",
+        "DynamicQuantizeMatMul",
+        "MatMulNBits",
+        "QLinearSigmoid",
+        "QLinearLeakyRelu",
+        "QLinearConcat",
+        "QLinearAveragePool",
+        "QLinearGlobalAveragePool",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeLSTM",
+        "QOrderedMatMul",
+        "MatMulBnb4",
+    }
+)
 
 # Beyond this many bytes of weights, protobuf's 2 GB limit needs the weights in an external data file.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -165,7 +185,9 @@ def prepare(src: Path, workdir: Path, preprocess: bool = True) -> Prepared:
     renamed = name_nodes(final)  # the optimizer may add unnamed nodes
     unshared = 0 if large else unshare_gemm_initializers(final)  # large: weights are external, left as they are
     if unshared:
-        notes.append(f"gave {unshared} shared Gemm weights/biases their own copy (onnxruntime's Gemm rewrite corrupts shared ones)")
+        notes.append(
+            f"gave {unshared} shared Gemm weights/biases their own copy (onnxruntime's Gemm rewrite corrupts shared ones)"
+        )
     if renamed or unshared:
         onnx.save_model(final, str(current))
     return Prepared(
@@ -192,8 +214,13 @@ def _infer_shapes(current: Path, workdir: Path, large: bool, notes: list[str]) -
         try:
             with framework_output():
                 from_ort.quant_pre_process(
-                    str(current), str(shaped), skip_optimization=True, save_as_external_data=large,
-                    all_tensors_to_one_file=True, external_data_location=shaped.name + ".data", **kwargs,
+                    str(current),
+                    str(shaped),
+                    skip_optimization=True,
+                    save_as_external_data=large,
+                    all_tensors_to_one_file=True,
+                    external_data_location=shaped.name + ".data",
+                    **kwargs,
                 )
             notes.append("pre-processing: " + what.format(error=first_error))
             return shaped

@@ -34,21 +34,37 @@ SWITCH = ("auto", "on", "off")
 
 @dataclass
 class OnnxQuantizeOptions:
-    mode: str = field(default="auto", metadata={"help": "auto | dynamic | static (auto: static with calibration data, else dynamic)"})
-    calib_data: str | None = field(default=None, metadata={"help": ".npz / .npy / folder of .npy keyed by input name, for static calibration"})
+    mode: str = field(
+        default="auto", metadata={"help": "auto | dynamic | static (auto: static with calibration data, else dynamic)"}
+    )
+    calib_data: str | None = field(
+        default=None, metadata={"help": ".npz / .npy / folder of .npy keyed by input name, for static calibration"}
+    )
     calib_method: str = field(default="minmax", metadata={"help": "minmax | entropy | percentile"})
-    calib_samples: int | None = field(default=None, metadata={"help": "calibrate on N random samples (no real data: ranges will be wrong)"})
-    calib_batch: int = field(default=calibration.DEFAULT_BATCH, metadata={"help": "samples per calibration batch (a fixed model batch wins)"})
-    per_channel: str = field(default="auto", metadata={"help": "auto | on | off: per-channel weight scales (auto: on for static)"})
+    calib_samples: int | None = field(
+        default=None, metadata={"help": "calibrate on N random samples (no real data: ranges will be wrong)"}
+    )
+    calib_batch: int = field(
+        default=calibration.DEFAULT_BATCH, metadata={"help": "samples per calibration batch (a fixed model batch wins)"}
+    )
+    per_channel: str = field(
+        default="auto", metadata={"help": "auto | on | off: per-channel weight scales (auto: on for static)"}
+    )
     quant_format: str = field(default="qdq", metadata={"help": "qdq | qoperator"})
     activation_type: str = field(default="auto", metadata={"help": "auto | uint8 | int8 (auto: uint8 on x86, int8 on ARM)"})
     weight_type: str = field(default="int8", metadata={"help": "int8 | uint8"})
-    reduce_range: str = field(default="auto", metadata={"help": "auto | on | off: 7-bit weights (auto: on for static on x86 without VNNI)"})
+    reduce_range: str = field(
+        default="auto", metadata={"help": "auto | on | off: 7-bit weights (auto: on for static on x86 without VNNI)"}
+    )
     exclude: list[str] = field(default_factory=list, metadata={"help": "node names kept in float"})
     exclude_op: list[str] = field(default_factory=list, metadata={"help": "operator types kept in float"})
-    op_types: list[str] = field(default_factory=list, metadata={"help": "quantize only these operator types (default: all supported)"})
+    op_types: list[str] = field(
+        default_factory=list, metadata={"help": "quantize only these operator types (default: all supported)"}
+    )
     skip_preprocess: bool = field(default=False, metadata={"help": "skip constant folding and shape inference before quantizing"})
-    inputs: list[TensorSpec] = field(default_factory=list, metadata={"help": "NAME:SHAPE for random calibration of dynamic inputs"})
+    inputs: list[TensorSpec] = field(
+        default_factory=list, metadata={"help": "NAME:SHAPE for random calibration of dynamic inputs"}
+    )
 
 
 def _choice(value: str, allowed: Any, flag: str) -> str:
@@ -92,7 +108,8 @@ def resolve(options: OnnxQuantizeOptions) -> Settings:
     if mode == "static" and not (options.calib_data or options.calib_samples):
         raise InputError(
             "static quantization needs calibration data",
-            hint="give --calib-data x.npz with real inputs (or --calib-samples N to calibrate on random data, which is rarely accurate)",
+            hint="give --calib-data x.npz with real inputs "
+            "(or --calib-samples N to calibrate on random data, which is rarely accurate)",
         )
     if mode == "dynamic" and (options.calib_data or options.calib_samples):
         notes.append("dynamic quantization computes activation ranges at run time; the calibration data is used only to validate")
@@ -100,7 +117,9 @@ def resolve(options: OnnxQuantizeOptions) -> Settings:
     has_vnni, arm = onnx_prepare.cpu_has_vnni(), onnx_prepare.is_arm()
     # 7-bit weights for static quantization on x86 without VNNI (onnxruntime's advice for u8*s8 there); dynamic
     # quantization measured better without (benchmarks/quantize_transformer.py), so auto leaves it off there
-    reduce_range = options.reduce_range == "on" or (options.reduce_range == "auto" and mode == "static" and not arm and not has_vnni)
+    reduce_range = options.reduce_range == "on" or (
+        options.reduce_range == "auto" and mode == "static" and not arm and not has_vnni
+    )
     if options.reduce_range == "auto" and reduce_range:
         notes.append("weights use 7 bits (this x86 CPU has no VNNI: 8-bit products could saturate; --reduce-range off to change)")
     activation = options.activation_type
@@ -131,15 +150,20 @@ class OnnxQuantize(Pass):
             specs = _input_specs(prepared.path, options.inputs)
             notes = settings.notes + prepared.notes
             details: dict[str, Any] = {
-                "mode": settings.mode, "per_channel": settings.per_channel, "reduce_range": settings.reduce_range,
-                "weight_type": options.weight_type, "exclude": list(options.exclude), "exclude_op": list(options.exclude_op),
+                "mode": settings.mode,
+                "per_channel": settings.per_channel,
+                "reduce_range": settings.reduce_range,
+                "weight_type": options.weight_type,
+                "exclude": list(options.exclude),
+                "exclude_op": list(options.exclude_op),
                 "preprocess_seconds": round(time.perf_counter() - start, 3),
             }
             if settings.mode == "dynamic":
                 self._dynamic(prepared, out, options, settings)
             else:
-                details.update(activation_type=settings.activation_type, format=options.quant_format,
-                               calib_method=options.calib_method)
+                details.update(
+                    activation_type=settings.activation_type, format=options.quant_format, calib_method=options.calib_method
+                )
                 details.update(self._static(prepared, out, options, settings, specs, notes))
         return PassResult(ModelRef(out, Format.ONNX), notes=notes, input_specs=specs, details=details)
 
@@ -170,8 +194,15 @@ class OnnxQuantize(Pass):
         except Exception as exc:
             raise ConversionError(f"onnxruntime's quantize_dynamic failed: {first_line(exc)}") from None
 
-    def _static(self, prepared: onnx_prepare.Prepared, out: Path, options: OnnxQuantizeOptions, settings: Settings,
-                specs: list[TensorSpec], notes: list[str]) -> dict[str, Any]:
+    def _static(
+        self,
+        prepared: onnx_prepare.Prepared,
+        out: Path,
+        options: OnnxQuantizeOptions,
+        settings: Settings,
+        specs: list[TensorSpec],
+        notes: list[str],
+    ) -> dict[str, Any]:
         q = require("onnxruntime.quantization", extra="onnx")
         if options.calib_data:
             arrays = calibration.load_arrays(Path(options.calib_data))
@@ -191,8 +222,10 @@ class OnnxQuantize(Pass):
         if calibration.fixed_batch(specs):
             notes.append(f"the model has a fixed batch of {calibration.fixed_batch(specs)}: calibrated in slices of that size")
         if options.calib_method != "minmax":
-            notes.append(f"{options.calib_method} calibration keeps every batch's activations in memory (onnxruntime's histogram "
-                         "calibrators do); minmax streams")
+            notes.append(
+                f"{options.calib_method} calibration keeps every batch's activations in memory (onnxruntime's histogram "
+                "calibrators do); minmax streams"
+            )
         kwargs = self._common(prepared, options, settings)
         # minmax keeps only per-batch ReduceMin/ReduceMax results, so memory stays small without help. Its
         # CalibMaxIntermediateOutputs option is not used: in onnxruntime 1.31 it drops the ranges it clears.
@@ -202,11 +235,14 @@ class OnnxQuantize(Pass):
             try:
                 with calibration.quiet_calibration():
                     q.quantize_static(
-                        str(prepared.path), str(out), reader,
+                        str(prepared.path),
+                        str(out),
+                        reader,
                         quant_format=getattr(q.QuantFormat, FORMATS[options.quant_format]),
                         activation_type=getattr(q.QuantType, TYPES[settings.activation_type]),
                         calibrate_method=getattr(q.CalibrationMethod, CALIB_METHODS[options.calib_method]),
-                        extra_options=extra, **kwargs,
+                        extra_options=extra,
+                        **kwargs,
                     )
             except InputError:
                 raise
@@ -225,11 +261,17 @@ def check_excludes(names: list[str], prepared: onnx_prepare.Prepared, src: Path)
     original = {n.name for n in onnx_models.load_proto(src).graph.node}
     fused = [n for n in unknown if n in original]
     if fused and len(fused) == len(unknown):
-        raise InputError(f"--exclude {', '.join(fused)}: fused away by pre-processing", hint="exclude the node it was fused into, or give --no-preprocess")
+        raise InputError(
+            f"--exclude {', '.join(fused)}: fused away by pre-processing",
+            hint="exclude the node it was fused into, or give --no-preprocess",
+        )
     sample = sorted(prepared.node_names)[:8]
     raise InputError(
         f"--exclude names no node of {src.name}: {', '.join(n for n in unknown if n not in fused)}",
-        hint="node names include: " + ", ".join(sample) + (" ..." if len(prepared.node_names) > 8 else "") + " (see mdeploy inspect)",
+        hint="node names include: "
+        + ", ".join(sample)
+        + (" ..." if len(prepared.node_names) > 8 else "")
+        + " (see mdeploy inspect)",
     )
 
 
@@ -238,6 +280,8 @@ def _input_specs(path: Path, overrides: list[TensorSpec]) -> list[TensorSpec]:
     given = {s.name: s for s in overrides}
     unknown = sorted(set(given) - {s.name for s in specs})
     if unknown:
-        raise InputError(f"--input names {', '.join(unknown)}, which is not an input of the model",
-                         hint="inputs are: " + ", ".join(s.name for s in specs))
+        raise InputError(
+            f"--input names {', '.join(unknown)}, which is not an input of the model",
+            hint="inputs are: " + ", ".join(s.name for s in specs),
+        )
     return [TensorSpec(s.name, given[s.name].shape, s.dtype, s.value_range) if s.name in given else s for s in specs]

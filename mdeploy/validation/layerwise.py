@@ -52,8 +52,23 @@ class LayerResult:
         return self.passed
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("index", "node", "op_type", "tensor", "candidate_tensor", "shape", "cosine",
-                                           "max_abs_error", "mean_abs_error", "rel_l2_error", "passed", "reasons")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "index",
+                "node",
+                "op_type",
+                "tensor",
+                "candidate_tensor",
+                "shape",
+                "cosine",
+                "max_abs_error",
+                "mean_abs_error",
+                "rel_l2_error",
+                "passed",
+                "reasons",
+            )
+        }
         return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
@@ -131,12 +146,16 @@ class _Model:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.external:
-            options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(self.path.resolve().parent))
+            options.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(self.path.resolve().parent)
+            )
         try:
             with framework_output():
                 return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise ModelLoadError(f"onnxruntime cannot load {self.path} with its intermediate tensors exposed: {first_line(exc)}") from None
+            raise ModelLoadError(
+                f"onnxruntime cannot load {self.path} with its intermediate tensors exposed: {first_line(exc)}"
+            ) from None
 
 
 def shared_tensors(ref: _Model, cand: _Model) -> tuple[list[_Tensor], int]:
@@ -147,13 +166,31 @@ def shared_tensors(ref: _Model, cand: _Model) -> tuple[list[_Tensor], int]:
             if not out or ref.produced.get(out, 1) not in (0, 1, 10, 11, 16):  # float tensors only (or unknown)
                 continue
             if out + "_DequantizeLinear_Output" in cand.produced:  # QDQ: what the consumers see (a removed Relu included)
-                found.append(_Tensor(len(found), node.name, node.op_type, out, out + "_DequantizeLinear_Output", None,
-                                     [i for i in node.input if i]))
+                found.append(
+                    _Tensor(
+                        len(found),
+                        node.name,
+                        node.op_type,
+                        out,
+                        out + "_DequantizeLinear_Output",
+                        None,
+                        [i for i in node.input if i],
+                    )
+                )
             elif out in cand.produced:
                 found.append(_Tensor(len(found), node.name, node.op_type, out, out, None, [i for i in node.input if i]))
             elif out + "_quantized" in cand.produced and out + "_scale" in cand.initializers:
-                found.append(_Tensor(len(found), node.name, node.op_type, out, out + "_quantized",
-                                     (out + "_scale", out + "_zero_point"), [i for i in node.input if i]))
+                found.append(
+                    _Tensor(
+                        len(found),
+                        node.name,
+                        node.op_type,
+                        out,
+                        out + "_quantized",
+                        (out + "_scale", out + "_zero_point"),
+                        [i for i in node.input if i],
+                    )
+                )
             else:
                 skipped += 1
     found = _through_removed_activations(ref, found)
@@ -249,7 +286,17 @@ def _layer(t: _Tensor, out: Any, acc: OutputAccumulator) -> LayerResult:
     diff_sq = max(acc.ref_sq + acc.cand_sq - 2 * acc.dot, 0.0)
     rel = math.sqrt(diff_sq / acc.ref_sq) if acc.ref_sq > 0 else (0.0 if diff_sq == 0 else math.inf)
     return LayerResult(
-        index=t.index, node=t.node, op_type=t.op_type, tensor=t.name, candidate_tensor=t.cand_name, shape=out.shape,
-        cosine=out.cosine, max_abs_error=out.max_abs_error, mean_abs_error=out.mean_abs_error, rel_l2_error=rel,
-        passed=out.passed, reasons=out.reasons, inputs=t.inputs,
+        index=t.index,
+        node=t.node,
+        op_type=t.op_type,
+        tensor=t.name,
+        candidate_tensor=t.cand_name,
+        shape=out.shape,
+        cosine=out.cosine,
+        max_abs_error=out.max_abs_error,
+        mean_abs_error=out.mean_abs_error,
+        rel_l2_error=rel,
+        passed=out.passed,
+        reasons=out.reasons,
+        inputs=t.inputs,
     )

@@ -33,8 +33,13 @@ class Accuracy:
         return self.reference - self.candidate
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "samples": self.samples, "float": self.reference, "quantized": self.candidate,
-                "drop": self.drop}
+        return {
+            "output": self.output,
+            "samples": self.samples,
+            "float": self.reference,
+            "quantized": self.candidate,
+            "drop": self.drop,
+        }
 
 
 @dataclass
@@ -96,6 +101,8 @@ def prove(
             progress()
     if labels is not None and seen != len(labels):
         raise InputError(f"{len(labels)} labels for {seen} samples", hint="give one label per sample")
-    comparison = Comparison(label=label, tolerance=tolerance, outputs=[a.result(tolerance) for a in (accs or {}).values()], notes=notes)
+    comparison = Comparison(
+        label=label, tolerance=tolerance, outputs=[a.result(tolerance) for a in (accs or {}).values()], notes=notes
+    )
     accuracy = Accuracy(scored, seen, right_ref / seen, right_cand / seen) if scored and seen else None
     return Proof(comparison, accuracy)

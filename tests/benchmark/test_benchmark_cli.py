@@ -4,8 +4,9 @@ from __future__ import annotations
 
 
 def test_two_models_side_by_side_with_ratios_to_the_first(bench_models, cli):
-    result = cli("benchmark", bench_models["fp32"], bench_models["int8"], "--iterations", "7", "--warmup", "2",
-                 "--threads", "1", "--json")
+    result = cli(
+        "benchmark", bench_models["fp32"], bench_models["int8"], "--iterations", "7", "--warmup", "2", "--threads", "1", "--json"
+    )
     assert result.code == 0, result.stderr
     report = result.json
     first, second = report["models"]

@@ -56,6 +56,12 @@ def encoder_dynamo(tmp_path_factory) -> Path:
     batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("sequence", min=2, max=text_encoder.MAX_LEN)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(text_encoder.build(), (), str(path), kwargs=text_encoder.example_inputs(), dynamo=True,
-                          dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}})
+        torch.onnx.export(
+            text_encoder.build(),
+            (),
+            str(path),
+            kwargs=text_encoder.example_inputs(),
+            dynamo=True,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        )
     return path

@@ -72,17 +72,42 @@ def test_static_without_data_is_refused_and_random_calibration_is_warned(graphs,
 
 
 def test_labels_file_gives_accuracy_before_and_after(digits, tmp_path, cli):
-    result = cli("quantize", digits["model"], "-o", tmp_path / "l.onnx", "--calib-data", digits["calib"],
-                 "--eval-data", digits["eval_images"], "--labels", digits["eval_labels"], "--format", "qoperator",
-                 "--calib-method", "percentile", "--json")
+    result = cli(
+        "quantize",
+        digits["model"],
+        "-o",
+        tmp_path / "l.onnx",
+        "--calib-data",
+        digits["calib"],
+        "--eval-data",
+        digits["eval_images"],
+        "--labels",
+        digits["eval_labels"],
+        "--format",
+        "qoperator",
+        "--calib-method",
+        "percentile",
+        "--json",
+    )
     assert result.code == 0, result.stderr
     assert result.json["accuracy"]["samples"] == 540 and result.json["accuracy"]["drop"] <= 0.02
     assert "QLinearConv" in _ops(tmp_path / "l.onnx")
 
 
 def test_exclude_keeps_the_named_node_in_float(digits, tmp_path, cli):
-    result = cli("quantize", digits["model"], "-o", tmp_path / "e.onnx", "--calib-data", digits["calib"],
-                 "--exclude", "/8/Gemm", "--exclude-op", "MaxPool", "--json")
+    result = cli(
+        "quantize",
+        digits["model"],
+        "-o",
+        tmp_path / "e.onnx",
+        "--calib-data",
+        digits["calib"],
+        "--exclude",
+        "/8/Gemm",
+        "--exclude-op",
+        "MaxPool",
+        "--json",
+    )
     assert result.code == 0, result.stderr
     model = onnx.load(str(tmp_path / "e.onnx"))
     gemm = next(n for n in model.graph.node if n.name == "/8/Gemm")
@@ -93,8 +118,19 @@ def test_exclude_keeps_the_named_node_in_float(digits, tmp_path, cli):
 
 def test_max_error_keeps_costly_nodes_in_float_until_the_bar_holds(graphs, tmp_path, cli):
     # random calibration data scaled badly on purpose: the first quantization misses the bar
-    result = cli("quantize", graphs["mlp"], "-o", tmp_path / "m.onnx", "--calib-samples", "8",
-                 "--eval-data", graphs["data"], "--max-error", "cosine>=0.99995", "--json")
+    result = cli(
+        "quantize",
+        graphs["mlp"],
+        "-o",
+        tmp_path / "m.onnx",
+        "--calib-samples",
+        "8",
+        "--eval-data",
+        graphs["data"],
+        "--max-error",
+        "cosine>=0.99995",
+        "--json",
+    )
     report = result.json
     assert result.code == (0 if report["max_error"]["met"] else 1), result.stderr
     rounds = report["max_error"]["rounds"]
@@ -106,8 +142,17 @@ def test_max_error_keeps_costly_nodes_in_float_until_the_bar_holds(graphs, tmp_p
 
 
 def test_unreachable_bar_writes_the_best_model_and_exits_1(graphs, tmp_path, cli):
-    result = cli("quantize", graphs["mlp"], "-o", tmp_path / "b.onnx", "--calib-data", graphs["data"],
-                 "--max-error", "cosine>=1.01", "--json")
+    result = cli(
+        "quantize",
+        graphs["mlp"],
+        "-o",
+        tmp_path / "b.onnx",
+        "--calib-data",
+        graphs["data"],
+        "--max-error",
+        "cosine>=1.01",
+        "--json",
+    )
     assert result.code == 1, result.stderr
     assert result.json["max_error"]["met"] is False
     assert any("could not be met" in n for n in result.json["notes"])
@@ -140,7 +185,9 @@ def test_torch_transformer_encoder_quantizes_where_onnxruntime_defaults_fail(enc
 
 
 def test_max_error_repairs_a_transformer_by_keeping_its_head_in_float(encoder_dynamo, tmp_path, cli):
-    result = cli("quantize", encoder_dynamo, "-o", tmp_path / "r.onnx", "--eval-samples", "8", "--max-error", "cosine>=0.98", "--json")
+    result = cli(
+        "quantize", encoder_dynamo, "-o", tmp_path / "r.onnx", "--eval-samples", "8", "--max-error", "cosine>=0.98", "--json"
+    )
     assert result.code == 0, result.stderr
     report = result.json
     assert report["max_error"]["met"] is True and report["max_error"]["kept_in_float"]

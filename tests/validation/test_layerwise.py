@@ -23,8 +23,9 @@ def models(tmp_path_factory) -> dict[str, Path]:
     }
     for fmt in ("qdq", "qoperator"):
         paths[fmt] = out / f"{fmt}.onnx"
-        OnnxQuantize().run(ModelRef.parse(str(paths["float"])), paths[fmt],
-                           OnnxQuantizeOptions(calib_data=str(paths["data"]), quant_format=fmt))
+        OnnxQuantize().run(
+            ModelRef.parse(str(paths["float"])), paths[fmt], OnnxQuantizeOptions(calib_data=str(paths["data"]), quant_format=fmt)
+        )
     return paths
 
 
@@ -78,9 +79,12 @@ def test_validate_layerwise_refuses_models_that_share_nothing(models, tmp_path, 
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["other"], name="id")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
-                              [helper.make_tensor_value_info("other", TensorProto.FLOAT, ["batch", 16])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["other"], name="id")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("other", TensorProto.FLOAT, ["batch", 16])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "other.onnx"))
