@@ -20,8 +20,11 @@ demo: install
 	$(VENV)/bin/mdeploy convert fixtures/models/tiny_cnn.py:build -o build/tiny_cnn.onnx --dynamic image:0 --force
 	$(VENV)/bin/mdeploy inspect build/tiny_cnn.onnx
 
+# Two workers by default (CI has 2 cores); each test file stays on one worker so its fixtures are built once.
+PYTEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PY) benchmarks/startup.py

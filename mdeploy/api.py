@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mdeploy import registry
+from mdeploy.benchmarking import benchmark  # noqa: F401  the verb: latency, throughput, memory, size, side by side
 from mdeploy.converters.base import build_options
 from mdeploy.core import Format, ModelRef, TensorSpec, format_for_output, tolerance_for
 from mdeploy.errors import InputError
@@ -231,26 +232,6 @@ def quantize(
         report = plan.execute(tmp)
     return report
 
-
-def benchmark(
-    models: list[str],
-    *,
-    batch: int | None = None,
-    threads: int | None = None,
-    inputs: list[TensorSpec] | None = None,
-    warmup: int = 5,
-    iterations: int | None = None,
-    duration: float | None = None,
-    device: str = "cpu",
-    src_format: str | None = None,
-    seed: int = 0,
-    progress: ProgressFactory = no_progress,
-) -> Report:
-    """Measure latency, throughput, peak memory and size of each model on the same random inputs, side by side."""
-    from mdeploy import benchmarking
-
-    return benchmarking.benchmark(models, batch=batch, threads=threads, inputs=inputs, warmup=warmup, iterations=iterations,
-                                  duration=duration, device=device, src_format=src_format, seed=seed, progress=progress)
 
 
 def _validate_layerwise(ref: ModelRef, cand: ModelRef, data: str | None, samples: int | None, inputs: list[TensorSpec] | None,
