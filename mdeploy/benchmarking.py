@@ -28,6 +28,18 @@ from mdeploy.validation import inputs as vinputs
 DEFAULT_ITERATIONS = 50
 
 
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise), so that the
+    next model's memory growth is measured from a true baseline and not hidden in the previous one's pages."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: growth is then measured from whatever the allocator kept
+
+
 class MemorySampler:
     """Peak resident memory of this process while a block runs, from /proc (or ru_maxrss elsewhere)."""
 
@@ -51,7 +63,7 @@ class MemorySampler:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> MemorySampler:
-        gc.collect()
+        release_freed_memory()
         self.baseline = self.rss()
         self.peak = self.baseline
         self._thread.start()
@@ -184,6 +196,7 @@ def benchmark(
     if iterations is not None and duration is not None:
         raise InputError("give --iterations or --duration, not both")
     refs = [ModelRef.parse(m, src_format) for m in models]  # every path checked before any work
+    _start_frameworks(refs, device, inputs, threads)
     results = []
     for ref in refs:
         start = time.perf_counter()
@@ -221,6 +234,20 @@ def benchmark(
     report = Report(command="benchmark", data={"settings": settings, "models": results})
     report.steps.extend(Step(f"benchmark {r['model']}", "done", {}, r["seconds"]) for r in results)
     return report
+
+
+def _start_frameworks(refs: list[ModelRef], device: str, inputs: list[TensorSpec] | None, threads: int | None) -> None:
+    """Load and release each backend once, unmeasured, so that one-time start-up (the framework's import, its
+    thread pools and allocators) is charged to no model: otherwise the first model's memory looks worse."""
+    from mdeploy.api import open_runner
+
+    seen = set()
+    for ref in refs:
+        if ref.format not in seen:
+            seen.add(ref.format)
+            runner = open_runner(ref, device, inputs or None, threads)
+            del runner
+    release_freed_memory()
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
