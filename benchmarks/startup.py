@@ -32,7 +32,9 @@ def tiny_onnx(folder: Path) -> Path:
         [weight],
     )
     path = folder / "tiny.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10  # what onnxruntime 1.31 reads (onnx 1.23 writes 14 by default)
+    onnx.save(model, str(path))
     return path
 
 
