@@ -158,6 +158,21 @@ class _Model:
             ) from None
 
 
+def _candidate_tensor(name: str, cand: _Model) -> tuple[str, tuple[str, str] | None] | None:
+    """Where the candidate holds the reference tensor `name`, and the (scale, zero point) to dequantize it with.
+
+    QDQ models: the DequantizeLinear output is what the consumers see (a removed Relu included); QOperator
+    models: the `_quantized` tensor with its scale; an unquantized candidate: the same name.
+    """
+    if name + "_DequantizeLinear_Output" in cand.produced:
+        return name + "_DequantizeLinear_Output", None
+    if name in cand.produced:
+        return name, None
+    if name + "_quantized" in cand.produced and name + "_scale" in cand.initializers:
+        return name + "_quantized", (name + "_scale", name + "_zero_point")
+    return None
+
+
 def shared_tensors(ref: _Model, cand: _Model) -> tuple[list[_Tensor], int]:
     """Reference node outputs the candidate computes too, in the reference's graph order."""
     found, skipped = [], 0
@@ -165,34 +180,12 @@ def shared_tensors(ref: _Model, cand: _Model) -> tuple[list[_Tensor], int]:
         for out in node.output:
             if not out or ref.produced.get(out, 1) not in (0, 1, 10, 11, 16):  # float tensors only (or unknown)
                 continue
-            if out + "_DequantizeLinear_Output" in cand.produced:  # QDQ: what the consumers see (a removed Relu included)
-                found.append(
-                    _Tensor(
-                        len(found),
-                        node.name,
-                        node.op_type,
-                        out,
-                        out + "_DequantizeLinear_Output",
-                        None,
-                        [i for i in node.input if i],
-                    )
-                )
-            elif out in cand.produced:
-                found.append(_Tensor(len(found), node.name, node.op_type, out, out, None, [i for i in node.input if i]))
-            elif out + "_quantized" in cand.produced and out + "_scale" in cand.initializers:
-                found.append(
-                    _Tensor(
-                        len(found),
-                        node.name,
-                        node.op_type,
-                        out,
-                        out + "_quantized",
-                        (out + "_scale", out + "_zero_point"),
-                        [i for i in node.input if i],
-                    )
-                )
-            else:
+            match = _candidate_tensor(out, cand)
+            if match is None:
                 skipped += 1
+                continue
+            cand_name, dequant = match
+            found.append(_Tensor(len(found), node.name, node.op_type, out, cand_name, dequant, [i for i in node.input if i]))
     found = _through_removed_activations(ref, found)
     return [_Tensor(i, t.node, t.op_type, t.name, t.cand_name, t.dequant, t.inputs) for i, t in enumerate(found)], skipped
 
