@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_inputs, stdout
+from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, SeedOpt, VerboseOpt, parse_inputs, stdout
 
 if TYPE_CHECKING:
     from mdeploy.reports.report import Report
@@ -23,7 +23,7 @@ def command(
     duration: Annotated[float | None, typer.Option("--duration", help="Time each model for this many seconds instead.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
     src_format: Annotated[str | None, typer.Option("--from", help="Format of the models, when their names do not tell.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the random inputs.")] = 0,
+    seed: SeedOpt = 0,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,

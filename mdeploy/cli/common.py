@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # the CLI imports numpy-backed modules only once a command ru
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Let the frameworks' own logs through (to stderr).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random inputs (recorded in the report).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
 InputOpt = Annotated[
     list[str] | None,
     typer.Option("--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).", show_default=False),

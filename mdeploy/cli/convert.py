@@ -7,7 +7,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_dynamics, parse_inputs, show_comparisons, stdout, verdict
+from mdeploy.cli.common import (
+    ForceOpt,
+    InputOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    SeedOpt,
+    VerboseOpt,
+    parse_dynamics,
+    parse_inputs,
+    show_comparisons,
+    stdout,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from mdeploy.reports.report import Report
@@ -29,8 +42,8 @@ def command(
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip validating the result against the source.")] = False,
     atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance for validation.")] = None,
     rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance for validation.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the validation inputs.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    seed: SeedOpt = 0,
+    force: ForceOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,

@@ -6,7 +6,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_inputs, show_comparisons, stdout, verdict
+from mdeploy.cli.common import (
+    ForceOpt,
+    InputOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    SeedOpt,
+    VerboseOpt,
+    parse_inputs,
+    show_comparisons,
+    stdout,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from mdeploy.reports.report import Report
@@ -85,8 +97,8 @@ def command(
     ] = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip proving the result (not recommended).")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda, for validation.")] = "cpu",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for random inputs.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    seed: SeedOpt = 0,
+    force: ForceOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,

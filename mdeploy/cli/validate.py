@@ -6,7 +6,18 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, VerboseOpt, parse_inputs, show_comparisons, stdout, verdict
+from mdeploy.cli.common import (
+    InputOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    SeedOpt,
+    VerboseOpt,
+    parse_inputs,
+    show_comparisons,
+    stdout,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from mdeploy.reports.report import Report
@@ -22,7 +33,7 @@ def command(
     rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance (default per precision).")] = None,
     precision: Annotated[str, typer.Option("--precision", help="Default tolerances for fp32, fp16 or int8 candidates.")] = "fp32",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    seed: Annotated[int, typer.Option("--seed", help="Seed for random inputs.")] = 0,
+    seed: SeedOpt = 0,
     ref_format: Annotated[str | None, typer.Option("--ref-from", help="Format of the reference, when its name does not tell.")] = None,
     cand_format: Annotated[str | None, typer.Option("--cand-from", help="Format of the candidate, when its name does not tell.")] = None,
     weights: Annotated[str | None, typer.Option("--weights", help="state_dict for a FILE.py:FACTORY reference.")] = None,
