@@ -30,8 +30,13 @@ def check_output(target: Path, force: bool) -> None:
 
 @contextmanager
 def atomic_output(target: Path, force: bool) -> Iterator[Path]:
-    """Yield a path with `target`'s name inside a temporary folder; on success move it (and any file
-    written beside it, such as external data) into place."""
+    """Yield a path with `target`'s name inside a temporary staging folder; on success move it (and, for an ONNX
+    model, the external-data files it references) into place.
+
+    Whatever else was written into the staging folder (intermediate hops of a multi-hop conversion, scratch
+    models) is scratch: it is deleted with the folder, on success and on failure, and never reaches the user's
+    folder, so a second run into the same folder finds only what the first one asked for.
+    """
     check_output(target, force)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -42,16 +47,27 @@ def atomic_output(target: Path, force: bool) -> Iterator[Path]:
         produced = staging / target.name
         if not produced.exists():
             raise InputError(f"nothing was written to {target}")
-        for item in sorted(staging.iterdir(), key=lambda p: p.name != target.name):
-            dest = target.parent / item.name
-            if dest.exists():
-                if dest != target and not force:
-                    raise OutputExistsError(f"output exists: {dest}", hint="give --force to replace it")
-                if dest.is_dir() and not dest.is_symlink():
-                    shutil.rmtree(dest)
+        names = [target.name, *companions(produced)]
+        for name in names[1:]:  # every collision is found before anything is moved
+            if (target.parent / name).exists() and not force:
+                raise OutputExistsError(f"output exists: {target.parent / name}", hint="give --force to replace it")
+        for name in names:
+            item, dest = staging / name, target.parent / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
             try:
                 os.replace(item, dest)
             except OSError as exc:
                 raise InputError(f"cannot write {dest}: {exc.strerror}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def companions(model: Path) -> list[str]:
+    """The files an output needs beside it: an ONNX model's external-data files (names relative to its folder)."""
+    if model.suffix != ".onnx" or not model.is_file():
+        return []
+    from mdeploy.frameworks import onnx_models
+
+    return [name for name in onnx_models.external_data_files(onnx_models.load_proto(model)) if (model.parent / name).is_file()]
