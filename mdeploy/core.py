@@ -6,7 +6,7 @@ Only paths, these types and numpy arrays cross module boundaries; framework obje
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,8 @@ class TensorSpec:
     shape: tuple[Dim, ...]
     dtype: str = "float32"
     value_range: tuple[float, float] | None = None
+    # False when `--input` named no dtype: float32 is then a default that what the model says may replace
+    dtype_given: bool = field(default=True, compare=False, repr=False)
 
     @property
     def is_dynamic(self) -> bool:
@@ -184,7 +186,7 @@ class TensorSpec:
             dtype = np.dtype(dtype).name
         except TypeError:
             raise InputError(f"unknown dtype '{dtype}' in --input '{text}'", hint="e.g. float32, float16, int64, int32, bool") from None
-        return cls(name, shape, dtype)
+        return cls(name, shape, dtype, dtype_given=len(parts) == 3)
 
 
 def parse_dynamic(text: str) -> tuple[str, int, str]:
@@ -249,6 +251,10 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 
 
 def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+    """The default tolerance for `precision`, with the user's --atol / --rtol (finite, >= 0) over it."""
+    for flag, value in (("--atol", atol), ("--rtol", rtol)):
+        if value is not None and not (value >= 0 and value != float("inf")):
+            raise InputError(f"{flag} {value:g} is not a tolerance", hint=f"{flag} is a finite number >= 0, e.g. {flag} 1e-4")
     return DEFAULT_TOLERANCES[precision].with_overrides(atol, rtol)
 
 

@@ -12,6 +12,11 @@ import traceback
 
 import typer
 
+try:  # typer >= 0.22 carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer depends on click itself
+    from click import exceptions as click_exceptions
+
 from mdeploy import __version__
 from mdeploy.cli import benchmark, convert, inspect, plugins, quantize, validate
 from mdeploy.errors import MdeployError
@@ -50,16 +55,22 @@ def _root(
 
 
 def main() -> None:
-    """Typer handles usage errors itself (exit 2); everything else is mapped to mdeploy's exit codes here."""
+    """Everything that ends a command is mapped to mdeploy's exit codes here, usage errors included: a bad flag
+    value gets the same one `error:` line (and `hint:` line) as any other bad input, never a usage box."""
     try:
-        app(prog_name="mdeploy")
+        code = app(prog_name="mdeploy", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help(), file=sys.stderr)
+        sys.exit(2)
+    except click_exceptions.ClickException as exc:
+        _error(exc.format_message(), _usage_hint(exc), exc.exit_code)
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except MdeployError as exc:
         if _debug:
             traceback.print_exc()
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        _error(exc.message, exc.hint, exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -67,3 +78,16 @@ def main() -> None:
         traceback.print_exc()
         print("error: this is a bug in mdeploy; please report it with the traceback above", file=sys.stderr)
         sys.exit(3)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, hint: str | None, code: int) -> None:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _usage_hint(exc: Exception) -> str | None:
+    ctx = getattr(exc, "ctx", None)
+    return f"see '{ctx.command_path} --help'" if ctx is not None else None

@@ -176,3 +176,33 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_usage_errors_exit_2(tmp_path):
     assert run_cli("convert").code == 2
     assert run_cli("validate", "--no-such-flag").code == 2
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("validate", "a.onnx", "b.onnx", "--samples", "0"), "--samples"),
+        (("validate", "a.onnx", "b.onnx", "--no-such-flag", "--json"), "--no-such-flag"),
+        (("benchmark", "a.onnx", "--iterations", "x"), "--iterations"),
+        (("validate", "a.onnx"), "candidate"),
+    ],
+)
+def test_usage_errors_are_one_error_line_and_a_hint_not_a_box(args, needle):
+    result = run_cli(*args)
+    assert_clean_error(result, needle, "--help")
+    assert "╭" not in result.stderr and "Usage:" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("flag, value", [("--atol", "-1"), ("--rtol", "-0.5"), ("--atol", "nan")])
+def test_a_negative_or_nan_tolerance_is_bad_input(cnn_onnx, flag, value):
+    result = run_cli("validate", cnn_onnx, cnn_onnx, flag, value, "--json")
+    assert_clean_error(result, flag, "not a tolerance")
+    assert result.stdout == ""
+
+
+def test_the_license_is_an_spdx_string_so_installs_print_no_deprecation_block():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
