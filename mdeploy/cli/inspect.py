@@ -24,9 +24,16 @@ def command(
 ) -> None:
     """Show inputs, outputs, operators, parameters and size of a model."""
     from mdeploy import api
+    from mdeploy.errors import ModelLoadError
 
     out = Output(json_, quiet, verbose)
-    out.finish(api.inspect(model, src_format, weights), _show)
+    report = api.inspect(model, src_format, weights)
+    out.finish(report, _show)
+    problems = report.data["model"].get("problems") or []
+    if problems:  # what could be read is shown above; the model itself cannot be trusted to run
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)}, listed above)" if len(problems) > 1 else ""
+        raise ModelLoadError(f"{model} is not a valid model: {first['message']}{more}", hint=first.get("hint"))
 
 
 def _show(report: Report) -> None:
@@ -41,7 +48,7 @@ def _show(report: Report) -> None:
                 shape = "?" if spec.get("shape") is None else "[" + ", ".join(str(d) for d in spec["shape"]) + "]"
                 table.add_row(escape(spec["name"]), escape(shape), str(spec.get("dtype")))
             stdout.print(table)
-    skip = {"inputs", "outputs", "operators", "path", "format"}
+    skip = {"inputs", "outputs", "operators", "path", "format", "notes", "problems"}
     for key, value in info.items():
         if key in skip or value in (None, [], {}):
             continue
@@ -53,6 +60,10 @@ def _show(report: Report) -> None:
     if info.get("operators"):
         ops = info["operators"]
         stdout.print("operators: " + escape(", ".join(f"{k}×{v}" for k, v in ops.items())))
+    for note in info.get("notes") or []:
+        stdout.print(f"[yellow]note:[/] {escape(note)}")
+    for problem in info.get("problems") or []:
+        stdout.print(f"[red]invalid ({escape(problem['source'])}):[/] {escape(problem['message'])}")
 
 
 def _size(n: int) -> str:

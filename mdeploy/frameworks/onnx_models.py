@@ -12,7 +12,7 @@ from typing import Any
 
 from mdeploy.core import TensorSpec
 from mdeploy.deps import require
-from mdeploy.errors import ModelLoadError, first_line
+from mdeploy.errors import ModelLoadError, clean_framework_text, first_line
 
 # ONNX TensorProto element types -> numpy dtype names
 _ELEM = {
@@ -160,7 +160,29 @@ def describe(path: Path) -> dict[str, Any]:
         "parameter_bytes": param_bytes,
         "size_bytes": disk,
         "external_data": files,
+        "problems": checker_problems(path),
+        "notes": [],
     }
+
+
+def checker_problems(path: Path) -> list[dict[str, str]]:
+    """What onnx's checker finds structurally wrong (a node input nothing produces, an unknown operator...).
+
+    The structural check only: the full check adds strict shape inference, which rejects models that every
+    runtime runs (exporters leave shapes it cannot follow). Given the path, the checker finds external data
+    beside the model and reads a model over 2 GB.
+    """
+    onnx = require("onnx", extra="onnx")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        return [{"source": "onnx.checker", "message": _whole_message(exc), "hint": "re-export the model from its source"}]
+    return []
+
+
+def _whole_message(exc: BaseException) -> str:
+    """The checker spreads one sentence over lines (a node printed in its text form): keep it whole."""
+    return " ".join(clean_framework_text(str(exc)).split())
 
 
 def _spec_dict(spec: TensorSpec) -> dict[str, Any]:

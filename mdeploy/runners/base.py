@@ -20,6 +20,8 @@ class Runner:
 
     Subclasses set `formats` and implement `_load`, `input_specs`, `output_names` and `_infer`;
     `describe` (for `mdeploy inspect`) reads the file without starting a session where it can.
+    `notes` says what the user should know about how the model was loaded (e.g. an IR version lowered in
+    memory); whoever reports on the run copies them into the report.
     """
 
     formats: ClassVar[tuple[Format, ...]] = ()
@@ -37,6 +39,7 @@ class Runner:
         self.threads = threads
         self._overrides = {s.name: s for s in input_specs or []}
         self.last_latency_s = 0.0
+        self.notes: list[str] = []
         self._load()
 
     # --- what a backend implements -------------------------------------------------------------

@@ -8,9 +8,9 @@ import numpy as np
 
 from mdeploy.core import Format, TensorSpec
 from mdeploy.deps import require
-from mdeploy.errors import InputError, ModelLoadError, first_line
-from mdeploy.frameworks import onnx_models
-from mdeploy.logs import framework_output, is_verbose
+from mdeploy.errors import InputError, first_line
+from mdeploy.frameworks import onnx_models, ort_sessions
+from mdeploy.logs import is_verbose
 from mdeploy.runners.base import Feed, Runner
 
 
@@ -27,9 +27,9 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 0 if is_verbose() else 3
         if self.threads:
             options.intra_op_num_threads = self.threads
-        self.session = self._session(ort, options)
+        self.session = self._session(ort, options, model)
 
-    def _session(self, ort: Any, options: Any) -> Any:
+    def _session(self, ort: Any, options: Any, model: Any) -> Any:
         providers = ["CPUExecutionProvider"]
         if self.device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -38,11 +38,9 @@ class OnnxRuntimeRunner(Runner):
                     hint="install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu",
                 )
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        try:
-            with framework_output():
-                session = ort.InferenceSession(str(self.ref.path), options, providers=providers)
-        except Exception as exc:
-            raise ModelLoadError(f"onnxruntime cannot load {self.ref.path}: {first_line(exc)}") from None
+        opened = ort_sessions.open_session(self.ref.path, options, providers, proto=model)
+        self.notes.extend(opened.notes)
+        session = opened.session
         if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
             raise InputError("--device cuda: onnxruntime fell back to the CPU (CUDA libraries missing?)")
         return session
@@ -62,4 +60,13 @@ class OnnxRuntimeRunner(Runner):
 
     @classmethod
     def describe(cls, ref: Any) -> dict[str, Any]:
-        return onnx_models.describe(ref.path)
+        """onnx's view of the file, plus whether this runtime can run it (`problems` makes inspect exit 2)."""
+        info = onnx_models.describe(ref.path)
+        model = onnx_models.load_proto(ref.path)
+        fitted = ort_sessions.fit(model)
+        if fitted.too_new:
+            text, hint = ort_sessions.too_new(model, fitted)
+            info["problems"].append({"source": "onnxruntime", "message": text, "hint": hint})
+        elif fitted.ir_version:
+            info["notes"].append(ort_sessions.lowered_note(model, fitted, ref.path))
+        return info

@@ -21,8 +21,8 @@ import numpy as np
 
 from mdeploy.core import Tolerance
 from mdeploy.deps import require
-from mdeploy.errors import InputError, ModelLoadError, first_line
-from mdeploy.frameworks import onnx_models
+from mdeploy.errors import InputError, first_line
+from mdeploy.frameworks import onnx_models, ort_sessions
 from mdeploy.logs import framework_output
 from mdeploy.validation.compare import OutputAccumulator
 
@@ -145,17 +145,9 @@ class _Model:
         model.graph.output.extend([onnx.ValueInfoProto(name=t) for t in tensors])
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if self.external:
-            options.add_session_config_entry(
-                "session.model_external_initializers_file_folder_path", str(self.path.resolve().parent)
-            )
-        try:
-            with framework_output():
-                return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelLoadError(
-                f"onnxruntime cannot load {self.path} with its intermediate tensors exposed: {first_line(exc)}"
-            ) from None
+        opened = ort_sessions.open_session(self.path, options, ["CPUExecutionProvider"], proto=model, edited=True,
+                                           purpose=" with its intermediate tensors exposed")
+        return opened.session
 
 
 def _candidate_tensor(name: str, cand: _Model) -> tuple[str, tuple[str, str] | None] | None:

@@ -74,7 +74,8 @@ def compare(
             hint="check the inputs (--data) and the model itself",
         )
     outputs = [acc.result(tolerance) for acc in (accumulators or {}).values()]
-    return Comparison(label=label, tolerance=tolerance, outputs=outputs, notes=notes)
+    loaded = list(dict.fromkeys([*ref.notes, *cand.notes]))  # how the runners had to load the models
+    return Comparison(label=label, tolerance=tolerance, outputs=outputs, notes=[*loaded, *notes])
 
 
 def resized_feed(specs: list[TensorSpec], dynamic: dict[str, list[tuple[str, int]]], base: Feed, rng: np.random.Generator) -> tuple[Feed, str]:
