@@ -102,33 +102,102 @@ def name_nodes(model: Any) -> int:
     return named
 
 
-def unshare_gemm_initializers(model: Any) -> int:
-    """Give every Gemm its own copy of a weight or bias it shares with another node.
+def transpose_shared_gemm_weights(model: Any) -> int:
+    """Store the weight of every Gemm with transB=1 that shares it with another node already transposed.
 
-    onnxruntime's quantize_dynamic rewrites Gemm as MatMul + Add in place on the initializers; with a weight
-    shared by two Gemms (torch's exporter deduplicates equal tensors, e.g. the layers of a freshly built
-    TransformerEncoder) the rewrite corrupts the model even for Gemms it leaves in float (measured with
-    onnxruntime 1.31: cosine 0.92 against the float model with every node excluded)."""
-    from onnx import numpy_helper
+    onnxruntime's quantize_dynamic rewrites Gemm as MatMul + Add, transposing a transB=1 weight in place; with
+    a weight shared by two Gemms (torch's TorchScript exporter deduplicates equal tensors, e.g. the layers of
+    a freshly built TransformerEncoder, or weights tied on purpose) the second rewrite transposes it back and
+    corrupts the model (measured with onnxruntime 1.31: cosine 0.92 against the float model with every node
+    excluded). Giving each Gemm its own copy avoids that but stores the weight once per Gemm: a 4-layer
+    encoder with deduplicated layers then grew from 0.25x to 0.43x of its float size. One transposed copy
+    per shared weight, read by all its Gemms with transB=0, is what the rewrite needs and keeps it shared."""
+    from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     uses: dict[str, int] = {}
     for node in model.graph.node:
         for name in node.input:
             uses[name] = uses.get(name, 0) + 1
-    copied = 0
+    transposed: dict[str, str] = {}
     for node in model.graph.node:
-        if node.op_type != "Gemm":
+        if node.op_type != "Gemm" or len(node.input) < 2:
             continue
-        for k in range(1, len(node.input)):
-            name = node.input[k]
-            if name in inits and uses.get(name, 0) > 1:
-                copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]).copy(), f"{name}__{node.name}")
-                model.graph.initializer.append(copy)
-                node.input[k] = copy.name
-                uses[name] -= 1
-                copied += 1
-    return copied
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        name = node.input[1]
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if not (plain and attrs.get("transB", 0) == 1 and name in inits and uses.get(name, 0) > 1):
+            continue
+        if name not in transposed:
+            copy = numpy_helper.from_array(numpy_helper.to_array(inits[name]).T.copy(), f"{name}__transposed")
+            model.graph.initializer.append(copy)
+            transposed[name] = copy.name
+        node.input[1] = transposed[name]
+        kept = [a for a in node.attribute if a.name != "transB"]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+    used = {i for node in model.graph.node for i in node.input}
+    dropped = [i for i in model.graph.initializer if i.name in transposed and i.name not in used]
+    for init in dropped:
+        model.graph.initializer.remove(init)
+    return len(transposed)
+
+
+def share_identical_initializers(model: Any, min_elements: int = 1024) -> int:
+    """Make nodes that read equal weights read one initializer, and drop the copies; returns how many were dropped.
+
+    A weight used by several nodes reaches the quantizer as several equal initializers when constant folding
+    materialises each node's Transpose of it separately (TorchScript exports of deduplicated or tied weights),
+    and onnxruntime then stores an int8 copy per initializer. Sharing them again stores each weight once.
+    Initializers that are also graph inputs or outputs, or that subgraphs read by name, are left alone."""
+    import hashlib
+
+    from onnx import numpy_helper
+
+    graph = model.graph
+    pinned = {i.name for i in graph.input} | {o.name for o in graph.output} | _subgraph_reads(graph)
+    groups: dict[tuple, list[Any]] = {}
+    for init in graph.initializer:
+        size = 1
+        for d in init.dims:
+            size *= int(d)
+        if size >= min_elements and init.name not in pinned:
+            groups.setdefault((init.data_type, tuple(init.dims)), []).append(init)
+    canonical: dict[str, str] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        seen: dict[bytes, str] = {}
+        for init in members:
+            data = init.raw_data or numpy_helper.to_array(init).tobytes()
+            digest = hashlib.blake2b(data, digest_size=20).digest()
+            if digest in seen:
+                canonical[init.name] = seen[digest]
+            else:
+                seen[digest] = init.name
+    if not canonical:
+        return 0
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in canonical:
+                node.input[k] = canonical[name]
+    kept = [i for i in graph.initializer if i.name not in canonical]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return len(canonical)
+
+
+def _subgraph_reads(graph: Any) -> set[str]:
+    """Names read by nodes inside subgraphs (If/Loop/Scan bodies), which may refer to outer initializers."""
+    from onnx import AttributeProto
+
+    names: set[str] = set()
+    for node in graph.node:
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs) if attr.type == AttributeProto.GRAPHS else []
+            for sub in subs:
+                names |= {i for n in sub.node for i in n.input} | _subgraph_reads(sub)
+    return names
 
 
 def save(model: Any, path: Path, large: bool) -> None:
@@ -183,12 +252,16 @@ def prepare(src: Path, workdir: Path, preprocess: bool = True) -> Prepared:
     except Exception as exc:  # pragma: no cover - onnxruntime wrote it
         raise ModelLoadError(f"cannot read the pre-processed model: {first_line(exc)}") from None
     renamed = name_nodes(final)  # the optimizer may add unnamed nodes
-    unshared = 0 if large else unshare_gemm_initializers(final)  # large: weights are external, left as they are
-    if unshared:
+    # large: weights are external (not loaded here), left as they are
+    shared = 0 if large else share_identical_initializers(final)
+    if shared:
+        notes.append(f"{shared} weights equal to another one now share it (quantized and stored once)")
+    transposed = 0 if large else transpose_shared_gemm_weights(final)
+    if transposed:
         notes.append(
-            f"gave {unshared} shared Gemm weights/biases their own copy (onnxruntime's Gemm rewrite corrupts shared ones)"
+            f"stored {transposed} shared Gemm weights transposed once (onnxruntime's in-place Gemm rewrite corrupts shared ones)"
         )
-    if renamed or unshared:
+    if renamed or shared or transposed:
         onnx.save_model(final, str(current))
     return Prepared(
         path=current,
