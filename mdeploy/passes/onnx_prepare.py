@@ -16,7 +16,7 @@ from typing import Any
 
 from mdeploy.deps import require
 from mdeploy.errors import InputError, ModelLoadError, first_line
-from mdeploy.frameworks import onnx_models
+from mdeploy.frameworks import onnx_models, ort_sessions
 from mdeploy.logs import framework_output
 
 # Operators that only appear in a model that is already quantized.
@@ -228,6 +228,12 @@ def prepare(src: Path, workdir: Path, preprocess: bool = True) -> Prepared:
     check_not_quantized(model, src)
     large = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
     notes: list[str] = []
+    fitted = ort_sessions.fit(model)  # every step after this one has onnxruntime read the working copy
+    if fitted.too_new:
+        raise ort_sessions.too_new_error(model, src, fitted)
+    if fitted.ir_version:
+        notes.append(ort_sessions.lowered_note(model, fitted, src))
+        model.ir_version = fitted.ir_version
     named = name_nodes(model)
     if named:
         notes.append(f"named {named} unnamed nodes (<op>_<index>) so they can be excluded")
