@@ -141,6 +141,7 @@ def measure(
                 runner.infer(feed)
                 times.append(runner.last_latency_s)
                 advance()
+        notes = list(runner.notes)  # how the model had to be loaded (an IR version lowered in memory)
         del runner
         gc.collect()
     stats = percentiles(times)
@@ -156,6 +157,7 @@ def measure(
         "throughput_items_per_s": items / (stats["mean"] / 1000.0) if stats["mean"] > 0 else None,
         "peak_memory_bytes": memory.growth,
         "peak_rss_bytes": memory.peak,
+        "notes": notes,
     }
 
 

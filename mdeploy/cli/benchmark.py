@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, SeedOpt, VerboseOpt, parse_inputs, stdout
@@ -81,6 +82,9 @@ def _show(report: Report) -> None:
             _x(ratio["size"]),
         )
     stdout.print(table)
+    for row in report.data["models"]:
+        for note in row.get("notes", []):
+            stdout.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def _x(value: float | None) -> str:
