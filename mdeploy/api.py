@@ -51,6 +51,7 @@ def convert(
     force: bool = False,
     atol: float | None = None,
     rtol: float | None = None,
+    classifier_outputs: tuple[str, ...] | None = None,
     seed: int = 0,
     progress: ProgressFactory = no_progress,
     **options: Any,
@@ -58,7 +59,8 @@ def convert(
     """Convert `src` to `output` over the planned chain of converters, then validate the result.
 
     `options` are the converter options the user set (inputs, dynamic, opset, exporter, precision, ...);
-    each hop takes the ones its Options dataclass declares.
+    each hop takes the ones its Options dataclass declares. `classifier_outputs`: the outputs that are class
+    scores (top-1 is judged on those only); None decides from the graph and names, () says none.
     """
     ref = ModelRef.parse(src, src_format, weights).with_load_options(options)
     out = Path(output)
@@ -87,7 +89,7 @@ def convert(
             final = ModelRef(out, dst)
             report.comparisons.extend(
                 _validate_conversion(ref, ModelRef(tmp, dst), result.input_specs, result.dynamic_axes,
-                                     tolerance_for(precision, atol, rtol), seed, report, progress)
+                                     tolerance_for(precision, atol, rtol, classifier_outputs), seed, report, progress)
             )
             for c in report.comparisons:
                 c.notes = [n.replace(str(tmp), str(final)) for n in c.notes]
@@ -145,8 +147,12 @@ def validate(
     report_path: str | None = None,
     progress: ProgressFactory = no_progress,
     layerwise: bool = False,
+    classifier_outputs: tuple[str, ...] | None = None,
 ) -> Report:
     """Compare two models on the same inputs: every output, every metric, one verdict.
+
+    Top-1 agreement is judged only on outputs that are class scores: `classifier_outputs` names them (() for
+    none); by default they are decided from the graph and the output names (validation/scores.py).
 
     With `layerwise` (two ONNX models), every intermediate tensor they share is compared instead, in graph
     order, and the report names the first layer beyond tolerance.
@@ -159,7 +165,7 @@ def validate(
         raise InputError(f"unknown device '{device}'", hint="choose cpu or cuda")
     if report_path:
         check_output(Path(report_path), force=True)
-    tolerance = tolerance_for(precision, atol, rtol)
+    tolerance = tolerance_for(precision, atol, rtol, classifier_outputs)
     ref = ModelRef.parse(reference, ref_format, ref_weights)
     cand = ModelRef.parse(candidate, cand_format)
     if layerwise:
@@ -199,6 +205,7 @@ def quantize(
     labels: str | None = None,
     max_error: str | None = None,
     eval_samples: int | None = None,
+    classifier_outputs: tuple[str, ...] | None = None,
     validate: bool = True,
     force: bool = False,
     device: str = "cpu",
@@ -226,7 +233,7 @@ def quantize(
     bar = quantize_flow.parse_bar(max_error) if max_error is not None else None
     pass_options = build_pass_options(pass_cls, options)
     plan = quantize_flow.Plan(ref, out, pass_cls, pass_options, bar, eval_data or options.get("calib_data"), labels,
-                              eval_samples, validate, device, seed, progress)
+                              eval_samples, validate, device, seed, progress, classifier_outputs)
     plan.check()
     with atomic_output(out, force) as tmp:
         report = plan.execute(tmp)

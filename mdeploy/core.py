@@ -189,6 +189,15 @@ class TensorSpec:
         return cls(name, shape, dtype, dtype_given=len(parts) == 3)
 
 
+def classifier_choice(outputs: list[str] | None, none: bool) -> tuple[str, ...] | None:
+    """`--classifier-output NAME`... and `--no-classifier` as Tolerance.classifier_outputs."""
+    if outputs and none:
+        raise InputError("give --classifier-output or --no-classifier, not both")
+    if none:
+        return ()
+    return tuple(outputs) if outputs else None
+
+
 def parse_dynamic(text: str) -> tuple[str, int, str]:
     """Parse `--dynamic NAME:AXIS[:DIMNAME]`; axis 0 is called `batch` unless named."""
     parts = text.split(":")
@@ -216,6 +225,9 @@ class Tolerance:
     min_cosine: float | None = None
     min_top1: float | None = None
     source: str = "fp32 default"
+    # which outputs are class scores, the only ones top-1 is judged on: None decides per output (graph, name,
+    # shape; see validation/scores.py), a tuple names them (`--classifier-output`), () means none (`--no-classifier`)
+    classifier_outputs: tuple[str, ...] | None = None
 
     def describe(self) -> str:
         parts = []
@@ -250,12 +262,13 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None,
+                  classifier_outputs: tuple[str, ...] | None = None) -> Tolerance:
     """The default tolerance for `precision`, with the user's --atol / --rtol (finite, >= 0) over it."""
     for flag, value in (("--atol", atol), ("--rtol", rtol)):
         if value is not None and not (value >= 0 and value != float("inf")):
             raise InputError(f"{flag} {value:g} is not a tolerance", hint=f"{flag} is a finite number >= 0, e.g. {flag} 1e-4")
-    return DEFAULT_TOLERANCES[precision].with_overrides(atol, rtol)
+    return replace(DEFAULT_TOLERANCES[precision].with_overrides(atol, rtol), classifier_outputs=classifier_outputs)
 
 
 __all__ = [

@@ -7,7 +7,7 @@ paths and numpy arrays and on whatever pass and runners the registry provides fo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ class Plan:
     device: str
     seed: int
     progress: ProgressFactory
+    classifier_outputs: tuple[str, ...] | None = None  # the outputs top-1 is judged on (None: decided per output)
 
     def check(self) -> None:
         """Everything that can be checked before any work."""
@@ -120,7 +121,7 @@ class Plan:
 
         ref_runner = open_runner(self.ref, self.device)
         feeds, labels, source = self._feeds(ref_runner, report)
-        tolerance = self.bar.tolerance() if self.bar else tolerance_for("int8")
+        tolerance = replace(self.bar.tolerance() if self.bar else tolerance_for("int8"), classifier_outputs=self.classifier_outputs)
 
         def evaluate(path: Path) -> Proof:
             cand = cand_runner_cls(ModelRef(path, self.pass_cls.target), device=self.device)

@@ -27,6 +27,12 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Let the frameworks' own logs through (to stderr).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random inputs (recorded in the report).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+ClassifierOutputOpt = Annotated[
+    list[str] | None,
+    typer.Option("--classifier-output", help="Output that is class scores, the only kind top-1 agreement is judged on "
+                 "(repeatable; default: decided from the graph and the output names).", show_default=False),
+]
+NoClassifierOpt = Annotated[bool, typer.Option("--no-classifier", help="No output is class scores: top-1 is never judged.")]
 InputOpt = Annotated[
     list[str] | None,
     typer.Option("--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).", show_default=False),

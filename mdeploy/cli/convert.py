@@ -8,9 +8,11 @@ import typer
 from rich.markup import escape
 
 from mdeploy.cli.common import (
+    ClassifierOutputOpt,
     ForceOpt,
     InputOpt,
     JsonOpt,
+    NoClassifierOpt,
     Output,
     QuietOpt,
     SeedOpt,
@@ -42,6 +44,8 @@ def command(
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip validating the result against the source.")] = False,
     atol: Annotated[float | None, typer.Option("--atol", help="Absolute tolerance for validation.")] = None,
     rtol: Annotated[float | None, typer.Option("--rtol", help="Relative tolerance for validation.")] = None,
+    classifier_output: ClassifierOutputOpt = None,
+    no_classifier: NoClassifierOpt = False,
     seed: SeedOpt = 0,
     force: ForceOpt = False,
     json_: JsonOpt = False,
@@ -50,6 +54,7 @@ def command(
 ) -> None:
     """Convert a model to another format and prove the result computes what the source did."""
     from mdeploy import api
+    from mdeploy.core import classifier_choice
 
     out = Output(json_, quiet, verbose)
     report = api.convert(
@@ -62,6 +67,7 @@ def command(
         force=force,
         atol=atol,
         rtol=rtol,
+        classifier_outputs=classifier_choice(classifier_output, no_classifier),
         seed=seed,
         progress=out.progress,
         inputs=parse_inputs(inputs),

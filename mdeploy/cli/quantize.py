@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mdeploy.cli.common import (
+    ClassifierOutputOpt,
     ForceOpt,
     InputOpt,
     JsonOpt,
+    NoClassifierOpt,
     Output,
     QuietOpt,
     SeedOpt,
@@ -96,6 +98,8 @@ def command(
         typer.Option("--eval-samples", help="Random samples to validate on when no data is given (default 16).", min=1),
     ] = None,
     no_validate: Annotated[bool, typer.Option("--no-validate", help="Skip proving the result (not recommended).")] = False,
+    classifier_output: ClassifierOutputOpt = None,
+    no_classifier: NoClassifierOpt = False,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda, for validation.")] = "cpu",
     seed: SeedOpt = 0,
     force: ForceOpt = False,
@@ -105,6 +109,7 @@ def command(
 ) -> None:
     """Quantize a model to INT8 and prove on data what accuracy it kept. Exit 1 when it did not keep enough."""
     from mdeploy import api  # lazily: `mdeploy --help` stays light
+    from mdeploy.core import classifier_choice
 
     out = Output(json_, quiet, verbose)
     report = api.quantize(
@@ -115,6 +120,7 @@ def command(
         labels=labels,
         max_error=max_error,
         eval_samples=eval_samples,
+        classifier_outputs=classifier_choice(classifier_output, no_classifier),
         validate=not no_validate,
         force=force,
         device=device,

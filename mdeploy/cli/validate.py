@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mdeploy.cli.common import (
+    ClassifierOutputOpt,
     InputOpt,
     JsonOpt,
     Output,
     QuietOpt,
     SeedOpt,
+    NoClassifierOpt,
     VerboseOpt,
     parse_inputs,
     show_comparisons,
@@ -39,12 +41,15 @@ def command(
     weights: Annotated[str | None, typer.Option("--weights", help="state_dict for a FILE.py:FACTORY reference.")] = None,
     report_path: Annotated[str | None, typer.Option("--report", help="Also write the report: .json, .md or .xml (JUnit).")] = None,
     layerwise: Annotated[bool, typer.Option("--layerwise", help="ONNX: compare every intermediate tensor both models share; name the first layer beyond tolerance.")] = False,
+    classifier_output: ClassifierOutputOpt = None,
+    no_classifier: NoClassifierOpt = False,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run two models on the same inputs and compare every output. Exit 1 on a mismatch."""
     from mdeploy import api
+    from mdeploy.core import classifier_choice
 
     out = Output(json_, quiet, verbose)
     report = api.validate(
@@ -64,6 +69,7 @@ def command(
         report_path=report_path,
         progress=out.progress,
         layerwise=layerwise,
+        classifier_outputs=classifier_choice(classifier_output, no_classifier),
     )
     out.finish(report, _show_layerwise if layerwise else _show)
 

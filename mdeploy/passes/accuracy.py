@@ -71,7 +71,7 @@ class Bar:
             if measured is None:
                 raise InputError(
                     f"--max-error {c}: {c.metric} cannot be measured on this model",
-                    hint="top1 needs a classifier output; accuracy needs labels (--labels or a labels array)",
+                    hint="top1 needs an output that is class scores (name it with --classifier-output); accuracy needs labels (--labels or a labels array)",
                 )
             margin = c.margin(measured)
             worst = min(worst, margin)

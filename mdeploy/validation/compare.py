@@ -14,6 +14,7 @@ import numpy as np
 
 from mdeploy.core import Tolerance
 from mdeploy.errors import InputError
+from mdeploy.validation.scores import OutputKind
 
 # Relative error is only meaningful where the reference is not ~0.
 _REL_FLOOR = 1e-6
@@ -36,6 +37,8 @@ class OutputComparison:
     cand_nonfinite: int
     top1_agreement: float | None
     passed: bool
+    class_scores: bool = False  # top-1 is computed and judged only on class scores (validation/scores.py)
+    class_scores_source: str = ""
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -81,16 +84,12 @@ def _json_number(v: Any) -> Any:
     return v
 
 
-def is_classifier_like(array: np.ndarray) -> bool:
-    """Scores over classes: float, (batch, classes) or (batch, seq, vocab), more than one class."""
-    return array.dtype.kind == "f" and array.ndim in (2, 3) and array.shape[-1] > 1
-
-
 class OutputAccumulator:
     """Running metrics for one output across batches."""
 
-    def __init__(self, name: str, candidate_name: str) -> None:
+    def __init__(self, name: str, candidate_name: str, kind: OutputKind | None = None) -> None:
         self.name, self.candidate_name = name, candidate_name
+        self.kind = kind if kind is not None else OutputKind(False, "an intermediate tensor")
         self.shape: list[int] | None = None
         self.shape_problem: str | None = None
         self.max_abs = 0.0
@@ -100,7 +99,7 @@ class OutputAccumulator:
         self.mismatched = self.total = 0
         self.ref_nonfinite = self.cand_nonfinite = 0
         self.top1_match = self.top1_total = 0
-        self.classifier = True
+        self.classifier = self.kind.scores
         self.ref_min, self.ref_max = float("inf"), float("-inf")
 
     def update(self, ref: np.ndarray, cand: np.ndarray, tol: Tolerance) -> None:
@@ -110,7 +109,7 @@ class OutputAccumulator:
         if ref.shape != cand.shape:
             self.shape_problem = f"shape {list(cand.shape)} differs from the reference's {list(ref.shape)}"
             return
-        self.classifier = self.classifier and is_classifier_like(ref)
+        self.classifier = self.classifier and ref.dtype.kind == "f" and ref.ndim >= 2 and ref.shape[-1] > 1
         r = ref.astype(np.float64, copy=False).ravel()
         c = cand.astype(np.float64, copy=False).ravel()
         ref_ok, cand_ok = np.isfinite(r), np.isfinite(c)
@@ -183,6 +182,8 @@ class OutputAccumulator:
             cand_nonfinite=self.cand_nonfinite,
             top1_agreement=top1,
             passed=not reasons,
+            class_scores=self.kind.scores,
+            class_scores_source=self.kind.source,
             reasons=reasons,
             warnings=warnings,
         )

@@ -15,8 +15,9 @@ import numpy as np
 from mdeploy.core import Tolerance
 from mdeploy.errors import InputError
 from mdeploy.runners.base import Feed, Runner
-from mdeploy.validation.compare import Comparison, OutputAccumulator, is_classifier_like, match_outputs
-from mdeploy.validation.run import candidate_feed
+from mdeploy.validation import scores
+from mdeploy.validation.compare import Comparison, OutputAccumulator, match_outputs
+from mdeploy.validation.run import candidate_feed, output_kinds
 
 
 @dataclass
@@ -82,11 +83,16 @@ def prove(
         cand_out = cand.infer(candidate_feed(feed, ref, cand))
         if accs is None:
             pairs, notes = match_outputs(list(ref_out), list(cand_out))
-            accs = {r: OutputAccumulator(r, c) for r, c in pairs}
+            kinds = output_kinds(ref, cand, pairs, ref_out, tolerance)
+            notes += scores.notes(kinds, tolerance.min_top1 is not None)
+            accs = {r: OutputAccumulator(r, c, kinds[r]) for r, c in pairs}
             if labels is not None:
-                scored = next((r for r, _ in pairs if is_classifier_like(ref_out[r]) and ref_out[r].ndim == 2), None)
+                scored = next((r for r, _ in pairs if kinds[r].scores and ref_out[r].ndim == 2), None)
                 if scored is None:
-                    raise InputError("labels were given, but the model has no (batch, classes) output to score against them")
+                    raise InputError(
+                        "labels were given, but the model has no (batch, classes) score output to score against them",
+                        hint="name it with --classifier-output NAME",
+                    )
         for r, c in pairs:
             accs[r].update(ref_out[r], cand_out[c], tolerance)
         if labels is not None and scored is not None:

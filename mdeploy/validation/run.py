@@ -9,6 +9,7 @@ import numpy as np
 from mdeploy.core import TensorSpec, Tolerance
 from mdeploy.errors import InputError, MdeployError
 from mdeploy.runners.base import Feed, Runner
+from mdeploy.validation import scores
 from mdeploy.validation.compare import Comparison, OutputAccumulator, OutputComparison, match_outputs
 from mdeploy.validation.inputs import random_feed
 
@@ -59,7 +60,9 @@ def compare(
             return _failed_to_run(ref_out, exc, tolerance, label)
         if accumulators is None:
             pairs, notes = match_outputs(list(ref_out), list(cand_out))
-            accumulators = {r: OutputAccumulator(r, c) for r, c in pairs}
+            kinds = output_kinds(ref, cand, pairs, ref_out, tolerance)
+            notes += scores.notes(kinds, tolerance.min_top1 is not None)
+            accumulators = {r: OutputAccumulator(r, c, kinds[r]) for r, c in pairs}
         for r, c in pairs:
             accumulators[r].update(ref_out[r], cand_out[c], tolerance)
             bad = int(np.size(ref_out[r]) - np.isfinite(ref_out[r]).sum()) if ref_out[r].dtype.kind == "f" else 0
@@ -76,6 +79,12 @@ def compare(
     outputs = [acc.result(tolerance) for acc in (accumulators or {}).values()]
     loaded = list(dict.fromkeys([*ref.notes, *cand.notes]))  # how the runners had to load the models
     return Comparison(label=label, tolerance=tolerance, outputs=outputs, notes=[*loaded, *notes])
+
+
+def output_kinds(ref: Runner, cand: Runner, pairs: list[tuple[str, str]], ref_out: dict[str, np.ndarray],
+                 tolerance: Tolerance) -> dict[str, scores.OutputKind]:
+    """Which outputs are class scores (top-1 is computed and judged on those only), from both models' graphs."""
+    return scores.decide([r for r, _ in pairs], ref_out, tolerance.classifier_outputs, scores.graphs_of(ref, cand, pairs=pairs))
 
 
 def resized_feed(specs: list[TensorSpec], dynamic: dict[str, list[tuple[str, int]]], base: Feed, rng: np.random.Generator) -> tuple[Feed, str]:

@@ -6,11 +6,14 @@ import pytest
 from mdeploy.core import tolerance_for
 from mdeploy.errors import InputError
 from mdeploy.validation.compare import OutputAccumulator, match_outputs
+from mdeploy.validation.scores import OutputKind
+
+SCORES = OutputKind(True, "class scores, as the test says")
 
 
 def _compare(ref, cand, tol=None):
     tol = tol or tolerance_for("fp32")
-    acc = OutputAccumulator("y", "y")
+    acc = OutputAccumulator("y", "y", SCORES)
     acc.update(np.asarray(ref), np.asarray(cand), tol)
     return acc.result(tol)
 
@@ -45,7 +48,7 @@ def test_metrics_accumulate_across_batches_like_one_big_batch():
     cand = ref + rng.normal(scale=1e-2, size=ref.shape).astype(np.float32)
     tol = tolerance_for("fp32")
     whole = _compare(ref, cand)
-    acc = OutputAccumulator("y", "y")
+    acc = OutputAccumulator("y", "y", SCORES)
     for i in range(0, 6, 2):
         acc.update(ref[i : i + 2], cand[i : i + 2], tol)
     split = acc.result(tol)
