@@ -194,7 +194,7 @@ def _subgraph_reads(graph: Any) -> set[str]:
     names: set[str] = set()
     for node in graph.node:
         for attr in node.attribute:
-            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs) if attr.type == AttributeProto.GRAPHS else []
+            subs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
             for sub in subs:
                 names |= {i for n in sub.node for i in n.input} | _subgraph_reads(sub)
     return names

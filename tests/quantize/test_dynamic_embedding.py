@@ -86,7 +86,7 @@ def test_equal_weights_share_one_initializer_and_compute_the_same(tmp_path):
 
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.1, (32, 32)).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w_a"), numpy_helper.from_array(w.copy(), "w_b"), numpy_helper.from_array(w.T.copy(), "g")]
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w, "w_a"), (w.copy(), "w_b"), (w.T.copy(), "g"))]
     nodes = [
         helper.make_node("MatMul", ["x", "w_a"], ["h1"], name="mm_a"),
         helper.make_node("MatMul", ["h1", "w_b"], ["h2"], name="mm_b"),
