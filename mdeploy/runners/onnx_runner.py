@@ -24,7 +24,8 @@ class OnnxRuntimeRunner(Runner):
         self._specs = self.apply_overrides(onnx_models.graph_inputs(model))
         self._outputs = [o.name for o in model.graph.output]
         options = ort.SessionOptions()
-        options.log_severity_level = 0 if is_verbose() else 3
+        # errors come back as exceptions, reported as one line; the runtime's own log would print them again, raw
+        options.log_severity_level = 0 if is_verbose() else 4
         if self.threads:
             options.intra_op_num_threads = self.threads
         self.session = self._session(ort, options, model)
@@ -55,7 +56,11 @@ class OnnxRuntimeRunner(Runner):
         try:
             values = self.session.run(self._outputs, feed)
         except Exception as exc:
-            raise InputError(f"onnxruntime failed to run {self.ref.path}: {first_line(exc)}") from None
+            raise InputError(
+                f"onnxruntime failed to run {self.ref.path}: {first_line(exc)}",
+                hint="the inputs fit the shapes the model declares, but a node rejects them: give the shapes it really "
+                "takes with --input NAME:SHAPE (`mdeploy inspect` shows the declared ones)",
+            ) from None
         return dict(zip(self._outputs, values))
 
     @classmethod

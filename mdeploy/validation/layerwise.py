@@ -144,7 +144,7 @@ class _Model:
         del model.graph.output[:]
         model.graph.output.extend([onnx.ValueInfoProto(name=t) for t in tensors])
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # failures come back as exceptions, reported as one line
         opened = ort_sessions.open_session(self.path, options, ["CPUExecutionProvider"], proto=model, edited=True,
                                            purpose=" with its intermediate tensors exposed")
         return opened.session
