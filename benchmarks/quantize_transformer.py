@@ -4,7 +4,8 @@ defaults. Prints size ratio, latency ratio int8/fp32 at 1 and 2 threads, and out
 
     python benchmarks/quantize_transformer.py [WORKDIR] [--seconds S]
 
-Targets on a 2-core x86 CPU: size <= 0.30x, latency <= 0.35x, error no worse than onnxruntime's defaults.
+Targets: size <= 0.26x (the token embedding's Gather table quantized, every weight stored once), error no worse
+than onnxruntime's defaults. Latency is judged against this CPU's own int8 kernel bound: benchmarks/int8_limit.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from _common import mdeploy_quantize, report
 
 VOCAB, HIDDEN, LAYERS, HEADS, FFN, SEQ = 30522, 768, 12, 12, 3072, 128
+SIZE_TARGET = 0.26
 
 
 def build():  # noqa: ANN201
@@ -129,7 +131,10 @@ def run(work: Path, exporter: str, seconds: float) -> None:
     rng = np.random.default_rng(0)
     feed = {"input_ids": rng.integers(0, VOCAB, (1, SEQ)).astype(np.int64)}
     evals = [{"input_ids": rng.integers(0, VOCAB, (4, SEQ)).astype(np.int64)} for _ in range(4)]
-    report(f"BERT-base-size encoder ({exporter} export), dynamic INT8, batch 1, seq 128", fp32, variants, feed, evals, seconds)
+    title = f"BERT-base-size encoder ({exporter} export), dynamic INT8, batch 1, seq 128"
+    rows = report(title, fp32, variants, feed, evals, seconds)
+    ratio = rows["mdeploy (defaults)"]["size_ratio"]
+    print(f"size target <= {SIZE_TARGET}x: mdeploy {ratio:.3f}x, {'met' if ratio <= SIZE_TARGET else 'MISSED'}")
 
 
 if __name__ == "__main__":
