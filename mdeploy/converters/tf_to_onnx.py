@@ -2,8 +2,9 @@
 
 tf2onnx's own command line handles neither Keras 3 archives nor SavedModels written by Keras 3's
 `model.export()` well, so both are wrapped in a tf.function with named inputs and a dict of named outputs,
-which `tf2onnx.convert.from_function` converts; the ONNX model keeps the source's input and output names,
-and unknown dimensions (the batch) stay dynamic.
+which is frozen (captured variables and tensors, such as a Normalization layer's mean and variance, become
+constants) and handed to `tf2onnx.convert.from_function`; the ONNX model takes exactly the source's inputs,
+keeps its input and output names, and unknown dimensions (the batch) stay dynamic.
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ class TfToOnnx(Converter):
 
             details = {"signature": sig_name}
             notes.append(f"converted signature '{sig_name}'")
+        fn, freeze_notes = tf_onnx.frozen(fn, signature_specs)
+        notes.extend(freeze_notes)
         proto = tf_onnx.run(src.name, lambda: convert.from_function(fn, input_signature=signature_specs, opset=opset))
+        tf_onnx.check_inputs(proto, [s.name for s in specs])
         current_out = [o.name for o in proto.graph.output]
         by_base = {n.split(":")[0]: n for n in current_out}
         pairs = [(by_base.get(n, n), n) for n in outputs] if all(n in by_base or n in current_out for n in outputs) else \
