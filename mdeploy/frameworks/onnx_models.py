@@ -30,7 +30,10 @@ def load_proto(path: Path, with_data: bool = False) -> Any:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise ModelLoadError(f"{path} is not a valid ONNX model (corrupt or truncated): {first_line(exc)}") from None
+        raise ModelLoadError(
+            f"{path} is not a valid ONNX model (corrupt or truncated): {first_line(exc)}",
+            hint="export or download it again; an ONNX file is a protobuf written by onnx.save or an exporter",
+        ) from None
     if not model.graph.node and not model.graph.output:
         raise ModelLoadError(f"{path} is not a valid ONNX model (no graph inside)")
     files = external_data_files(model)

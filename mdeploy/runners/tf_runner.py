@@ -53,7 +53,10 @@ class TensorFlowRunner(Runner):
                 else:
                     result = self._fn(**tensors)
         except Exception as exc:
-            raise InputError(f"{self.ref.name} fails on these inputs: {first_line(exc)}") from None
+            raise InputError(
+                f"{self.ref.name} fails on these inputs: {first_line(exc)}",
+                hint="compare the inputs with what `mdeploy inspect` shows; give real shapes with --input NAME:SHAPE",
+            ) from None
         return {name: np.asarray(result[name]) for name in self._outputs}
 
     @classmethod

@@ -61,7 +61,10 @@ class TFLiteRunner(Runner):
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"the TFLite interpreter failed to run {self.ref.name}: {first_line(exc)}") from None
+            raise InputError(
+                f"the TFLite interpreter failed to run {self.ref.name}: {first_line(exc)}",
+                hint="compare the inputs with what `mdeploy inspect` shows; give real shapes with --input NAME:SHAPE",
+            ) from None
         return result
 
     @classmethod
