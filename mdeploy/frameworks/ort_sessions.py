@@ -117,7 +117,10 @@ def fit(model: Any) -> Fit:
         domain = _domain(entry.domain)
         if not reads_opset(domain, entry.version):
             too_new[domain] = (entry.version, _highest(lambda v, d=domain: reads_opset(d, v), entry.version))
-    return Fit(None if reads_ir(model.ir_version) else max_ir_version(), too_new)
+    lowered = None
+    if not reads_ir(model.ir_version) and model.ir_version > max_ir_version():  # too old is the runtime's to say
+        lowered = max_ir_version()
+    return Fit(lowered, too_new)
 
 
 def lowered_note(model: Any, fitted: Fit, path: Path) -> str:
