@@ -93,6 +93,10 @@ def convert(
             )
             for c in report.comparisons:
                 c.notes = [n.replace(str(tmp), str(final)) for n in c.notes]
+    if ref.format == Format.PYTORCH_MODULE:
+        from mdeploy.frameworks import torch_models
+
+        torch_models.release()  # the module the converter kept for validation, if validation did not take it
     report.data["format"] = dst.value
     return report
 
@@ -109,8 +113,10 @@ def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, p
         TensorSpec(s.name, tuple(symbolic.get((s.name, a), d) for a, d in enumerate(s.shape)), s.dtype, s.value_range)
         for s in specs
     ]
-    ref_runner = open_runner(src, input_specs=runner_specs or None)
+    ref_runner = open_runner(src, input_specs=runner_specs or None)  # a torch source reuses the module convert built
+    timings = {"open the source": time.perf_counter() - start}
     cand_runner = open_runner(result)
+    timings["open the result"] = time.perf_counter() - start - sum(timings.values())
     rng = np.random.default_rng(seed)
     examples = {s.name: s for s in specs}
     specs = [TensorSpec(s.name, examples[s.name].shape, s.dtype, s.value_range) for s in merged_specs(ref_runner, cand_runner)]
@@ -122,10 +128,13 @@ def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, p
     comparisons = []
     with progress("validating", len(batches)) as advance:
         for label, feed in batches:
+            lap = time.perf_counter()
             comparisons.append(compare(ref_runner, cand_runner, [feed], tolerance, label=label))
+            timings[f"run both at {label}"] = time.perf_counter() - lap
             advance()
     report.steps.append(Step("validate", "passed" if all(comparisons) else "failed",
-                             {"inputs_sha256": vinputs.feeds_hash([f for _, f in batches])}, time.perf_counter() - start))
+                             {"inputs_sha256": vinputs.feeds_hash([f for _, f in batches]),
+                              "timings": {k: round(v, 3) for k, v in timings.items()}}, time.perf_counter() - start))
     return comparisons
 
 

@@ -7,8 +7,11 @@ exporter, which is the only one that accepts them.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +20,7 @@ import numpy as np
 
 from mdeploy.converters.base import ConversionResult, Converter
 from mdeploy.core import Format, ModelRef, TensorSpec
+from mdeploy.deps import require
 from mdeploy.errors import ConversionError, InputError, first_line
 from mdeploy.frameworks import onnx_models, torch_models
 from mdeploy.logs import framework_output
@@ -45,38 +49,40 @@ class TorchToOnnx(Converter):
     def convert(self, src: ModelRef, out: Path, options: TorchToOnnxOptions) -> ConversionResult:
         if options.exporter not in ("auto", "dynamo", "torchscript"):
             raise InputError(f"unknown --exporter '{options.exporter}'", hint="choose auto, dynamo or torchscript")
-        t = torch_models.torch()
+        laps = _Laps()
+        torch_models.torch()
+        laps.lap("import torch")
         with framework_output():
             loaded = torch_models.load(src)
-        specs, dynamic = _plan_inputs(loaded, options)
-        examples = _example_tensors(loaded, specs)
-        try:
-            with t.inference_mode(), framework_output():
-                reference = loaded.call(examples)
-        except Exception as exc:
-            raise InputError(
-                f"{src.name} fails on the example inputs ({_shapes(specs)}): {first_line(exc)}",
-                hint=integer_hint(exc, specs) or "check --input names, shapes and dtypes against the model's forward()",
-            ) from None
+        laps.lap("load")
+        specs, dynamic, notes, untyped = _plan_inputs(loaded, options)
+        specs, examples, reference = _reference(src, loaded, specs, untyped, notes)
+        laps.lap("reference run")
         output_names = [n for n, _ in torch_models.flatten_outputs(reference)]
+        del reference
         big = _weight_bytes(loaded.module) > EXTERNAL_DATA_THRESHOLD
-        notes: list[str] = []
         order = _exporter_order(options.exporter, src.format)
         exporters = {"dynamo": _export_dynamo, "torchscript": _export_torchscript}
         failures: list[tuple[str, BaseException]] = []
         for exporter in order:
             try:
-                exporters[exporter](loaded, examples, specs, dynamic, output_names, options.opset, out, big)
+                exporters[exporter](loaded, examples, specs, dynamic, output_names, options.opset, out, big, laps)
                 break
             except Exception as exc:
                 failures.append((exporter, exc))
                 out.unlink(missing_ok=True)
+                laps.lap(f"failed {exporter} export")
         else:
             raise _export_error(failures)
         for failed, exc in failures:
             notes.append(f"{_note(failed, exc)}; used the {exporter} exporter")
         notes.append(f"exported with the {exporter} exporter")
+        gc.collect()  # the exporter's graphs hold reference cycles: free them before validation allocates
+        laps.lap("free the exporter's graphs")
         _check(out)
+        laps.lap("onnx.checker")
+        if src.format == Format.PYTORCH_MODULE:
+            torch_models.hand_over(src, loaded)  # validation runs this module instead of building it again
         dims: dict[str, list[tuple[str, int]]] = {}
         for name, axis, dim in dynamic:
             dims.setdefault(dim, []).append((name, axis))
@@ -85,8 +91,24 @@ class TorchToOnnx(Converter):
             notes=notes,
             input_specs=[TensorSpec(s.name, tuple(examples[s.name].shape), s.dtype, s.value_range) for s in specs],
             dynamic_axes=dims,
-            details={"exporter": exporter, "outputs": output_names, "external_data": big},
+            details={"exporter": exporter, "outputs": output_names, "external_data": big,
+                     "timings": dict(laps)},
         )
+
+
+class _Laps(dict):
+    """Seconds per stage of one conversion, recorded in the report (benchmarks/convert.py prints them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str | None = None) -> None:
+        """Charge the time since the last lap to `stage` (or to nothing)."""
+        now = time.perf_counter()
+        if stage:
+            self[stage] = round(self.get(stage, 0.0) + now - self._last, 3)
+        self._last = now
 
 
 def _exporter_order(choice: str, fmt: Format) -> list[str]:
@@ -99,8 +121,11 @@ def _exporter_order(choice: str, fmt: Format) -> list[str]:
     return ["torchscript", "dynamo"] if fmt == Format.TORCHSCRIPT else ["dynamo", "torchscript"]
 
 
-def _plan_inputs(loaded: torch_models.LoadedTorchModel, options: TorchToOnnxOptions) -> tuple[list[TensorSpec], list[tuple[str, int, str]]]:
-    """Example input specs (from --input over what the source carries) and the dynamic axes."""
+def _plan_inputs(
+    loaded: torch_models.LoadedTorchModel, options: TorchToOnnxOptions
+) -> tuple[list[TensorSpec], list[tuple[str, int, str]], list[str], set[str]]:
+    """Example input specs (from --input over what the source carries), the dynamic axes, notes on dtypes taken
+    from the source, and the inputs whose dtype nobody gave (float32 until the model's use says otherwise)."""
     given = {s.name: s for s in options.inputs}
     if loaded.exported_program is not None:
         if given:
@@ -109,17 +134,24 @@ def _plan_inputs(loaded: torch_models.LoadedTorchModel, options: TorchToOnnxOpti
         if options.dynamic:
             raise InputError("a .pt2 ExportedProgram keeps the dynamic axes it was exported with; --dynamic does not apply")
         dynamic = [(n, a, d) for d, axes in (loaded.dynamic_axes or {}).items() for n, a in axes]
-        return loaded.specs, dynamic
+        return loaded.specs, dynamic, [], set()
     names = loaded.input_names or list(given)
     known = {s.name: s for s in loaded.specs}
     unknown = sorted(set(given) - set(names)) if names else []
     if unknown:
         raise InputError(f"--input names {', '.join(unknown)}, which is not an input of the model",
                          hint="its inputs are: " + ", ".join(names))
-    specs = []
+    specs, notes, untyped = [], [], set()
     for name in names:
         if name in given:
-            specs.append(TensorSpec(name, given[name].shape, given[name].dtype, known.get(name, given[name]).value_range))
+            dtype = given[name].dtype
+            if not given[name].dtype_given and name in known:
+                dtype = known[name].dtype
+                if dtype != given[name].dtype:
+                    notes.append(f"--input {name} named no dtype: {dtype}, as example_inputs() gives it")
+            elif not given[name].dtype_given:
+                untyped.add(name)
+            specs.append(TensorSpec(name, given[name].shape, dtype, known.get(name, given[name]).value_range))
         elif name in known:
             specs.append(known[name])
         elif given:
@@ -138,7 +170,63 @@ def _plan_inputs(loaded: torch_models.LoadedTorchModel, options: TorchToOnnxOpti
         if not -rank <= axis < rank:
             raise InputError(f"--dynamic {name}:{axis}: the input has {rank} axes")
         dynamic.append((name, axis % rank, dim))
-    return _widen_unit_axes(specs, dynamic), dynamic
+    return _widen_unit_axes(specs, dynamic), dynamic, notes, untyped
+
+
+def _reference(
+    src: ModelRef, loaded: torch_models.LoadedTorchModel, specs: list[TensorSpec], untyped: set[str], notes: list[str]
+) -> tuple[list[TensorSpec], dict[str, Any], Any]:
+    """Run the source once on the example inputs (the outputs name the ONNX outputs).
+
+    An input given without a dtype that the model uses as indices (token ids into an embedding, gather indices)
+    becomes int64, with a note: from the TorchScript graph, or watched during this run, which then runs again
+    with integer ids. Only when nothing says so does a failure stay an error.
+    """
+    t = torch_models.torch()
+    found: dict[str, str] = {}
+    if untyped and isinstance(loaded.module, t.jit.ScriptModule):
+        found = torch_models.script_index_inputs(loaded.module, loaded.input_names, untyped)
+        specs = _as_indices(specs, found, loaded.module)
+    examples = _example_tensors(loaded, specs)
+    watch = torch_models.IndexWatch(examples) if untyped and not found else None
+    failure = None
+    try:
+        with t.inference_mode(), framework_output(), watch or nullcontext():
+            reference = loaded.call(examples)
+    except Exception as exc:
+        failure = exc
+    if watch is not None and watch.found:
+        found = watch.found
+        specs = _as_indices(specs, found, loaded.module)
+        examples = _example_tensors(loaded, specs)
+        failure = None
+        try:
+            with t.inference_mode(), framework_output():
+                reference = loaded.call(examples)
+        except Exception as exc:
+            failure = exc
+    notes.extend(f"--input {name} named no dtype: int64, as the model uses it as indices ({op})" for name, op in found.items())
+    if failure is not None:
+        raise InputError(
+            f"{src.name} fails on the example inputs ({_shapes(specs)}): {first_line(failure)}",
+            hint=integer_hint(failure, specs) or _untyped_hint(specs, untyped - set(found)),
+        ) from None
+    return specs, examples, reference
+
+
+def _untyped_hint(specs: list[TensorSpec], untyped: set[str]) -> str:
+    if not untyped:
+        return "check --input names, shapes and dtypes against the model's forward()"
+    forms = " ".join(f"--input {s.name}:{'x'.join(map(str, s.shape))}:int64" for s in specs if s.name in untyped)
+    return f"nothing shows which dtype {', '.join(sorted(untyped))} must be (float32 when --input names none): give it, e.g. {forms}"
+
+
+def _as_indices(specs: list[TensorSpec], found: dict[str, str], module: Any) -> list[TensorSpec]:
+    """int64 for the inputs `found` used as indices, drawn below the module's smallest embedding table."""
+    if not found:
+        return specs
+    specs = [TensorSpec(s.name, s.shape, "int64") if s.name in found else s for s in specs]
+    return torch_models.with_index_ranges(specs, module)
 
 
 def _widen_unit_axes(specs: list[TensorSpec], dynamic: list[tuple[str, int, str]]) -> list[TensorSpec]:
@@ -157,12 +245,12 @@ def _example_tensors(loaded: torch_models.LoadedTorchModel, specs: list[TensorSp
     tensors = torch_models.to_torch(feed)
     for spec in specs:
         example = own.get(spec.name)
-        if example is not None and tuple(example.shape) == tuple(tensors[spec.name].shape):
+        if example is not None and tuple(example.shape) == tuple(tensors[spec.name].shape) and example.dtype == tensors[spec.name].dtype:
             tensors[spec.name] = example
     return tensors
 
 
-def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool) -> None:  # noqa: ANN001
+def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps: _Laps) -> None:  # noqa: ANN001
     t = torch_models.torch()
     names = [s.name for s in specs]
     kwargs: dict[str, Any] = {"dynamo": True, "opset_version": opset, "output_names": output_names, "optimize": True}
@@ -185,7 +273,70 @@ def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: P
         kwargs["input_names"] = names
     with framework_output():
         program = t.onnx.export(model, args, None, **kwargs)
-        program.save(str(out), external_data=big)
+        laps.lap("torch.onnx.export (dynamo)")
+        if big:
+            program.save(str(out), external_data=True)
+        else:
+            save_streamed(program.model, out)
+        laps.lap("save")
+
+
+def save_streamed(model: Any, out: Path, min_bytes: int = 1024) -> None:
+    """Write an onnx_ir model as one .onnx file, its weights streamed from memory into the file.
+
+    ir.save builds the whole ModelProto (a copy of every weight) and then its serialized bytes (another copy):
+    for BERT-base 0.9 GB over the weights themselves, the largest share of convert's peak memory. Here the graph
+    is serialized without its large initializers, and each one follows as its own `graph { initializer {...} }`
+    record, written straight from the tensor's memory (protobuf merges repeated records of a message field, so
+    readers see one graph holding every initializer). Extra memory: one tensor's header. Below 2 GB only.
+    """
+    from onnx_ir import serde
+
+    onnx = require("onnx", extra="onnx")
+    graph = model.graph
+    moved = {name: v for name, v in graph.initializers.items()
+             if v.const_value is not None and v.const_value.dtype.name != "STRING" and v.const_value.nbytes >= min_bytes}
+    for name in moved:
+        graph.initializers.pop(name)
+    try:
+        proto = serde.serialize_model(model)
+    finally:
+        graph.initializers.update(moved)
+    inputs = {v.name for v in graph.inputs}
+    for value in moved.values():  # the value_info ir.save gives initializers that have a type or shape
+        if (value.type is not None or value.shape is not None or value.metadata_props or value.doc_string) and value.name not in inputs:
+            serde.serialize_value_into(proto.graph.value_info.add(), value)
+    with open(out, "wb") as f:
+        f.write(proto.SerializeToString())
+        for value in moved.values():
+            tensor = value.const_value
+            header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=list(tensor.shape.numpy()))
+            if tensor.doc_string:
+                header.doc_string = tensor.doc_string
+            for key, text in tensor.metadata_props.items():
+                header.metadata_props.add(key=key, value=text)
+            head = header.SerializeToString()
+            size = tensor.nbytes
+            body = len(head) + 1 + _varint_len(size) + size  # TensorProto: header fields, then raw_data (field 9)
+            record = 1 + _varint_len(body) + body  # GraphProto.initializer (field 5)
+            f.write(b"\x3a" + _varint(record) + b"\x2a" + _varint(body) + head + b"\x4a" + _varint(size))  # ModelProto.graph (7)
+            start = f.tell()
+            tensor.tofile(f)
+            if f.tell() - start != size:
+                raise ConversionError(f"writing the weight {value.name} wrote {f.tell() - start} bytes, not {size}")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _varint_len(n: int) -> int:
+    return len(_varint(n))
 
 
 def _script_to_graph_module(module: Any, args: tuple) -> Any:
@@ -197,7 +348,7 @@ def _script_to_graph_module(module: Any, args: tuple) -> Any:
     return TS2EPConverter(module, args).convert().module()
 
 
-def _export_torchscript(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool) -> None:  # noqa: ANN001
+def _export_torchscript(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps: _Laps) -> None:  # noqa: ANN001
     t = torch_models.torch()
     if loaded.exported_program is not None:
         raise InputError("a .pt2 ExportedProgram can only be exported with the dynamo exporter", hint="use --exporter dynamo (or auto)")
@@ -216,13 +367,13 @@ def _export_torchscript(loaded, examples, specs, dynamic, output_names, opset, o
             opset_version=opset or 17,
             dynamic_axes=axes or None,
         )
+    laps.lap("torch.onnx.export (torchscript)")
     if big and not onnx_models.external_data_files(onnx_models.load_proto(out)):
         onnx_models.move_weights_to_external_data(out)
+        laps.lap("save")
 
 
 def _check(out: Path) -> None:
-    from mdeploy.deps import require
-
     onnx = require("onnx", extra="onnx")
     try:
         onnx.checker.check_model(str(out))

@@ -83,13 +83,6 @@ def test_decoder_with_int64_tokens_and_dynamic_sequence(tmp_path):
     assert labels == ["example inputs", "batch=4, sequence=8"]
 
 
-def test_float_input_to_an_embedding_shows_the_int64_form(tmp_path):
-    result = run_cli("convert", factory("text_decoder"), "-o", tmp_path / "d.onnx", "--input", "input_ids:1x16")
-    assert result.code == 2
-    assert "--input input_ids:1x16:int64" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_tuple_outputs_get_stable_names_and_two_inputs_work(tmp_path):
     out = tmp_path / "mio.onnx"
     result = run_cli("convert", factory("multi_io"), "-o", out, "--dynamic", "image:0", "--dynamic", "features:0", "--json")
