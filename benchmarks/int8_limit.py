@@ -159,7 +159,7 @@ def kernel_pair(key: tuple, family: str, work: Path) -> tuple[Path, Path, dict, 
 
     rng = np.random.default_rng(0)
     tag = "_".join(str(v) for part in key[1:] for v in (part if isinstance(part, tuple) else (part,)))
-    fp32, int8 = work / f"{key[0]}_{tag}_fp32.onnx", work / f"{key[0]}_{tag}_int8_{family}.onnx"
+    fp32, int8 = work / f"{key[0]}_{tag}_fp32_v2.onnx", work / f"{key[0]}_{tag}_int8_{family}_v2.onnx"
     if key[0] == "conv":
         x, w, y = key[1:]
         attrs = conv_attributes(x, w, y)
@@ -170,11 +170,12 @@ def kernel_pair(key: tuple, family: str, work: Path) -> tuple[Path, Path, dict, 
         w_axis = 0
     else:
         m, k, n = key[1:]
-        weight = rng.normal(0, 0.05, (n, k)).astype(np.float32)  # Gemm transB=1 layout: per-channel axis 0
+        # the [K, N] layout onnxruntime runs both the fp32 graph's MatMul+Add (fused to Gemm) and the quantized one in
+        weight = rng.normal(0, 0.05, (k, n)).astype(np.float32)
         bias = rng.normal(0, 0.05, n).astype(np.float32)
         op, a_shape, out_shape = "Gemm", [m, k], [m, n]
-        b_name_attrs = {"transB": 1}
-        w_axis = 0
+        b_name_attrs = {}
+        w_axis = 1
     feed32 = {"x": rng.normal(0, 1, a_shape).astype(np.float32)}
     if not fp32.exists():
         node = helper.make_node(op, ["x", "w", "b"], ["y"], name="kernel", **b_name_attrs)
@@ -193,8 +194,11 @@ def kernel_pair(key: tuple, family: str, work: Path) -> tuple[Path, Path, dict, 
     feed8 = {"x": rng.integers(0, 256, a_shape, dtype=np.uint8)}
     if not int8.exists():
         sx, zx, sy, zy = np.float32(0.02), np.uint8(128), np.float32(0.05), np.uint8(128)
-        sw = (np.abs(weight).reshape(weight.shape[0], -1).max(1) / 127).astype(np.float32)
-        wq = np.clip(np.round(weight / sw.reshape(-1, *[1] * (weight.ndim - 1))), -127, 127).astype(np.int8)
+        channels = np.moveaxis(weight, w_axis, 0)
+        sw = (np.abs(channels).reshape(channels.shape[0], -1).max(1) / 127).astype(np.float32)
+        shape = [1] * weight.ndim
+        shape[w_axis] = -1
+        wq = np.clip(np.round(weight / sw.reshape(shape)), -127, 127).astype(np.int8)
         bq = np.round(bias / (sx * sw)).astype(np.int32)
         inits = [
             numpy_helper.from_array(np.array(sx), "sx"),
