@@ -67,3 +67,15 @@ def test_cli_keras_with_normalization_still_converts_to_tflite(tf_files, tmp_pat
     result = run_cli("convert", tf_files["preprocessing.keras"], "-o", out, "--json")
     assert result.code == 0, result.stderr
     assert all(o["passed"] and o["max_abs_error"] < 1e-4 for c in result.json["comparisons"] for o in c["outputs"])
+
+
+def test_cli_lookup_table_is_one_error_line_and_no_output(tf_files, tmp_path):
+    """A hash table (IntegerLookup) cannot be frozen into a constant: refused clearly, never an ONNX model with
+    the table handle as an input or an unknown TensorFlow op inside."""
+    out = tmp_path / "lookup.onnx"
+    result = run_cli("convert", tf_files["lookup.keras"], "-o", out)
+    assert result.code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: the model captures state that cannot become an ONNX constant: ") and "Lookup" in lines[0]
+    assert len(lines) == 2 and lines[1].startswith("hint: ") and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
