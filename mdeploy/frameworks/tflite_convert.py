@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.core import TensorSpec
-from mdeploy.errors import ConversionError, first_line
+from mdeploy.errors import ConversionError, clean_framework_text, first_line
 from mdeploy.frameworks import tf_models
 from mdeploy.logs import framework_output
 
@@ -52,5 +52,5 @@ def _summary(exc: BaseException) -> str:
     """The converter's MLIR errors are long; keep the first line that says what went wrong."""
     for line in str(exc).splitlines():
         if "error:" in line:
-            return line.split("error:", 1)[1].strip()[:300]
+            return clean_framework_text(line.split("error:", 1)[1]).strip()[:300]
     return first_line(exc)[:300]
