@@ -85,7 +85,11 @@ def convert(
             )
             report.notes.extend(result.notes)
             current = result.output
-        if validate and result is not None:
+        unrunnable = _not_runnable_here(ref, ModelRef(tmp, dst)) if validate and result is not None else None
+        if unrunnable:
+            report.notes.append(f"not validated: {unrunnable}")
+            report.steps.append(Step("validate", "skipped", {"reason": unrunnable}))
+        elif validate and result is not None:
             final = ModelRef(out, dst)
             report.comparisons.extend(
                 _validate_conversion(ref, ModelRef(tmp, dst), result.input_specs, result.dynamic_axes,
@@ -103,6 +107,20 @@ def convert(
 
 def _suffix(fmt: Format) -> str:
     return {Format.ONNX: ".onnx", Format.TFLITE: ".tflite", Format.KERAS: ".keras", Format.PYTORCH_EXPORTED: ".pt2"}.get(fmt, "")
+
+
+def _not_runnable_here(src: ModelRef, result: ModelRef) -> str | None:
+    """Why the source and the result cannot both run here: an ONNX model importing an opset newer than this
+    onnxruntime reads (converting such a model to an older opset is what `convert --opset` is for)."""
+    from mdeploy.frameworks import onnx_models, ort_sessions
+
+    for role, ref in (("the source", src), ("the result", result)):
+        if ref.format == Format.ONNX and ref.path.is_file():
+            proto = onnx_models.load_proto(ref.path)
+            fitted = ort_sessions.fit(proto)
+            if fitted.too_new:
+                return f"{role} {ref.path.name} cannot run here: it is {ort_sessions.too_new(proto, fitted)[0]}"
+    return None
 
 
 def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, progress):  # noqa: ANN001, ANN202

@@ -59,8 +59,12 @@ def converters() -> list[type]:
 
 
 def plan_conversion(src: Format, dst: Format) -> list[type]:
-    """The shortest chain of converters from `src` to `dst` (breadth-first over the converter edges)."""
+    """The shortest chain of converters from `src` to `dst` (breadth-first over the converter edges); from a format to
+    itself, the edge that rewrites it in place (ONNX -> ONNX at another opset)."""
     edges = converters()
+    same = [conv for conv in edges if src == dst and src in conv.sources and conv.target == dst]
+    if same:
+        return same[:1]
     previous: dict[Format, tuple[Format, type] | None] = {src: None}
     queue = deque([src])
     while queue:
