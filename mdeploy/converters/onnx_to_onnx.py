@@ -41,7 +41,8 @@ _NO_PREVIOUS = re.compile(r"No Previous Version of (\w+) exists")
 @dataclass
 class OnnxToOnnxOptions:
     opset: int | None = field(
-        default=None, metadata={"help": "the ai.onnx opset to move the model to, older or newer (required: it is all this edge changes)"}
+        default=None,
+        metadata={"help": "the ai.onnx opset to move the model to, older or newer (required: it is all this edge changes)"},
     )
 
 
@@ -92,7 +93,8 @@ class OnnxToOnnx(Converter):
         except Exception as exc:
             raise ConversionError(
                 f"the model converted to opset {target} fails onnx.checker: {first_line(exc)}",
-                hint=f"onnx {onnx.__version__}'s version converter produced it; re-export the model from its source at opset {target}",
+                hint=f"onnx {onnx.__version__}'s version converter produced it; "
+                f"re-export the model from its source at opset {target}",
             ) from None
         result = onnx_models.load_proto(out)
         examples, dynamic = example_specs(onnx_models.graph_inputs(result))
@@ -260,7 +262,8 @@ def _since_version(onnx: Any, op: str, opset: int) -> int | None:
 
 def _nodes(model: Any, op: str) -> str:
     """' (node conv1)' / ' (nodes a, b and 3 more)': which nodes of the model the failure is about."""
-    names = [n.name or n.output[0] for n in onnx_models._all_nodes(model.graph) if n.op_type == op and n.domain in ("", "ai.onnx")]
+    nodes = onnx_models._all_nodes(model.graph)
+    names = [n.name or n.output[0] for n in nodes if n.op_type == op and n.domain in ("", "ai.onnx")]
     if not names:
         return ""
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")

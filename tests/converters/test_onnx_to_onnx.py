@@ -229,6 +229,7 @@ def test_planning_onnx_to_onnx_picks_the_opset_edge_and_leaves_other_paths_alone
 
     assert registry.plan_conversion(Format.ONNX, Format.ONNX) == [OnnxToOnnx]
     assert [c.__name__ for c in registry.plan_conversion(Format.TFLITE, Format.ONNX)] == ["TFLiteToOnnx"]
-    assert [c.__name__ for c in registry.plan_conversion(Format.KERAS, Format.TFLITE)] == ["KerasToSavedModel", "SavedModelToTFLite"]
+    keras_to_tflite = registry.plan_conversion(Format.KERAS, Format.TFLITE)
+    assert [c.__name__ for c in keras_to_tflite] == ["KerasToSavedModel", "SavedModelToTFLite"]
     with pytest.raises(Exception, match="no conversion path from tflite to tflite"):
         registry.plan_conversion(Format.TFLITE, Format.TFLITE)
