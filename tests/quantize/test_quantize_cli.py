@@ -185,11 +185,14 @@ def test_torch_transformer_encoder_quantizes_where_onnxruntime_defaults_fail(enc
 
 
 def test_max_error_repairs_a_transformer_by_keeping_its_head_in_float(encoder_dynamo, tmp_path, cli):
-    result = cli(
-        "quantize", encoder_dynamo, "-o", tmp_path / "r.onnx", "--eval-samples", "8", "--max-error", "cosine>=0.98", "--json"
-    )
+    # The bar sits halfway between what plain INT8 reaches on this CPU and float: a repair is always needed, whatever
+    # the CPU's int8 kernels (a VNNI machine reaches a higher cosine than an AVX2 one), and always possible.
+    plain = cli("quantize", encoder_dynamo, "-o", tmp_path / "p.onnx", "--eval-samples", "8", "--json")
+    cosine = min(o["cosine"] for o in plain.json["comparisons"][0]["outputs"])
+    bar = f"cosine>={(cosine + 1) / 2:.8f}"
+    result = cli("quantize", encoder_dynamo, "-o", tmp_path / "r.onnx", "--eval-samples", "8", "--max-error", bar, "--json")
     assert result.code == 0, result.stderr
     report = result.json
-    assert report["max_error"]["met"] is True and report["max_error"]["kept_in_float"]
+    assert report["max_error"]["met"] is True and report["max_error"]["kept_in_float"], (bar, report["max_error"])
     assert any("shared Gemm" in n for n in report["notes"])  # onnxruntime's Gemm rewrite would corrupt the model
-    assert report["size"]["ratio"] < 0.8
+    assert report["size"]["ratio"] < 0.95  # still an INT8 model, only the costliest nodes kept in float
