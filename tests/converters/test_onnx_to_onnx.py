@@ -138,6 +138,32 @@ def test_external_data_is_written_beside_the_result(models, tmp_path):
     assert sorted(p.name for p in src.parent.iterdir()) == ["mlp21.onnx", "mlp21.onnx.data"]
 
 
+def test_a_weight_too_large_to_read_before_converting_reaches_the_result(tmp_path):
+    """Weights above 1 MiB stay on disk through the version converter and are read from the source's data file."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(2).standard_normal((1024, 512)).astype(np.float32)  # 2 MiB
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")], "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 512])], [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    (tmp_path / "src").mkdir()
+    src = tmp_path / "src" / "wide.onnx"
+    onnx.save_model(model, str(src), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    out = tmp_path / "wide17.onnx"
+    result = run_cli("convert", src, "-o", out, "--opset", "17", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["passed"] and len(result.json["comparisons"]) == 2  # example inputs and n=3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "wide17.onnx", "wide17.onnx.data"]
+    x = np.random.default_rng(3).standard_normal((2, 1024)).astype(np.float32)
+    import onnxruntime as ort
+
+    y = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+    np.testing.assert_allclose(y, x @ w, rtol=1e-4, atol=1e-4)
+
+
 def test_a_model_newer_than_the_runtime_follows_the_errors_advice_and_runs(models, tmp_path):
     if not ort_refuses(models.too_new):
         pytest.skip(f"this onnxruntime reads onnx's newest opset {models.newest_opset}")
