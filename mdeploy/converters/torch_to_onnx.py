@@ -218,7 +218,8 @@ def _untyped_hint(specs: list[TensorSpec], untyped: set[str]) -> str:
     if not untyped:
         return "check --input names, shapes and dtypes against the model's forward()"
     forms = " ".join(f"--input {s.name}:{'x'.join(map(str, s.shape))}:int64" for s in specs if s.name in untyped)
-    return f"nothing shows which dtype {', '.join(sorted(untyped))} must be (float32 when --input names none): give it, e.g. {forms}"
+    names = ", ".join(sorted(untyped))
+    return f"nothing shows which dtype {names} must be (float32 when --input names none): give it, e.g. {forms}"
 
 
 def _as_indices(specs: list[TensorSpec], found: dict[str, str], module: Any) -> list[TensorSpec]:
@@ -245,12 +246,13 @@ def _example_tensors(loaded: torch_models.LoadedTorchModel, specs: list[TensorSp
     tensors = torch_models.to_torch(feed)
     for spec in specs:
         example = own.get(spec.name)
-        if example is not None and tuple(example.shape) == tuple(tensors[spec.name].shape) and example.dtype == tensors[spec.name].dtype:
+        ours = tensors[spec.name]
+        if example is not None and tuple(example.shape) == tuple(ours.shape) and example.dtype == ours.dtype:
             tensors[spec.name] = example
     return tensors
 
 
-def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps: _Laps) -> None:  # noqa: ANN001
+def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps) -> None:  # noqa: ANN001
     t = torch_models.torch()
     names = [s.name for s in specs]
     kwargs: dict[str, Any] = {"dynamo": True, "opset_version": opset, "output_names": output_names, "optimize": True}
@@ -304,7 +306,8 @@ def save_streamed(model: Any, out: Path, min_bytes: int = 1024) -> None:
         graph.initializers.update(moved)
     inputs = {v.name for v in graph.inputs}
     for value in moved.values():  # the value_info ir.save gives initializers that have a type or shape
-        if (value.type is not None or value.shape is not None or value.metadata_props or value.doc_string) and value.name not in inputs:
+        described = value.type is not None or value.shape is not None or value.metadata_props or value.doc_string
+        if described and value.name not in inputs:
             serde.serialize_value_into(proto.graph.value_info.add(), value)
     with open(out, "wb") as f:
         f.write(proto.SerializeToString())
@@ -348,7 +351,7 @@ def _script_to_graph_module(module: Any, args: tuple) -> Any:
     return TS2EPConverter(module, args).convert().module()
 
 
-def _export_torchscript(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps: _Laps) -> None:  # noqa: ANN001
+def _export_torchscript(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps) -> None:  # noqa: ANN001
     t = torch_models.torch()
     if loaded.exported_program is not None:
         raise InputError("a .pt2 ExportedProgram can only be exported with the dynamo exporter", hint="use --exporter dynamo (or auto)")

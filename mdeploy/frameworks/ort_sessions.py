@@ -172,6 +172,8 @@ def open_session(
     if fitted.too_new:
         raise too_new_error(proto, path, fitted)
     source: Any = str(path)
+    if not (fitted.ir_version or edited):
+        proto = None  # the runtime reads the file: holding the weights here too would double peak memory
     notes = []
     if fitted.ir_version:
         notes.append(lowered_note(proto, fitted, path))

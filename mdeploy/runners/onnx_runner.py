@@ -28,7 +28,10 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 0 if is_verbose() else 4
         if self.threads:
             options.intra_op_num_threads = self.threads
-        self.session = self._session(ort, options, model)
+        # a big single-file model is read again rather than held while the runtime reads it too (twice the memory)
+        reuse = model if self.ref.path.stat().st_size < 256 * 2**20 else None
+        del model
+        self.session = self._session(ort, options, reuse)
 
     def _session(self, ort: Any, options: Any, model: Any) -> Any:
         providers = ["CPUExecutionProvider"]

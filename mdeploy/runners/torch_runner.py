@@ -43,6 +43,8 @@ class TorchRunner(Runner):
         specs = []
         for name in names:
             spec = self._overrides.get(name) or known.get(name)
+            if spec is not None and not spec.dtype_given and name in known:  # --input without a dtype: the example's
+                spec = TensorSpec(name, spec.shape, known[name].dtype, known[name].value_range)
             if spec is None:
                 if specs:
                     break  # trailing optional forward() arguments

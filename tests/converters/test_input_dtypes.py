@@ -84,3 +84,9 @@ def test_convert_builds_the_module_once_and_reports_its_timings(tmp_path, valida
     if validate:
         assert result.json["passed"]
         assert set(result.json["steps"][1]["details"]["timings"]) >= {"open the source", "open the result", "run both at example inputs"}
+
+
+def test_validate_takes_the_dtype_from_example_inputs_too(encoder_onnx):
+    result = run_cli("validate", factory("text_encoder"), encoder_onnx, "--input", "input_ids:2x16", "--input", "attention_mask:2x16", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["passed"]
