@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mdeploy.errors import InputError, OutputExistsError
+from mdeploy.errors import InputError, MdeployError, OutputExistsError
 
 
 def check_output(target: Path, force: bool) -> None:
@@ -71,3 +71,14 @@ def companions(model: Path) -> list[str]:
     from mdeploy.frameworks import onnx_models
 
     return [name for name in onnx_models.external_data_files(onnx_models.load_proto(model)) if (model.parent / name).is_file()]
+
+
+def size_of(path: Path) -> int:
+    """Bytes a model occupies on disk: a file and its external data, or every file of a folder (SavedModel)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    try:
+        beside = companions(path)
+    except MdeployError:  # not a readable ONNX model: its own bytes are all there is to count
+        beside = []
+    return path.stat().st_size + sum((path.parent / name).stat().st_size for name in beside)

@@ -100,3 +100,8 @@ def pass_for(verb: str, fmt: Format) -> type:
         f"mdeploy {verb} does not handle {fmt.value} models",
         hint=f"it handles: {', '.join(handled)}" if handled else None,
     )
+
+
+def open_runner(ref: Any, device: str = "cpu", input_specs: list[Any] | None = None, threads: int | None = None) -> Any:
+    """A loaded runner for any model format that has one (`ref`: a ModelRef; `input_specs`: `--input` overrides)."""
+    return runner_for(ref.format)(ref, device=device, input_specs=input_specs, threads=threads)

@@ -2,51 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mdeploy.cli.common import InputOpt, JsonOpt, Output, QuietOpt, SeedOpt, VerboseOpt, parse_inputs, stdout
+from mdeploy.cli.common import stdout
+from mdeploy.cli.generate import command as _command
+from mdeploy.verbs import benchmark as verb
 
 if TYPE_CHECKING:
     from mdeploy.reports.report import Report
-
-
-def command(
-    models: Annotated[list[str], typer.Argument(help="One or more models; ratios are given against the first.")],
-    batch: Annotated[int | None, typer.Option("--batch", help="Batch size for a dynamic batch axis (default 1).")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="Intra-op threads (default: the runtime's choice).")] = None,
-    inputs: InputOpt = None,
-    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 5,
-    iterations: Annotated[int | None, typer.Option("--iterations", help="Timed runs (default 50).")] = None,
-    duration: Annotated[float | None, typer.Option("--duration", help="Time each model for this many seconds instead.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
-    src_format: Annotated[str | None, typer.Option("--from", help="Format of the models, when their names do not tell.")] = None,
-    seed: SeedOpt = 0,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Measure latency (mean/p50/p90/p99), throughput, peak memory and size of each model."""
-    from mdeploy import api  # lazily: `mdeploy --help` stays light
-
-    out = Output(json_, quiet, verbose)
-    report = api.benchmark(
-        models,
-        batch=batch,
-        threads=threads,
-        inputs=parse_inputs(inputs),
-        warmup=warmup,
-        iterations=iterations,
-        duration=duration,
-        device=device,
-        src_format=src_format,
-        seed=seed,
-        progress=out.progress,
-    )
-    out.finish(report, _show)
 
 
 def _show(report: Report) -> None:
@@ -93,3 +59,6 @@ def _x(value: float | None) -> str:
 
 def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+command = _command(verb, _show)

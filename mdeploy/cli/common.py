@@ -18,25 +18,12 @@ from rich.table import Table
 from mdeploy.logs import set_verbose
 from mdeploy.progress import Advance, ProgressFactory, no_progress
 
-if TYPE_CHECKING:  # the CLI imports numpy-backed modules only once a command runs, so `--help` stays fast
-    from mdeploy.core import TensorSpec
+if TYPE_CHECKING:
     from mdeploy.reports.report import Report
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Let the frameworks' own logs through (to stderr).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random inputs (recorded in the report).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
-ClassifierOutputOpt = Annotated[
-    list[str] | None,
-    typer.Option("--classifier-output", help="Output that is class scores, the only kind top-1 agreement is judged on "
-                 "(repeatable; default: decided from the graph and the output names).", show_default=False),
-]
-NoClassifierOpt = Annotated[bool, typer.Option("--no-classifier", help="No output is class scores: top-1 is never judged.")]
-InputOpt = Annotated[
-    list[str] | None,
-    typer.Option("--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).", show_default=False),
-]
 
 # Tables of numbers need more than 80 columns; on a pipe rich cannot ask the terminal, so it gets 140.
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
@@ -60,12 +47,14 @@ class Output:
             return no_progress
         return rich_progress
 
-    def finish(self, report: Report, show: Any) -> None:
-        """Render the report, then exit 1 when a check failed."""
+    def finish(self, report: Report, show: Any, after: Any = None) -> None:
+        """Render the report, then exit 1 when a check failed (`after` may raise an MdeployError first)."""
         if self.json:
             sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
         elif not self.quiet:
             show(report)
+        if after is not None:
+            after(report)
         if not report.passed:
             raise typer.Exit(1)
 
@@ -76,18 +65,6 @@ def rich_progress(description: str, total: int | None) -> Iterator[Advance]:
     with Progress(*columns, console=stderr, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda: bar.advance(task)
-
-
-def parse_inputs(values: list[str] | None) -> list[TensorSpec]:
-    from mdeploy.core import TensorSpec
-
-    return [TensorSpec.parse(v) for v in values or []]
-
-
-def parse_dynamics(values: list[str] | None) -> list[tuple[str, int, str]]:
-    from mdeploy.core import parse_dynamic
-
-    return [parse_dynamic(v) for v in values or []]
 
 
 def show_comparisons(report: Report) -> None:

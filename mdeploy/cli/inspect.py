@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
+from mdeploy.cli.common import stdout
+from mdeploy.cli.generate import command as _command
+from mdeploy.verbs import inspect as verb
 
 if TYPE_CHECKING:
     from mdeploy.reports.report import Report
 
 
-def command(
-    model: Annotated[str, typer.Argument(help="Model file, SavedModel folder, or FILE.py:FACTORY.")],
-    src_format: Annotated[str | None, typer.Option("--from", help="Format, when the name does not tell.")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="state_dict for a FILE.py:FACTORY model.")] = None,
-    json_: JsonOpt = False,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Show inputs, outputs, operators, parameters and size of a model."""
-    from mdeploy import api
+def _refuse_invalid(report: Report) -> None:
+    """What could be read is shown; a model with problems (checker, runtime limits) cannot be trusted to run: exit 2."""
     from mdeploy.errors import ModelLoadError
 
-    out = Output(json_, quiet, verbose)
-    report = api.inspect(model, src_format, weights)
-    out.finish(report, _show)
     problems = report.data["model"].get("problems") or []
-    if problems:  # what could be read is shown above; the model itself cannot be trusted to run
+    if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)}, listed above)" if len(problems) > 1 else ""
-        raise ModelLoadError(f"{model} is not a valid model: {first['message']}{more}", hint=first.get("hint"))
+        name = report.data["model"].get("path")
+        raise ModelLoadError(f"{name} is not a valid model: {first['message']}{more}", hint=first.get("hint"))
 
 
 def _show(report: Report) -> None:
@@ -72,3 +63,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+command = _command(verb, _show, after=_refuse_invalid)

@@ -108,7 +108,7 @@ def test_help_and_onnx_only_commands_import_no_tensorflow(tf_files, tmp_path):
     onnx_model = tmp_path / "cls.onnx"
     from mdeploy import api
 
-    api.convert(str(tf_files["image_classifier_savedmodel"]), str(onnx_model), validate=False)
+    api.convert(str(tf_files["image_classifier_savedmodel"]), str(onnx_model), no_validate=True)
     probe = (
         "import sys\n"
         "from mdeploy.cli.app import main\n"

@@ -1,10 +1,11 @@
-"""`mdeploy benchmark`: what a model costs to run, measured through the same runners that validate it.
+"""`benchmark MODEL...`: what each model costs to run, measured through the same runners that validate it.
 
 Every model gets the same random feed (shapes from its input specs, `--batch` for the batch axis, `--input`
 for other dynamic axes), a warm-up, then a fixed number of iterations or a duration. Latency is the time
 of the backend call alone (the runner's feed checks are not counted). Peak memory is the growth of the
 process's resident memory while the model is loaded and run, sampled by a thread (onnxruntime releases the
 GIL while it computes); models run one after the other, each in a fresh session, released before the next.
+Ratios are given against the first model.
 """
 
 from __future__ import annotations
@@ -14,18 +15,35 @@ import os
 import resource
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from mdeploy.core import ModelRef, TensorSpec
 from mdeploy.errors import InputError
 from mdeploy.progress import ProgressFactory, no_progress
-from mdeploy.reports.report import Report, Step
-from mdeploy.validation import inputs as vinputs
+from mdeploy.verbs.options import check, option
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mdeploy.core import ModelRef, TensorSpec
+    from mdeploy.reports.report import Report
 
 DEFAULT_ITERATIONS = 50
+
+
+@dataclass
+class Options:
+    models: list[str] = option(help="One or more models; ratios are given against the first.", argument=True)
+    batch: int | None = option(None, help="Batch size for a dynamic batch axis (default 1).", min=1)
+    threads: int | None = option(None, help="Intra-op threads (default: the runtime's choice).", min=1)
+    inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
+    warmup: int = option(5, help="Untimed runs first.", min=0)
+    iterations: int | None = option(None, help=f"Timed runs (default {DEFAULT_ITERATIONS}).", min=1)
+    duration: float | None = option(None, help="Time each model for this many seconds instead.")
+    device: str = option("cpu", help="cpu or cuda.", choices=("cpu", "cuda"))
+    src_format: str | None = option(None, flag="--from", help="Format of the models, when their names do not tell.")
+    seed: int = option(0, help="Seed for the random inputs (recorded in the report).")
 
 
 def release_freed_memory() -> None:
@@ -80,6 +98,8 @@ class MemorySampler:
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
+    import numpy as np
+
     ms = np.asarray(seconds) * 1000.0
     return {
         "mean": float(ms.mean()),
@@ -93,7 +113,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def model_size(ref: ModelRef) -> int | None:
-    from mdeploy.quantizing import size_of
+    from mdeploy.outputs import size_of
 
     try:
         return size_of(ref.path) if ref.path.exists() and ref.factory is None else None
@@ -115,7 +135,10 @@ def measure(
     progress: ProgressFactory,
 ) -> dict[str, Any]:
     """Load one model, warm it up, time it; returns the numbers for the report."""
-    from mdeploy.api import open_runner
+    import numpy as np
+
+    from mdeploy.registry import open_runner
+    from mdeploy.validation import inputs as vinputs
 
     with MemorySampler() as memory:
         start = time.perf_counter()
@@ -169,35 +192,23 @@ def _batch_of(feed: dict[str, np.ndarray], specs: list[TensorSpec]) -> int:
     return 1
 
 
-def benchmark(
-    models: list[str],
-    *,
-    batch: int | None = None,
-    threads: int | None = None,
-    inputs: list[TensorSpec] | None = None,
-    warmup: int = 5,
-    iterations: int | None = None,
-    duration: float | None = None,
-    device: str = "cpu",
-    src_format: str | None = None,
-    seed: int = 0,
-    progress: ProgressFactory = no_progress,
-) -> Report:
-    """Every model measured alike; each one's ratios to the first (latency p50 and mean, throughput, size)."""
+def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
+    """Measure latency (mean/p50/p90/p99), throughput, peak memory and size of each model."""
+    from mdeploy.core import ModelRef
+    from mdeploy.reports.report import Report, Step
+    from mdeploy.verbs.validate import parse_specs
+
+    check(options)
+    models, batch, threads, warmup = options.models, options.batch, options.threads, options.warmup
+    iterations, duration, device, seed = options.iterations, options.duration, options.device, options.seed
+    inputs = parse_specs(options.inputs)
     if not models:
         raise InputError("give at least one model to benchmark")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device '{device}'", hint="choose cpu or cuda")
-    for name, value in (("--batch", batch), ("--threads", threads), ("--iterations", iterations)):
-        if value is not None and value <= 0:
-            raise InputError(f"{name} must be positive")
-    if warmup < 0:
-        raise InputError("--warmup cannot be negative")
     if duration is not None and duration <= 0:
         raise InputError("--duration must be positive (seconds)")
     if iterations is not None and duration is not None:
         raise InputError("give --iterations or --duration, not both")
-    refs = [ModelRef.parse(m, src_format) for m in models]  # every path checked before any work
+    refs = [ModelRef.parse(m, options.src_format) for m in models]  # every path checked before any work
     _start_frameworks(refs, device, inputs, threads)
     results = []
     for ref in refs:
@@ -241,7 +252,7 @@ def benchmark(
 def _start_frameworks(refs: list[ModelRef], device: str, inputs: list[TensorSpec] | None, threads: int | None) -> None:
     """Load and release each backend once, unmeasured, so that one-time start-up (the framework's import, its
     thread pools and allocators) is charged to no model: otherwise the first model's memory looks worse."""
-    from mdeploy.api import open_runner
+    from mdeploy.registry import open_runner
 
     seen = set()
     for ref in refs:

@@ -1,7 +1,9 @@
-"""`mdeploy quantize` from start to proof: run the pass, validate the result on data, repair it to a bar.
+"""`quantize SRC -o OUT`: INT8 quantization with the pass for the source's format, proved on data, repaired to a bar.
 
-Kept apart from api.py so that the verb's function stays a short list of checks; everything here works on
-paths and numpy arrays and on whatever pass and runners the registry provides for the formats involved.
+The pass (passes/onnx_quantize.py, passes/tflite_quantize.py) writes the quantized model; this verb then proves on
+data what it kept (output agreement, and task accuracy with labels), and with `--max-error` keeps the costliest
+nodes of an ONNX model in float until the bar holds. If it never does, the best model found is written and the
+report fails (exit 1).
 """
 
 from __future__ import annotations
@@ -14,43 +16,100 @@ from typing import Any
 import numpy as np
 
 from mdeploy import registry
-from mdeploy.core import Format, ModelRef, tolerance_for
+from mdeploy.converters.base import chosen_options
+from mdeploy.core import Format, ModelRef, classifier_choice, tolerance_for
 from mdeploy.errors import InputError, MdeployError
+from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.passes import accuracy
 from mdeploy.passes.accuracy import Bar, parse_bar
+from mdeploy.passes.base import build_pass_options
 from mdeploy.passes.calibration import batches_from_data, fixed_batch, load_arrays
-from mdeploy.progress import ProgressFactory
+from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
 from mdeploy.validation.proof import Proof, prove
+from mdeploy.verbs.options import check, option
+from mdeploy.verbs.validate import parse_specs
 
 SUFFIXES = {Format.ONNX: ".onnx", Format.TFLITE: ".tflite"}
 EVAL_BATCH = 64
 RANDOM_SAMPLES = 16
 LAYERWISE_SAMPLES = 64  # enough to rank layers by the error they add
 
-__all__ = ["Plan", "check_output_suffix", "parse_bar", "size_of"]
+
+@dataclass
+class Options:
+    src: str = option(help="Float model: .onnx (SavedModel / .keras go to TFLite when that pass is installed).", argument=True)
+    output: str = option(help="Where to write the quantized model (.onnx, or .tflite).", short="-o")
+    src_format: str | None = option(None, flag="--from", help="Source format, when the name does not tell.")
+    mode: str | None = option(None, help="auto | dynamic | static. auto: static with calibration data, else dynamic.",
+                              choices=("auto", "dynamic", "static"))
+    calib_data: str | None = option(None, help=".npz (or .npy / folder of .npy) of real inputs for static calibration.")
+    calib_method: str | None = option(None, help="minmax | entropy | percentile (default minmax).",
+                                      choices=("minmax", "entropy", "percentile"))
+    calib_samples: int | None = option(None, help="Calibrate on N RANDOM samples (no real data; rarely accurate).", min=1)
+    calib_batch: int | None = option(None, help="Samples per calibration batch (default 16; a fixed model batch wins).", min=1)
+    per_channel: bool | None = option(None, flag="--per-channel/--per-tensor",
+                                      help="Weight scales per output channel (default: on for static).")
+    quant_format: str | None = option(None, flag="--format", help="qdq | qoperator (default qdq).", choices=("qdq", "qoperator"))
+    activation_type: str | None = option(None, help="uint8 | int8 (default: uint8 on x86, the fast one; int8 on ARM).",
+                                         choices=("uint8", "int8"))
+    weight_type: str | None = option(None, help="int8 | uint8 (default int8).", choices=("int8", "uint8"))
+    reduce_range: bool | None = option(None, flag="--reduce-range/--full-range",
+                                       help="7-bit weights (default: on for x86 without VNNI).")
+    exclude: list[str] = option([], help="Node name kept in float (repeatable).")
+    exclude_op: list[str] = option([], help="Operator type kept in float, e.g. Softmax (repeatable).")
+    op_types: list[str] = option([], flag="--op-type", help="Quantize only these operator types (repeatable).")
+    no_preprocess: bool = option(False, help="Skip constant folding and shape inference.")
+    int8_io: bool = option(False, help="TFLite: int8 model inputs and outputs.")
+    allow_float_fallback: bool = option(False, help="TFLite: keep ops without int8 kernels in float.")
+    signature: str | None = option(None, help="TFLite: the SavedModel signature to convert.")
+    inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
+    eval_data: str | None = option(None, help="Data to prove the result on (default: the calibration data).")
+    labels: str | None = option(None, help=".npy of class ids for the data: reports task accuracy before and after.")
+    max_error: str | None = option(None, help="The bar, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01 (comma-separated).")
+    eval_samples: int | None = option(None, help="Random samples to validate on when no data is given (default 16).", min=1)
+    no_validate: bool = option(False, help="Skip proving the result (not recommended).")
+    classifier_output: list[str] = option([], help="Output that is class scores, the only kind top-1 agreement is judged "
+                                          "on (repeatable; default: decided from the graph and the output names).")
+    no_classifier: bool = option(False, help="No output is class scores: top-1 is never judged.")
+    device: str = option("cpu", help="cpu or cuda, for validation.", choices=("cpu", "cuda"))
+    seed: int = option(0, help="Seed for random inputs (recorded in the report).")
+    force: bool = option(False, help="Replace an existing output.")
 
 
-def check_output_suffix(out: Path, pass_cls: type) -> None:
+def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
+    """Quantize a model to INT8 and prove on data what accuracy it kept. Exit 1 when it did not keep enough."""
+    check(options)
+    o = options
+    pass_kwargs = {
+        "mode": o.mode, "calib_data": o.calib_data, "calib_method": o.calib_method, "calib_samples": o.calib_samples,
+        "calib_batch": o.calib_batch, "per_channel": _switch(o.per_channel), "quant_format": o.quant_format,
+        "activation_type": o.activation_type, "weight_type": o.weight_type, "reduce_range": _switch(o.reduce_range),
+        "exclude": o.exclude, "exclude_op": o.exclude_op, "op_types": o.op_types, "skip_preprocess": o.no_preprocess,
+        "int8_io": o.int8_io, "allow_float_fallback": o.allow_float_fallback, "signature": o.signature,
+        "inputs": parse_specs(o.inputs),
+    }
+    ref = ModelRef.parse(o.src, o.src_format).with_load_options(pass_kwargs)
+    out = Path(o.output)
+    pass_cls = registry.pass_for("quantize", ref.format)
+    check_output(out, o.force)
+    if out.resolve() == ref.path.resolve():
+        raise InputError("the output would overwrite the input", hint="choose another output path")
     want = SUFFIXES.get(pass_cls.target)
     if want and out.suffix != want:
         raise InputError(f"quantizing writes a {pass_cls.target.value} model here: name the output *{want}, not '{out.name}'")
+    bar = parse_bar(o.max_error) if o.max_error is not None else None
+    plan = Plan(ref, out, pass_cls, build_pass_options(pass_cls, chosen_options(pass_kwargs)), bar,
+                o.eval_data or o.calib_data, o.labels, o.eval_samples, not o.no_validate, o.device, o.seed, progress,
+                classifier_choice(o.classifier_output, o.no_classifier))
+    plan.check()
+    with atomic_output(out, o.force) as tmp:
+        return plan.execute(tmp)
 
 
-def size_of(path: Path) -> int:
-    """Bytes on disk: a file and its external data, or every file of a folder (SavedModel)."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    total = path.stat().st_size
-    try:
-        from mdeploy.frameworks import onnx_models
-
-        if path.suffix == ".onnx":
-            total += sum((path.parent / f).stat().st_size for f in onnx_models.external_data_files(onnx_models.load_proto(path)))
-    except MdeployError:
-        pass
-    return total
+def _switch(value: bool | None) -> str | None:
+    return None if value is None else ("on" if value else "off")
 
 
 @dataclass
@@ -117,9 +176,7 @@ class Plan:
             report.steps.append(Step("validate", "skipped", {"reason": exc.message}))
             report.notes.append(f"not validated: {exc.message}")
             return report
-        from mdeploy.api import open_runner
-
-        ref_runner = open_runner(self.ref, self.device)
+        ref_runner = registry.open_runner(self.ref, self.device)
         feeds, labels, source = self._feeds(ref_runner, report)
         tolerance = replace(self.bar.tolerance() if self.bar else tolerance_for("int8"), classifier_outputs=self.classifier_outputs)
 

@@ -1,0 +1,161 @@
+"""`convert SRC -o OUT`: convert over the planned chain of converters, then prove the result computes what the
+source did: on the example inputs, and again at a second size of every dynamic axis (an export that froze an axis
+fails there). Intermediate hops of a multi-hop conversion live only in the staging folder (outputs.atomic_output).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mdeploy import registry
+from mdeploy.converters.base import build_options, chosen_options
+from mdeploy.core import Format, ModelRef, TensorSpec, classifier_choice, format_for_output, parse_dynamic, tolerance_for
+from mdeploy.errors import InputError
+from mdeploy.outputs import atomic_output, check_output
+from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.reports.report import Report, Step
+from mdeploy.validation import inputs as vinputs
+from mdeploy.validation.run import compare, merged_specs, resized_feed
+from mdeploy.verbs.options import check, option
+from mdeploy.verbs.validate import parse_specs
+
+
+@dataclass
+class Options:
+    src: str = option(help="Model: file, SavedModel folder, or FILE.py:FACTORY / pkg.module:FACTORY.", argument=True)
+    output: str = option(help="Where to write the converted model.", short="-o")
+    src_format: str | None = option(None, flag="--from", help="Source format, when the name does not tell.")
+    dst_format: str | None = option(None, flag="--to", help="Target format, when the extension does not tell.")
+    inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
+    dynamic: list[str] = option([], help="NAME:AXIS[:DIMNAME] axis that stays dynamic (repeatable).")
+    opset: int | None = option(None, help="ONNX opset version.", min=1)
+    exporter: str | None = option(None, help="PyTorch exporter: auto | dynamo | torchscript (default auto).",
+                                  choices=("auto", "dynamo", "torchscript"))
+    precision: str | None = option(None, help="TFLite precision: fp32 | fp16 (float16 weights); also picks the validation "
+                                   "tolerance.", choices=("fp32", "fp16", "int8"))
+    signature: str | None = option(None, help="SavedModel signature to convert (default serving_default).")
+    unsafe_deserialization: bool = option(False, help="Load .keras files with Lambda layers (runs Python code stored in "
+                                          "the file; only for files you trust).")
+    weights: str | None = option(None, help="state_dict for a FILE.py:FACTORY model (loaded with weights_only=True).")
+    no_validate: bool = option(False, help="Skip validating the result against the source.")
+    atol: float | None = option(None, help="Absolute tolerance for validation.")
+    rtol: float | None = option(None, help="Relative tolerance for validation.")
+    classifier_output: list[str] = option([], help="Output that is class scores, the only kind top-1 agreement is judged "
+                                          "on (repeatable; default: decided from the graph and the output names).")
+    no_classifier: bool = option(False, help="No output is class scores: top-1 is never judged.")
+    seed: int = option(0, help="Seed for random inputs (recorded in the report).")
+    force: bool = option(False, help="Replace an existing output.")
+
+
+def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
+    """Convert a model to another format and prove the result computes what the source did (exit 1 if not)."""
+    check(options)
+    o = options
+    converter_options = chosen_options({
+        "inputs": parse_specs(o.inputs), "dynamic": [d if isinstance(d, tuple) else parse_dynamic(d) for d in o.dynamic],
+        "opset": o.opset, "exporter": o.exporter, "precision": o.precision, "signature": o.signature,
+        "unsafe_deserialization": o.unsafe_deserialization,
+    })
+    ref = ModelRef.parse(o.src, o.src_format, o.weights).with_load_options(converter_options)
+    out = Path(o.output)
+    dst = Format.parse(o.dst_format) if o.dst_format else format_for_output(out)
+    check_output(out, o.force)
+    if out.resolve() == ref.path.resolve():
+        raise InputError("the output would overwrite the input", hint="choose another output path")
+    chain = registry.plan_conversion(ref.format, dst)
+    hop_options = build_options(chain, converter_options)
+    tolerance = tolerance_for(o.precision or "fp32", o.atol, o.rtol, classifier_choice(o.classifier_output, o.no_classifier))
+    report = Report(command="convert", data={"source": ref.name, "output": str(out), "seed": o.seed})
+    try:
+        with atomic_output(out, o.force) as tmp:
+            result = None
+            current = ref
+            for i, (conv, opts) in enumerate(zip(chain, hop_options)):
+                hop_out = tmp if i == len(chain) - 1 else tmp.parent / f"hop{i}{_suffix(conv.target)}"
+                start = time.perf_counter()
+                result = conv().convert(current, hop_out, opts)
+                report.steps.append(
+                    Step(f"convert {current.format.value} -> {conv.target.value}", "done",
+                         {"converter": conv.name, "notes": result.notes, **result.details}, time.perf_counter() - start)
+                )
+                report.notes.extend(result.notes)
+                current = result.output
+            if not o.no_validate and result is not None:
+                _validate(ref, ModelRef(tmp, dst), ModelRef(out, dst), result, tolerance, o.seed, report, progress)
+    finally:
+        if ref.format == Format.PYTORCH_MODULE:
+            from mdeploy.frameworks import torch_models
+
+            torch_models.release()  # the module the converter kept for validation, if validation did not take it
+    report.data["format"] = dst.value
+    return report
+
+
+def _validate(src: ModelRef, staged: ModelRef, final: ModelRef, result, tolerance, seed: int, report: Report,  # noqa: ANN001
+              progress: ProgressFactory) -> None:
+    """Validate the staged result, unless one side cannot run on this onnxruntime (then say why)."""
+    unrunnable = _not_runnable_here(src, staged)
+    if unrunnable:
+        report.notes.append(f"not validated: {unrunnable}")
+        report.steps.append(Step("validate", "skipped", {"reason": unrunnable}))
+        return
+    report.comparisons.extend(
+        _validate_conversion(src, staged, result.input_specs, result.dynamic_axes, tolerance, seed, report, progress)
+    )
+    for c in report.comparisons:
+        c.notes = [n.replace(str(staged.path), str(final.path)) for n in c.notes]
+
+
+def _suffix(fmt: Format) -> str:
+    return {Format.ONNX: ".onnx", Format.TFLITE: ".tflite", Format.KERAS: ".keras", Format.PYTORCH_EXPORTED: ".pt2"}.get(fmt, "")
+
+
+def _not_runnable_here(src: ModelRef, result: ModelRef) -> str | None:
+    """Why the source and the result cannot both run here: an ONNX model importing an opset newer than this
+    onnxruntime reads (converting such a model to an older opset is what `convert --opset` is for)."""
+    from mdeploy.frameworks import onnx_models, ort_sessions
+
+    for role, ref in (("the source", src), ("the result", result)):
+        if ref.format == Format.ONNX and ref.path.is_file():
+            proto = onnx_models.load_proto(ref.path)
+            fitted = ort_sessions.fit(proto)
+            if fitted.too_new:
+                return f"{role} {ref.path.name} cannot run here: it is {ort_sessions.too_new(proto, fitted)[0]}"
+    return None
+
+
+def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, progress):  # noqa: ANN001, ANN202
+    """Run source and result on the example inputs, then at a second size of every dynamic axis."""
+    start = time.perf_counter()
+    symbolic = {(name, axis): dim for dim, axes in dynamic.items() for name, axis in axes}
+    runner_specs = [
+        TensorSpec(s.name, tuple(symbolic.get((s.name, a), d) for a, d in enumerate(s.shape)), s.dtype, s.value_range)
+        for s in specs
+    ]
+    ref_runner = registry.open_runner(src, input_specs=runner_specs or None)  # a torch source reuses the module convert built
+    timings = {"open the source": time.perf_counter() - start}
+    cand_runner = registry.open_runner(result)
+    timings["open the result"] = time.perf_counter() - start - sum(timings.values())
+    rng = np.random.default_rng(seed)
+    examples = {s.name: s for s in specs}
+    specs = [TensorSpec(s.name, examples[s.name].shape, s.dtype, s.value_range) for s in merged_specs(ref_runner, cand_runner)]
+    base = vinputs.random_feed(specs, rng)
+    batches = [("example inputs", base)]
+    if dynamic:
+        resized, label = resized_feed(specs, dynamic, base, rng)
+        batches.append((label, resized))
+    comparisons = []
+    with progress("validating", len(batches)) as advance:
+        for label, feed in batches:
+            lap = time.perf_counter()
+            comparisons.append(compare(ref_runner, cand_runner, [feed], tolerance, label=label))
+            timings[f"run both at {label}"] = time.perf_counter() - lap
+            advance()
+    report.steps.append(Step("validate", "passed" if all(comparisons) else "failed",
+                             {"inputs_sha256": vinputs.feeds_hash([f for _, f in batches]),
+                              "timings": {k: round(v, 3) for k, v in timings.items()}}, time.perf_counter() - start))
+    return comparisons

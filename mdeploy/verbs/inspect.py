@@ -1,0 +1,26 @@
+"""`inspect`: what a model takes, returns, and is made of, read without running it where the format allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.reports.report import Report
+from mdeploy.verbs.options import option
+
+
+@dataclass
+class Options:
+    model: str = option(help="Model file, SavedModel folder, or FILE.py:FACTORY.", argument=True)
+    src_format: str | None = option(None, flag="--from", help="Format, when the name does not tell.")
+    weights: str | None = option(None, help="state_dict for a FILE.py:FACTORY model (loaded with weights_only=True).")
+
+
+def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
+    """Show inputs, outputs, operators, parameters and size of a model (exit 2 if it is invalid)."""
+    from mdeploy import registry
+    from mdeploy.core import ModelRef
+
+    ref = ModelRef.parse(options.model, options.src_format, options.weights)
+    info = registry.runner_for(ref.format).describe(ref)
+    return Report(command="inspect", data={"model": info})

@@ -1,0 +1,152 @@
+"""`validate REF CAND`: run two models on the same inputs and compare every output, every metric, one verdict.
+
+With `layerwise` (two ONNX models), every intermediate tensor they share is compared instead, in graph order, and
+the report names the first layer beyond tolerance. Top-1 agreement is judged only on outputs that are class
+scores (validation/scores.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mdeploy.errors import InputError
+from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.verbs.options import check, option
+
+if TYPE_CHECKING:
+    from mdeploy.core import ModelRef, TensorSpec, Tolerance
+    from mdeploy.reports.report import Report
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class Options:
+    reference: str = option(help="The reference model (the source of truth).", argument=True)
+    candidate: str = option(help="The model to check against it.", argument=True)
+    data: str | None = option(None, help=".npz of arrays keyed by input name (or .npy / a folder of .npy).")
+    samples: int | None = option(None, help="Number of random inputs built from the input specs (default 1).", min=1)
+    inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
+    atol: float | None = option(None, help="Absolute tolerance (default per precision).")
+    rtol: float | None = option(None, help="Relative tolerance (default per precision).")
+    precision: str = option("fp32", help="Default tolerances for fp32, fp16 or int8 candidates.", choices=PRECISIONS)
+    device: str = option("cpu", help="cpu or cuda.", choices=DEVICES)
+    seed: int = option(0, help="Seed for random inputs (recorded in the report).")
+    ref_format: str | None = option(None, flag="--ref-from", help="Format of the reference, when its name does not tell.")
+    cand_format: str | None = option(None, flag="--cand-from", help="Format of the candidate, when its name does not tell.")
+    weights: str | None = option(None, help="state_dict for a FILE.py:FACTORY reference.")
+    report: str | None = option(None, help="Also write the report: .json, .md or .xml (JUnit).")
+    layerwise: bool = option(False, help="ONNX: compare every intermediate tensor both models share; name the first "
+                             "layer beyond tolerance.")
+    classifier_output: list[str] = option([], help="Output that is class scores, the only kind top-1 agreement is judged "
+                                          "on (repeatable; default: decided from the graph and the output names).")
+    no_classifier: bool = option(False, help="No output is class scores: top-1 is never judged.")
+
+
+def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
+    """Run two models on the same inputs and compare every output. Exit 1 on a mismatch."""
+    from mdeploy.core import ModelRef, classifier_choice, tolerance_for
+    from mdeploy.outputs import check_output
+
+    check(options)
+    o = options
+    if o.data and o.samples:
+        raise InputError("give --data or --samples, not both")
+    if o.report:
+        check_output(Path(o.report), force=True)
+    tolerance = tolerance_for(o.precision, o.atol, o.rtol, classifier_choice(o.classifier_output, o.no_classifier))
+    ref = ModelRef.parse(o.reference, o.ref_format, o.weights)
+    cand = ModelRef.parse(o.candidate, o.cand_format)
+    inputs = parse_specs(o.inputs)
+    if o.layerwise:
+        report = _layerwise(ref, cand, o, inputs, tolerance, progress)
+    else:
+        report = _outputs(ref, cand, o, inputs, tolerance, progress)
+    if o.report:
+        from mdeploy.reports.render import write
+
+        write(report, Path(o.report))
+    return report
+
+
+def parse_specs(values: list[Any]) -> list[TensorSpec]:
+    """`--input` values as TensorSpecs (API callers may pass TensorSpecs already)."""
+    from mdeploy.core import TensorSpec
+
+    return [v if isinstance(v, TensorSpec) else TensorSpec.parse(v) for v in values or []]
+
+
+def _feeds(specs: list[TensorSpec], o: Options) -> tuple[list[dict], dict[str, Any]]:
+    import numpy as np
+
+    from mdeploy.validation import inputs as vinputs
+
+    if o.data:
+        return vinputs.feeds_from_data(vinputs.load_arrays(Path(o.data)), specs), {"data": o.data}
+    rng = np.random.default_rng(o.seed)
+    return [vinputs.random_feed(specs, rng) for _ in range(o.samples or 1)], {"samples": o.samples or 1}
+
+
+def _outputs(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec], tolerance: Tolerance,
+             progress: ProgressFactory) -> Report:
+    from mdeploy.registry import open_runner
+    from mdeploy.reports.report import Report
+    from mdeploy.validation import inputs as vinputs
+    from mdeploy.validation.run import compare, merged_specs
+
+    ref_runner = open_runner(ref, o.device, inputs)
+    cand_runner = open_runner(cand, o.device)
+    feeds, source = _feeds(merged_specs(ref_runner, cand_runner), o)
+    with progress("validating", len(feeds)) as advance:
+        comparison = compare(ref_runner, cand_runner, feeds, tolerance, progress=advance)
+    return Report(
+        command="validate",
+        data={"reference": ref.name, "candidate": cand.name, "device": o.device, "seed": o.seed,
+              "inputs_sha256": vinputs.feeds_hash(feeds), **source},
+        comparisons=[comparison],
+    )
+
+
+def _layerwise(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec], tolerance: Tolerance,
+               progress: ProgressFactory) -> Report:
+    """Every shared intermediate tensor of two ONNX models, a chunk of layers at a time."""
+    from mdeploy.core import Format
+    from mdeploy.registry import open_runner
+    from mdeploy.reports.report import Report, Step
+    from mdeploy.validation import inputs as vinputs
+    from mdeploy.validation.layerwise import compare_layers
+
+    if ref.format != Format.ONNX or cand.format != Format.ONNX:
+        raise InputError("--layerwise compares two ONNX models", hint=f"got {ref.format.value} and {cand.format.value}")
+    if o.device != "cpu":
+        raise InputError("--layerwise runs on the CPU", hint="drop --device")
+    ref_runner = open_runner(ref, "cpu", inputs)
+    specs = ref_runner.input_specs()
+    del ref_runner
+    feeds, source = _feeds(specs, o)
+    start = time.perf_counter()
+    holder: dict[str, Any] = {}
+
+    def chunks(n: int) -> None:
+        holder["bar"] = progress("comparing layers", n)
+        holder["advance"] = holder["bar"].__enter__()
+
+    try:
+        result = compare_layers(ref.path, cand.path, feeds, tolerance, progress=lambda: holder["advance"](), on_chunks=chunks)
+    finally:
+        if "bar" in holder:
+            holder["bar"].__exit__(None, None, None)
+    first = result.first_failure
+    return Report(
+        command="validate",
+        data={"reference": ref.name, "candidate": cand.name, "device": "cpu", "seed": o.seed,
+              "inputs_sha256": vinputs.feeds_hash(feeds), **source, "layerwise": result.to_dict()},
+        steps=[Step("layerwise", "passed" if result else "failed",
+                    {"first_failure": f"{first.node} ({first.op_type}) -> {first.tensor}" if first is not None else None},
+                    time.perf_counter() - start)],
+        notes=result.notes,
+    )
