@@ -148,17 +148,22 @@ def check(options: Any) -> None:
             _fail(info.flags[0].split("/")[0], f"a number >= {info.min:g}", value)
 
 
-def json_schema(options_type: type, title: str) -> dict[str, Any]:
-    """A JSON Schema (draft 2020-12) object for the options a pipeline step may set."""
+def json_schema(options_type: type, title: str, exclude: typing.Collection[str] = (),
+                aliases: dict[str, str] | None = None) -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) object for the options a pipeline step may set. `exclude`: field names the
+    pipeline sets itself; `aliases`: extra keys a pipeline file may use for an option (alias -> the option's key)."""
     props: dict[str, Any] = {}
     for info in describe(options_type):
-        if not info.pipeline:
+        if not info.pipeline or info.name in exclude:
             continue
         prop: dict[str, Any] = {"description": info.help}
         prop.update(_schema_type(info))
         if info.default is not MISSING and info.default not in (None, []):
             prop["default"] = info.default
         props[info.key] = prop
+    for alias, key in (aliases or {}).items():
+        if key in props:
+            props[alias] = {**props[key], "description": f"Short for {key}: {props[key]['description']}"}
     return {"type": "object", "title": title, "properties": props, "additionalProperties": False}
 
 
