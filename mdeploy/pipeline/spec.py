@@ -530,7 +530,7 @@ def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any
                 doc.fail(spec.node, keypath + ".to", f"expected {'|'.join(_EXT)}, got {fmt!r}")
             output = model.folder / f"{name}{_EXT[fmt]}"
             plan("src", current, "plan (the model's source)" if not artifacts else f"plan (the output of {artifacts[-1][1]})")
-            plan("output", str(output))
+            plan("output", str(output), "plan (the run folder)")
             plan("force", True, "plan (the run folder is mdeploy's own; the step cache decides what re-runs)")
             artifacts.append((str(output), name))
             current_from_quantize = ""
@@ -543,7 +543,7 @@ def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any
             out_ext = ".onnx" if current.endswith(".onnx") else ".tflite"
             output = model.folder / f"{name}{out_ext}"
             plan("src", current, f"plan (the output of {artifacts[-1][1]})" if artifacts[-1][1] != "source" else "plan (the model's source)")
-            plan("output", str(output))
+            plan("output", str(output), "plan (the run folder)")
             plan("force", True, "plan (the run folder is mdeploy's own; the step cache decides what re-runs)")
             artifacts.append((str(output), name))
             current_from_quantize = name
@@ -593,8 +593,15 @@ def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any
                                        report=model.folder / f"{name}.json", where=doc.source(spec.node, _join("steps", spec.index))))
 
 
+def options_keys(verb: str) -> dict[str, str]:
+    """Options field name -> the name a pipeline file (and the CLI) uses for it, for one step verb."""
+    from mdeploy.verbs.options import describe
+
+    return {i.name: i.key for i in describe(_options_type(verb))}
+
+
 def _options_type(verb: str) -> type:
     return importlib.import_module(f"mdeploy.verbs.{verb}").Options
 
 
-__all__ = ["load", "list_jobs", "schema", "STEP_VERBS", "PLAN_SET", "ALIASES", "GATE_METRICS", "PATH_OPTIONS"]
+__all__ = ["load", "list_jobs", "schema", "options_keys", "STEP_VERBS", "PLAN_SET", "ALIASES", "GATE_METRICS", "PATH_OPTIONS"]
