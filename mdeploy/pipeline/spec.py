@@ -313,7 +313,7 @@ def _models(doc: _Doc, node: Any, run_dir: Path) -> list[tuple[PlannedModel, dic
         keypath = _join("models", i) if not isinstance(node, yaml.MappingNode) else "models"
         items = doc.mapping(model_node, keypath, MODEL_KEYS)
         if "source" not in items:
-            doc.fail(model_node, keypath, "source: missing", hint="source: a model file, or FILE.py:FACTORY")
+            doc.fail(model_node, _join(keypath, "source"), "missing", hint="source: a model file, or FILE.py:FACTORY")
         source_node = items["source"][1]
         source = _source(doc, doc.string(source_node, _join(keypath, "source")), source_node, _join(keypath, "source"))
         if "name" in items:
@@ -419,6 +419,7 @@ def _steps(doc: _Doc, node: Any) -> list[_StepSpec]:
                      hint="steps: " + ", ".join(STEP_VERBS))
         keypath = _join(keypath, verb)
         infos = {i.key: i for i in describe(_options_type(verb)) if i.pipeline and i.name not in PLAN_SET[verb]}
+        by_field = {i.name: i for i in infos.values()}
         aliases = ALIASES.get(verb, {})
         given: dict[str, tuple[Any, Any, str]] = {}
         if options_node is not None and not (isinstance(options_node, yaml.ScalarNode) and doc.value(options_node) is None):
@@ -426,7 +427,7 @@ def _steps(doc: _Doc, node: Any) -> list[_StepSpec]:
                 where = _join(keypath, key)
                 flag = key.lstrip("-").replace("_", "-")
                 flag = aliases.get(flag, flag)
-                info = infos.get(flag)
+                info = infos.get(flag) or by_field.get(flag.replace("-", "_"))  # the Options field's name works too
                 if info is None:
                     plan_set = {i.key for i in describe(_options_type(verb)) if i.name in PLAN_SET[verb]}
                     if flag in plan_set:
