@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,6 +19,7 @@ from rich.markup import escape
 
 from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
 from mdeploy.errors import InputError, MdeployError
+from mdeploy.progress import no_progress
 
 if TYPE_CHECKING:
     from mdeploy.pipeline.plan import Plan
@@ -80,10 +82,24 @@ def command(
         return
 
     execute, write_all = _runner()
-    result = execute.run(plan, job=job, jobs=jobs, force=force, progress=output.progress)
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    echo = None if json_ or quiet else _echo
+    try:
+        result = execute.run(plan, job=job, jobs=jobs, force=force, echo=echo,
+                             progress=no_progress if in_ci else output.progress)
+    except KeyboardInterrupt as exc:  # the finished steps are kept; so is what the report can say about them
+        partial = getattr(exc, "report", None)
+        if report is not None and partial is not None:
+            write_all(partial, report)
+        raise
     if report is not None:
         write_all(result, report)
     output.finish(result, _show)
+
+
+def _echo(line: str) -> None:
+    """One plain line per step event, on stderr (stdout is the report's)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _runner() -> tuple[Any, Any]:
