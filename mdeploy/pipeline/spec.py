@@ -14,12 +14,13 @@ import difflib
 import importlib
 import os
 import re
-from dataclasses import MISSING
+from dataclasses import MISSING, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mdeploy.errors import InputError, OutputExistsError
+from mdeploy.pipeline import gates as gating
 from mdeploy.pipeline.plan import VERSION, Gate, Plan, PlannedModel, PlannedStep
 
 STEP_VERBS = ("convert", "quantize", "validate", "benchmark")
@@ -37,23 +38,11 @@ ALIASES: dict[str, dict[str, str]] = {
 }
 # Options whose value is a file: a `data:` name, or a path relative to the pipeline file.
 PATH_OPTIONS = frozenset({"calib_data", "eval_data", "labels", "data", "weights"})
-# What a gate can measure (the executor's gates module evaluates them); a gate compares the current artifact against
-# the baseline, the first artifact of the model.
-GATE_METRICS: dict[str, str] = {
-    "accuracy-drop": "top-1 accuracy lost against the labels (baseline minus current; a quantize step with labelled data)",
-    "accuracy": "top-1 accuracy of the current artifact against the labels",
-    "cosine": "lowest cosine similarity of any output against the baseline (a validate or quantize step)",
-    "top1": "top-1 agreement with the baseline (a validate or quantize step)",
-    "max-abs": "largest absolute output difference against the baseline (a validate or quantize step)",
-    "latency-ratio": "benchmark p50 latency of the current artifact / the baseline's",
-    "size-ratio": "file size of the current artifact / the baseline's",
-    "p50-ms": "benchmark median latency of the current artifact, in milliseconds",
-    "p99-ms": "benchmark 99th percentile latency of the current artifact, in milliseconds",
-}
+# What a gate can measure: the executor's gates module evaluates them (one list, one parser).
+GATE_METRICS: dict[str, str] = {metric: what for metric, (what, _) in gating.METRICS.items()}
 TOP_KEYS = ("version", "name", "models", "data", "steps", "gates")
 MODEL_KEYS = ("name", "source", "inputs", "dynamic", "weights", "from")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_GATE = re.compile(r"^\s*(?P<metric>[A-Za-z][\w-]*)\s*(?P<op><=|>=)\s*(?P<bar>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
 _EXT = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "", "keras": ".keras", "torchscript": ".pt",
         "pytorch-exported": ".pt2", "tensorrt": ".engine"}
 _FACTORY = re.compile(r"^(?P<target>.+\.py):(?P<attr>[A-Za-z_]\w*)$")
@@ -451,16 +440,8 @@ def _gates(doc: _Doc, node: Any) -> list[Gate]:
     for i, gate_node in enumerate(doc.sequence(node, "gates")):
         keypath = _join("gates", i)
         text = doc.string(gate_node, keypath)
-        match = _GATE.match(text)
-        if not match:
-            doc.fail(gate_node, keypath, f"expected METRIC <= BAR or METRIC >= BAR, got {text!r}",
-                     hint="e.g. `accuracy-drop <= 0.01`; metrics: " + ", ".join(GATE_METRICS))
-        metric = match["metric"]
-        if metric not in GATE_METRICS:
-            doc.fail(gate_node, keypath, f"unknown metric {metric!r}{_suggest(metric, GATE_METRICS)}",
-                     hint="metrics: " + ", ".join(GATE_METRICS))
-        gates.append(Gate(text=" ".join(text.split()), metric=metric, op=match["op"], bar=float(match["bar"]),
-                          where=doc.source(gate_node, keypath)))
+        gate = gating.parse(text, where=f"{doc.at(gate_node)}: {keypath}")
+        gates.append(replace(gate, text=" ".join(gate.text.split()), where=doc.source(gate_node, keypath)))
     return gates
 
 
