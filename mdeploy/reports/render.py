@@ -1,102 +1,85 @@
-"""Writing a Report as JSON, Markdown or JUnit XML (chosen by the file's extension)."""
+"""Writing a Report: JSON (with a published schema), Markdown, JUnit XML and a self-contained HTML page.
+
+`write(report, path)` picks the rendering from the extension (`validate --report x.md`); `write_all(report, folder)`
+writes all four (`mdeploy run --report DIR`, `mdeploy report merge ... -o DIR`). Every rendering reads the report's
+JSON form, so a report read back from disk renders exactly like one just made. Each file is written whole or not at
+all, and every rendering is made before the first file is written.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree as ET
 
 from mdeploy.errors import InputError
+from mdeploy.reports import html, junit, markdown
+from mdeploy.reports.markdown import COLUMNS, comparison_rows
 from mdeploy.reports.report import Report
 
+__all__ = ["COLUMNS", "FILES", "comparison_rows", "to_html", "to_json", "to_junit", "to_markdown", "write", "write_all"]
 
-def to_json(report: Report) -> str:
-    return json.dumps(report.to_dict(), indent=2, default=str)
-
-
-def _fmt(value: Any, key: str = "") -> str:
-    if isinstance(value, float):
-        return f"{value:.6f}" if key in ("cosine", "top1_agreement") else f"{value:.3g}"
-    return "-" if value is None else str(value)
+# The files of `--report DIR`, by rendering.
+FILES = {"json": "report.json", "xml": "report.xml", "md": "report.md", "html": "report.html"}
 
 
-COLUMNS = [
-    ("output", "name"),
-    ("max abs", "max_abs_error"),
-    ("mean abs", "mean_abs_error"),
-    ("max rel", "max_rel_error"),
-    ("cosine", "cosine"),
-    ("top-1", "top1_agreement"),
-    ("NaN/Inf", None),
-    ("result", None),
-]
+def _dict(report: Report | dict[str, Any]) -> dict[str, Any]:
+    return report if isinstance(report, dict) else report.to_dict()
 
 
-def comparison_rows(comparison: Any) -> list[list[str]]:
-    rows = []
-    for out in comparison.outputs:
-        row = []
-        for _, key in COLUMNS:
-            if key:
-                row.append(_fmt(getattr(out, key), key))
-        row.append(f"{out.ref_nonfinite}/{out.cand_nonfinite}")
-        row.append(("pass" if out.passed else "FAIL: " + "; ".join(out.reasons)) + "".join(f" (warning: {w})" for w in out.warnings))
-        rows.append(row)
-    return rows
+def to_json(report: Report | dict[str, Any]) -> str:
+    return json.dumps(_dict(report), indent=2, default=str)
 
 
-def to_markdown(report: Report) -> str:
-    d = report.to_dict()
-    lines = [f"# mdeploy {report.command}: {'PASSED' if report.passed else 'FAILED'}", ""]
-    for key in ("reference", "candidate", "source", "output", "seed", "inputs_sha256"):
-        if key in d:
-            lines.append(f"- **{key}**: `{d[key]}`")
-    for step in report.steps:
-        lines.append(f"- step **{step.name}**: {step.status}")
-    for comparison in report.comparisons:
-        lines += ["", f"## {comparison.label or 'outputs'} ({comparison.tolerance.describe()})", ""]
-        lines.append("| " + " | ".join(c for c, _ in COLUMNS) + " |")
-        lines.append("|" + "---|" * len(COLUMNS))
-        for row in comparison_rows(comparison):
-            lines.append("| " + " | ".join(row) + " |")
-        for note in comparison.notes:
-            lines.append(f"\n> {note}")
-    for note in report.notes:
-        lines.append(f"\n> {note}")
-    versions = d["environment"]["versions"]
-    lines += ["", "## Environment", "", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    return "\n".join(lines)
+def to_markdown(report: Report | dict[str, Any]) -> str:
+    d = _dict(report)
+    return markdown.run(d) if d.get("command") == "run" else markdown.verb(d)
 
 
-def to_junit(report: Report) -> str:
-    """One <testcase> per compared output (per input set), failures carrying their reasons."""
-    cases = [(c, o) for c in report.comparisons for o in c.outputs]
-    failures = sum(1 for _, o in cases if not o.passed) + sum(1 for s in report.steps if s.status == "failed")
-    suite = ET.Element("testsuite", name=f"mdeploy.{report.command}", tests=str(len(cases) + len(report.steps)), failures=str(failures), errors="0")
-    props = ET.SubElement(suite, "properties")
-    for key, value in report.to_dict()["environment"]["versions"].items():
-        ET.SubElement(props, "property", name=key, value=str(value))
-    for step in report.steps:
-        case = ET.SubElement(suite, "testcase", classname=f"mdeploy.{report.command}.steps", name=step.name)
-        if step.status == "failed":
-            ET.SubElement(case, "failure", message=str(step.details.get("error", "failed")))
-    for comparison, out in cases:
-        name = f"{out.name} [{comparison.label}]" if comparison.label else out.name
-        case = ET.SubElement(suite, "testcase", classname=f"mdeploy.{report.command}", name=name)
-        if not out.passed:
-            failure = ET.SubElement(case, "failure", message="; ".join(out.reasons))
-            failure.text = json.dumps(out.to_dict(), indent=2)
-    ET.indent(suite)
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+def to_junit(report: Report | dict[str, Any]) -> str:
+    d = _dict(report)
+    return junit.run(d) if d.get("command") == "run" else junit.verb(d)
+
+
+def to_html(report: Report | dict[str, Any]) -> str:
+    return html.page(_dict(report))
+
+
+RENDERERS = {".json": to_json, ".md": to_markdown, ".xml": to_junit, ".html": to_html}
+
+
+def _write_text(path: Path, text: str, force: bool) -> None:
+    from mdeploy.outputs import atomic_output
+
+    with atomic_output(path, force=force) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write(report: Report, path: Path) -> None:
     """Write the report in the format its extension names; written whole or not at all."""
-    renderers = {".json": to_json, ".md": to_markdown, ".xml": to_junit}
-    if path.suffix not in renderers:
-        raise InputError(f"unknown report format '{path.suffix}'", hint="use .json, .md or .xml (JUnit)")
-    from mdeploy.outputs import atomic_output
+    if path.suffix not in RENDERERS:
+        raise InputError(f"unknown report format '{path.suffix}'", hint="use .json, .md, .xml (JUnit) or .html")
+    _write_text(path, RENDERERS[path.suffix](report), force=True)
 
-    with atomic_output(path, force=True) as tmp:
-        tmp.write_text(renderers[path.suffix](report))
+
+def write_all(report: Report, folder: Path, *, force: bool = True) -> dict[str, Path]:
+    """Write report.json, report.xml, report.md and report.html into `folder` (created when missing); returns
+    {"json": path, "xml": ..., "md": ..., "html": ...}. With force=False an existing file is an error, found before
+    anything is written."""
+    from mdeploy.outputs import check_output
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"report folder is a file: {folder}", hint="give a folder for the reports")
+    d = report.to_dict()  # once: the environment and verdict are the same in every rendering
+    texts = {kind: RENDERERS["." + kind](d) for kind in FILES}
+    paths = {kind: folder / name for kind, name in FILES.items()}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the report folder {folder}: {exc.strerror}") from None
+    for path in paths.values():
+        check_output(path, force)
+    for kind, path in paths.items():
+        _write_text(path, texts[kind], force)
+    return paths

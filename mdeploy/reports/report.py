@@ -51,7 +51,7 @@ class Step:
     """One thing a verb did (a conversion hop, a validation, a benchmark)."""
 
     name: str
-    status: str  # "passed" | "failed" | "done" | "skipped"
+    status: str  # "passed" | "failed" | "done" | "skipped"; in a run also "cached" | "error"
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float | None = None
 
@@ -62,19 +62,33 @@ class Step:
         return d
 
 
+FAILED_STATUSES = ("failed", "error")
+
+
 @dataclass
 class Report:
-    """Truthy when every comparison passed and no step failed."""
+    """Truthy when every comparison passed and no step failed; a run report (command "run") also needs every model
+    and every gate to have passed (data["models"], layout in reports/report.schema.json).
+
+    `comparisons` holds Comparison objects, or their dicts when the report was read back from JSON (a merge);
+    `environment` is None for the environment of this process, or the one recorded when the report was made."""
 
     command: str
     steps: list[Step] = field(default_factory=list)
-    comparisons: list[Comparison] = field(default_factory=list)
+    comparisons: list[Comparison | dict[str, Any]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    environment: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
-        return all(self.comparisons) and all(s.status != "failed" for s in self.steps)
+        if not all(c.get("passed") is True if isinstance(c, dict) else bool(c) for c in self.comparisons):
+            return False
+        if any(s.status in FAILED_STATUSES for s in self.steps):
+            return False
+        if self.command == "run":
+            return all(model_passed(m) for m in self.data.get("models", []))
+        return True
 
     def __bool__(self) -> bool:
         return self.passed
@@ -86,7 +100,16 @@ class Report:
             "passed": self.passed,
             **self.data,
             "steps": [s.to_dict() for s in self.steps],
-            "comparisons": [c.to_dict() for c in self.comparisons],
+            "comparisons": [c if isinstance(c, dict) else c.to_dict() for c in self.comparisons],
             "notes": self.notes,
-            "environment": environment(),
+            "environment": self.environment if self.environment is not None else environment(),
         }
+
+
+def model_passed(model: dict[str, Any]) -> bool:
+    """One model of a run: it says it passed, every gate held and no step failed or errored."""
+    return (
+        model.get("passed") is True
+        and all(g.get("passed") is True for g in model.get("gates", []))
+        and all(s.get("status") not in FAILED_STATUSES for s in model.get("steps", []))
+    )

@@ -19,6 +19,12 @@ from mdeploy.validation.scores import OutputKind
 # Relative error is only meaningful where the reference is not ~0.
 _REL_FLOOR = 1e-6
 
+# The abs-error histogram's bins are fixed (0, then 4 per decade from 1e-9 to 1e3), so histograms of different
+# batches, outputs and runs add up bin by bin and plot on one axis. Bin i holds errors in [edges[i], edges[i+1]);
+# the last bin also holds everything at or above its upper edge (max_abs_error gives the true maximum).
+HISTOGRAM_EDGES: list[float] = [0.0] + [float(10.0 ** (e / 4)) for e in range(-36, 13)]
+_EDGES = np.asarray(HISTOGRAM_EDGES)
+
 
 @dataclass
 class OutputComparison:
@@ -41,6 +47,8 @@ class OutputComparison:
     class_scores_source: str = ""
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # {"edges": HISTOGRAM_EDGES, "counts": [...]} of |ref - cand| over the values finite on both sides (for plots)
+    abs_error_histogram: dict[str, list] | None = None
 
     def __bool__(self) -> bool:
         return self.passed
@@ -101,6 +109,7 @@ class OutputAccumulator:
         self.top1_match = self.top1_total = 0
         self.classifier = self.kind.scores
         self.ref_min, self.ref_max = float("inf"), float("-inf")
+        self.histogram = np.zeros(len(HISTOGRAM_EDGES) - 1, dtype=np.int64)
 
     def update(self, ref: np.ndarray, cand: np.ndarray, tol: Tolerance) -> None:
         ref, cand = np.asarray(ref), np.asarray(cand)
@@ -131,6 +140,8 @@ class OutputAccumulator:
             if big.any():
                 self.max_rel = max(self.max_rel, float((diff[big] / rb[big]).max()))
             self.dot += float(np.dot(r[both], c[both]))
+            bins = np.searchsorted(_EDGES, diff, side="right") - 1
+            self.histogram += np.bincount(np.minimum(bins, len(self.histogram) - 1), minlength=len(self.histogram))
             self.ref_sq += float(np.dot(r[both], r[both]))
             self.cand_sq += float(np.dot(c[both], c[both]))
         bad = int((~both & ~same_nonfinite).sum())
@@ -186,6 +197,7 @@ class OutputAccumulator:
             class_scores_source=self.kind.source,
             reasons=reasons,
             warnings=warnings,
+            abs_error_histogram=None if self.shape_problem else {"edges": HISTOGRAM_EDGES, "counts": self.histogram.tolist()},
         )
 
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from mdeploy.reports.report import Report
 
 DEFAULT_ITERATIONS = 50
+# Latency samples kept in the report for plotting its distribution; a longer run keeps evenly spaced ones
+# (the percentiles are always computed from every sample).
+MAX_SAMPLES = 2000
 
 
 @dataclass
@@ -112,6 +115,14 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
+def latency_samples(seconds: list[float], cap: int = MAX_SAMPLES) -> list[float]:
+    """The timed runs in milliseconds (0.1 us resolution), in the order they ran; at most `cap` of them, evenly spaced."""
+    if len(seconds) > cap:
+        step = len(seconds) / cap
+        seconds = [seconds[int(i * step)] for i in range(cap)]
+    return [round(s * 1000.0, 4) for s in seconds]
+
+
 def model_size(ref: ModelRef) -> int | None:
     from mdeploy.outputs import size_of
 
@@ -177,6 +188,7 @@ def measure(
         "iterations": len(times),
         "load_seconds": load_s,
         "latency_ms": stats,
+        "latencies_ms": latency_samples(times),
         "throughput_items_per_s": items / (stats["mean"] / 1000.0) if stats["mean"] > 0 else None,
         "peak_memory_bytes": memory.growth,
         "peak_rss_bytes": memory.peak,
