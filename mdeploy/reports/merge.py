@@ -75,7 +75,7 @@ def merge(reports: list[dict[str, Any]], sources: list[str] | None = None) -> Re
             inputs.setdefault(path, digest)
         notes += [n for n in d.get("notes", []) if n not in notes]
         merged_from.append({"report": where, "run_dir": d.get("run_dir"), "pipeline": d.get("pipeline"),
-                            "passed": d.get("passed")})
+                            "passed": d.get("passed"), "models": [m["name"] for m in d["models"]]})
     first = reports[0]
     pipelines = {(m["pipeline"] or {}).get("sha256") for m in merged_from}
     if len(pipelines) > 1:
