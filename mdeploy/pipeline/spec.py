@@ -582,8 +582,43 @@ def options_keys(verb: str) -> dict[str, str]:
     return {i.name: i.key for i in describe(_options_type(verb))}
 
 
+def options_table(verb: str) -> str:
+    """The step options of `verb` as a Markdown table (docs/ci.md holds one per verb, checked by a test against this)."""
+    from mdeploy.verbs.options import describe
+
+    aliases = {key: alias for alias, key in ALIASES.get(verb, {}).items()}
+    rows = ["| option | type | default | what |", "| --- | --- | --- | --- |"]
+    for info in describe(_options_type(verb)):
+        if not info.pipeline or info.name in PLAN_SET[verb]:
+            continue
+        kind = " / ".join(info.choices) if info.choices else {"list": "list of strings", "str": "string", "float": "number",
+                                                              "int": "integer", "bool": "true/false"}[info.kind]
+        default = "" if info.default in (None, [], MISSING) else str(info.default).lower() if isinstance(info.default, bool) \
+            else str(info.default)
+        key = f"`{info.key}`" + (f" (`{aliases[info.key]}`)" if info.key in aliases else "")
+        rows.append(f"| {key} | {kind} | {default} | {info.help.replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
+
+
+def update_docs(path: Path) -> bool:
+    """Rewrite the option tables between `<!-- options:VERB -->` and `<!-- /options -->` in `path`; True if changed."""
+    text = path.read_text(encoding="utf-8")
+    new = re.sub(r"(<!-- options:(\w+) -->\n).*?(<!-- /options -->)",
+                 lambda m: m[1] + options_table(m[2]) + m[3], text, flags=re.S)
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
 def _options_type(verb: str) -> type:
     return importlib.import_module(f"mdeploy.verbs.{verb}").Options
 
 
-__all__ = ["load", "list_jobs", "schema", "options_keys", "STEP_VERBS", "PLAN_SET", "ALIASES", "GATE_METRICS", "PATH_OPTIONS"]
+if __name__ == "__main__":  # python -m mdeploy.pipeline.spec docs/ci.md: regenerate the option tables
+    import sys
+
+    for doc in sys.argv[1:]:
+        print(doc, "updated" if update_docs(Path(doc)) else "unchanged")
+
+
+__all__ = ["load", "list_jobs", "schema", "options_keys", "options_table", "update_docs", "STEP_VERBS", "PLAN_SET", "ALIASES", "GATE_METRICS", "PATH_OPTIONS"]

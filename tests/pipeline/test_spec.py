@@ -265,3 +265,11 @@ def test_the_examples_load(tmp_path):
             pytest.skip("examples/data is written by `python fixtures/pipeline_data.py` (tests/pipeline/test_cli_run.py runs it)")
         plan = spec.load(ROOT / "examples" / example, out=tmp_path / example)
         assert [s.name for s in plan.models[0].steps] == ["01-convert", "02-quantize", "03-validate", "04-benchmark"]
+
+
+def test_the_option_tables_in_docs_are_the_verbs_options():
+    doc = (ROOT / "docs" / "ci.md").read_text()
+    for verb in spec.STEP_VERBS:
+        table = spec.options_table(verb)
+        assert f"<!-- options:{verb} -->\n{table}<!-- /options -->" in doc, f"run: python -m mdeploy.pipeline.spec docs/ci.md ({verb})"
+    assert "| `calib-data` (`calib`) |" in spec.options_table("quantize") and "`output`" not in spec.options_table("quantize")
