@@ -204,8 +204,13 @@ def _show(report: Report) -> None:
             stdout.print(("[green]pass[/]" if gate.get("passed") else "[red]FAIL[/]") + escape(line))
     if data.get("run_dir"):
         stdout.print(f"run folder: {escape(str(data['run_dir']))}")
-    failed = [str(m.get("name")) for m in data.get("models", []) if not m.get("passed")]
     if report.passed:
         stdout.print("[green]PASSED[/] every step ran and every gate holds")
-    else:
-        stdout.print("[red]FAILED[/] " + escape(", ".join(failed) or "a step failed"))
+        return
+    why = []
+    for model in data.get("models", []):
+        what = [f"gate {g.get('gate')}" for g in model.get("gates", []) if not g.get("passed")]
+        what += [f"step {s.get('name')} {s.get('status')}" for s in model.get("steps", []) if s.get("status") in ("failed", "error")]
+        if what or not model.get("passed"):
+            why.append(f"{model.get('name')} ({', '.join(what) or 'failed'})")
+    stdout.print("[red]FAILED[/] " + escape("; ".join(why) or "a step failed"))
