@@ -61,7 +61,8 @@ def command(
         sys.stdout.write(json.dumps(spec.schema(), indent=2) + "\n")
         return
     if pipeline is None:
-        raise InputError("missing the pipeline file", hint="mdeploy run PIPELINE.yaml (see docs/ci.md); --schema prints its schema")
+        raise InputError("missing the pipeline file",
+                         hint="mdeploy run PIPELINE.yaml (see docs/ci.md); --schema prints its schema")
     if list_jobs and job:
         raise InputError("--list-jobs and --job do not go together", hint="--list-jobs prints the jobs; --job NAME runs one")
     if report is not None and report.exists() and not report.is_dir():
@@ -107,7 +108,8 @@ def _runner() -> tuple[Any, Any]:
     try:
         from mdeploy.pipeline import execute
     except ImportError as exc:  # only while the executor is not part of this build
-        raise MdeployError(f"this mdeploy cannot run pipelines yet ({exc})", hint="--dry-run, --list-jobs and --schema work") from None
+        raise MdeployError(f"this mdeploy cannot run pipelines yet ({exc})",
+                           hint="--dry-run, --list-jobs and --schema work") from None
     try:
         from mdeploy.reports.render import write_all
     except ImportError:
@@ -210,7 +212,8 @@ def _show(report: Report) -> None:
     why = []
     for model in data.get("models", []):
         what = [f"gate {g.get('gate')}" for g in model.get("gates", []) if not g.get("passed")]
-        what += [f"step {s.get('name')} {s.get('status')}" for s in model.get("steps", []) if s.get("status") in ("failed", "error")]
+        what += [f"step {s.get('name')} {s.get('status')}" for s in model.get("steps", [])
+                 if s.get("status") in ("failed", "error")]
         if what or not model.get("passed"):
             why.append(f"{model.get('name')} ({', '.join(what) or 'failed'})")
     stdout.print("[red]FAILED[/] " + escape("; ".join(why) or "a step failed"))

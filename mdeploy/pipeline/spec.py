@@ -61,10 +61,11 @@ def load(path: str | Path, out: str | Path | None = None, force: bool = False, n
 
     if "version" not in items:
         raise InputError(f"{doc.at(root)}: version: missing", hint=f"start the file with `version: {VERSION}`")
-    key, node = items["version"]
+    node = items["version"][1]
     version = doc.value(node)
     if version != VERSION:
-        doc.fail(node, "version", f"expected {VERSION}, got {version!r}", hint=f"this mdeploy reads pipeline files of version {VERSION}")
+        doc.fail(node, "version", f"expected {VERSION}, got {version!r}",
+                 hint=f"this mdeploy reads pipeline files of version {VERSION}")
 
     name = path.stem
     if "name" in items:
@@ -96,14 +97,16 @@ def schema() -> dict[str, Any]:
     step_kinds = []
     for verb in STEP_VERBS:
         options = json_schema(_options_type(verb), f"{verb} step options", exclude=PLAN_SET[verb], aliases=ALIASES.get(verb))
-        step_kinds.append({"type": "object", "title": f"{verb} step", "properties": {verb: {"anyOf": [options, {"type": "null"}]}},
+        step_kinds.append({"type": "object", "title": f"{verb} step",
+                           "properties": {verb: {"anyOf": [options, {"type": "null"}]}},
                            "required": [verb], "additionalProperties": False})
     shape = {"anyOf": [{"type": "string", "description": "SHAPE[:DTYPE], e.g. 1x3x224x224 or 1x128:int64"},
                        {"type": "array", "items": {"type": "integer"}}]}
     model = {
         "type": "object",
         "properties": {
-            "name": {"type": "string", "pattern": _NAME.pattern, "description": "Job and folder name (default: the source's stem)."},
+            "name": {"type": "string", "pattern": _NAME.pattern,
+                     "description": "Job and folder name (default: the source's stem)."},
             "source": {"type": "string", "description": "Model file, SavedModel folder, FILE.py:FACTORY or pkg.module:FACTORY "
                                                         "(relative to the pipeline file)."},
             "inputs": {"type": "object", "additionalProperties": shape, "description": "Input shapes for convert's --input."},
@@ -126,7 +129,8 @@ def schema() -> dict[str, Any]:
             "name": {"type": "string", "pattern": _NAME.pattern, "description": "Run folder prefix (default: the file's stem)."},
             "models": {"anyOf": [model, {"type": "array", "items": model, "minItems": 1}]},
             "data": {"type": "object", "additionalProperties": {"type": "string"},
-                     "description": "Named data files (relative to the pipeline file), usable as the value of a step's path options."},
+                     "description": "Named data files (relative to the pipeline file), usable as the value of a step's "
+                                    "path options."},
             "steps": {"type": "array", "items": {"oneOf": step_kinds}, "minItems": 1},
             "gates": {"type": "array", "items": gate},
         },
@@ -314,7 +318,8 @@ def _models(doc: _Doc, node: Any, run_dir: Path) -> list[tuple[PlannedModel, dic
             doc.fail(items.get("name", (model_node, model_node))[1], _join(keypath, "name"),
                      f"the name {name!r} is taken by {seen[name]}", hint="give each model its own `name:`")
         seen[name] = keypath
-        models.append((PlannedModel(name=name, source=source, folder=run_dir / name), _model_convert_options(doc, items, keypath, name)))
+        model = PlannedModel(name=name, source=source, folder=run_dir / name)
+        models.append((model, _model_convert_options(doc, items, keypath, name)))
     return models
 
 
@@ -372,7 +377,8 @@ def _model_convert_options(doc: _Doc, items: dict[str, tuple[Any, Any]], keypath
         given["weights"] = (str(path), f"model {name} ({doc.source(node, _join(keypath, 'weights'))})")
     if "from" in items:
         node = items["from"][1]
-        given["src_format"] = (doc.string(node, _join(keypath, "from")), f"model {name} ({doc.source(node, _join(keypath, 'from'))})")
+        where = _join(keypath, "from")
+        given["src_format"] = (doc.string(node, where), f"model {name} ({doc.source(node, where)})")
     return given
 
 
@@ -399,7 +405,8 @@ def _steps(doc: _Doc, node: Any) -> list[_StepSpec]:
         else:
             items = doc.mapping(step_node, keypath, None)
             if len(items) != 1:
-                doc.fail(step_node, keypath, f"expected one verb ({'|'.join(STEP_VERBS)}) per step, got {', '.join(items) or 'none'}",
+                doc.fail(step_node, keypath,
+                         f"expected one verb ({'|'.join(STEP_VERBS)}) per step, got {', '.join(items) or 'none'}",
                          hint="write each step as its own list item: `- quantize: {mode: static}`")
             verb_node, options_node = next(iter(items.values()))
         verb = str(doc.value(verb_node))
@@ -420,7 +427,8 @@ def _steps(doc: _Doc, node: Any) -> list[_StepSpec]:
                 if info is None:
                     plan_set = {i.key for i in describe(_options_type(verb)) if i.name in PLAN_SET[verb]}
                     if flag in plan_set:
-                        doc.fail(key_node, where, "set by the pipeline itself (the run folder holds every step's model and report)",
+                        doc.fail(key_node, where,
+                                 "set by the pipeline itself (the run folder holds every step's model and report)",
                                  hint="a step reads the previous step's model; see `mdeploy run --dry-run`")
                     doc.fail(key_node, where, "unknown option" + _suggest(flag, [*infos, *aliases]),
                              hint=f"{verb} options: " + ", ".join(sorted(infos)))
@@ -477,7 +485,8 @@ def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
 
-        def plan(field: str, value: Any, why: str = "plan") -> None:
+        def plan(field: str, value: Any, why: str = "plan", values: dict[str, Any] = values,
+                 sources: dict[str, str] = sources) -> None:
             values[field] = value
             sources[field] = why
 
@@ -524,7 +533,8 @@ def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any
                 artifacts.append((model.source, "source"))
             out_ext = ".onnx" if current.endswith(".onnx") else ".tflite"
             output = model.folder / f"{name}{out_ext}"
-            plan("src", current, f"plan (the output of {artifacts[-1][1]})" if artifacts[-1][1] != "source" else "plan (the model's source)")
+            wrote = artifacts[-1][1]
+            plan("src", current, f"plan (the output of {wrote})" if wrote != "source" else "plan (the model's source)")
             plan("output", str(output), "plan (the run folder)")
             plan("force", True, "plan (the run folder is mdeploy's own; the step cache decides what re-runs)")
             artifacts.append((str(output), name))
@@ -572,7 +582,8 @@ def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any
         except InputError as exc:  # a combination only the verb's own checks see
             doc.fail(spec.node, keypath, exc.message, exc.hint)
         model.steps.append(PlannedStep(index=spec.index, verb=spec.verb, options=values, sources=sources, output=output,
-                                       report=model.folder / f"{name}.json", where=doc.source(spec.node, _join("steps", spec.index))))
+                                       report=model.folder / f"{name}.json",
+                                       where=doc.source(spec.node, _join("steps", spec.index))))
 
 
 def options_keys(verb: str) -> dict[str, str]:
@@ -604,7 +615,7 @@ def update_docs(path: Path) -> bool:
     """Rewrite the option tables between `<!-- options:VERB -->` and `<!-- /options -->` in `path`; True if changed."""
     text = path.read_text(encoding="utf-8")
     new = re.sub(r"(<!-- options:(\w+) -->\n).*?(<!-- /options -->)",
-                 lambda m: m[1] + options_table(m[2]) + m[3], text, flags=re.S)
+                 lambda m: m[1] + options_table(m[2]) + m[3], text, flags=re.DOTALL)
     if new != text:
         path.write_text(new, encoding="utf-8")
     return new != text
@@ -621,4 +632,5 @@ if __name__ == "__main__":  # python -m mdeploy.pipeline.spec docs/ci.md: regene
         print(doc, "updated" if update_docs(Path(doc)) else "unchanged")
 
 
-__all__ = ["load", "list_jobs", "schema", "options_keys", "options_table", "update_docs", "STEP_VERBS", "PLAN_SET", "ALIASES", "GATE_METRICS", "PATH_OPTIONS"]
+__all__ = ["ALIASES", "GATE_METRICS", "PATH_OPTIONS", "PLAN_SET", "STEP_VERBS", "list_jobs", "load", "options_keys",
+           "options_table", "schema", "update_docs"]

@@ -45,7 +45,8 @@ def test_the_examples_run_as_written(workspace):
     assert report["passed"] is True and report["command"] == "run"
     (model,) = report["models"]
     assert [s["name"] for s in model["steps"]] == STEPS
-    assert [g["gate"] for g in model["gates"]] == ["accuracy-drop <= 0.05", "cosine >= 0.99", "size-ratio <= 0.7", "p99-ms <= 200"]
+    assert [g["gate"] for g in model["gates"]] == ["accuracy-drop <= 0.05", "cosine >= 0.99", "size-ratio <= 0.7",
+                                                   "p99-ms <= 200"]
     assert all(g["passed"] and g["measured"] is not None for g in model["gates"])
     assert {p.name for p in (workspace / "report").iterdir()} >= {"report.json", "report.xml", "report.md", "report.html"}
     assert (workspace / "runs" / "ok" / "cnn" / "02-quantize.onnx").is_file()
@@ -91,7 +92,8 @@ def test_dry_run_prints_every_option_and_where_it_came_from_and_writes_nothing(w
 def test_list_jobs_is_one_line_of_json_for_a_ci_matrix_and_job_picks_one(workspace):
     text = (workspace / "examples" / "pipeline.yaml").read_text()
     two = workspace / "examples" / "two.yaml"
-    two.write_text(text.replace("  - name: cnn\n", "  - name: small\n    source: ../fixtures/models/tiny_cnn.py:build\n  - name: cnn\n"))
+    small = "  - name: small\n    source: ../fixtures/models/tiny_cnn.py:build\n"
+    two.write_text(text.replace("  - name: cnn\n", small + "  - name: cnn\n"))
     result = run_cli("run", "examples/two.yaml", "--list-jobs", cwd=workspace)
     assert result.code == 0, result.stderr
     assert result.stdout.count("\n") == 1  # `echo "matrix=$(mdeploy run ... --list-jobs)" >> $GITHUB_OUTPUT`
@@ -110,8 +112,8 @@ def test_a_bad_file_is_one_error_line_with_file_line_column_and_exit_2(workspace
     bad.write_text((workspace / "examples" / "pipeline.yaml").read_text().replace("mode: static", "mode: fast"))
     result = run_cli("run", "examples/bad.yaml", cwd=workspace)
     assert result.code == 2
-    assert result.stderr.splitlines() == ["error: examples/bad.yaml:16:22: steps[1].quantize.mode: expected auto|dynamic|static, "
-                                          "got 'fast'"]
+    assert result.stderr.splitlines() == [
+        "error: examples/bad.yaml:16:22: steps[1].quantize.mode: expected auto|dynamic|static, got 'fast'"]
     assert result.stdout == "" and not (workspace / "mdeploy-runs").exists()
     bad.write_text((workspace / "examples" / "pipeline.yaml").read_text().replace("calib: calib", "calib-dta: calib"))
     result = run_cli("run", "examples/bad.yaml", "--dry-run", cwd=workspace)

@@ -85,7 +85,8 @@ def test_the_artifact_chain_of_one_model(folder):
     assert same(convert.output, folder / "run" / "cnn" / "01-convert.onnx")
     assert convert.options["output"] == str(convert.output)
     assert convert.options["inputs"] == ["image:1x3x32x32"] and convert.options["dynamic"] == ["image:0"]
-    assert convert.sources["inputs"].startswith("model cnn (") and "pipeline.yaml:5:13 models[0].inputs" in convert.sources["inputs"]
+    assert convert.sources["inputs"].startswith("model cnn (")
+    assert "pipeline.yaml:5:13 models[0].inputs" in convert.sources["inputs"]
     # quantize reads the previous artifact; data names become their paths, relative to the pipeline file
     assert quantize.options["src"] == str(convert.output)
     assert same(quantize.output, folder / "run" / "cnn" / "02-quantize.onnx")
@@ -107,8 +108,8 @@ def test_the_artifact_chain_of_one_model(folder):
         options_type(**step.options)
         assert same(step.report, folder / "run" / "cnn" / f"{step.name}.json")
     assert quantize.sources["calib_method"] == "default" and quantize.options["calib_method"] is None
-    assert [g.text for g in plan.gates] == ["accuracy-drop <= 0.01", "cosine >= 0.99", "latency-ratio <= 0.6", "size-ratio <= 0.3",
-                                           "p99-ms <= 50"]
+    assert [g.text for g in plan.gates] == ["accuracy-drop <= 0.01", "cosine >= 0.99", "latency-ratio <= 0.6",
+                                           "size-ratio <= 0.3", "p99-ms <= 50"]
     assert (plan.gates[0].metric, plan.gates[0].op, plan.gates[0].bar) == ("accuracy-drop", "<=", 0.01)
     assert plan.gates[4].where.endswith("pipeline.yaml:20:5 gates[4]")
     assert set(plan.data) == {"calib", "eval"} and same(plan.data["eval"], folder / "data" / "eval.npz")
@@ -133,7 +134,8 @@ def test_many_models_each_get_every_step_and_their_own_folder(folder):
 
 
 def test_option_spellings_and_step_values_win_over_the_model_entry(folder):
-    text = GOOD.replace("{mode: static, calib: calib, eval-data: eval}", "{mode: static, calib_data: calib, --eval-data: data/eval.npz}")
+    text = GOOD.replace("{mode: static, calib: calib, eval-data: eval}",
+                        "{mode: static, calib_data: calib, --eval-data: data/eval.npz}")
     text = text.replace("{to: onnx}", "{to: onnx, input: 'image:2x3x32x32', opset: 17}")
     plan = load(folder, text)
     convert, quantize = plan.models[0].steps[:2]
@@ -183,7 +185,8 @@ def test_an_existing_folder_that_is_not_a_run_folder_needs_force(folder):
     ("threads: 2", "threads: two", "pipeline.yaml:14:26: steps[3].benchmark.threads: expected an integer, got 'two'"),
     ("threads: 2", "threads: 0", "pipeline.yaml:14:26: steps[3].benchmark.threads: expected a number >= 1, got 0"),
     ("steps:", "stpes:", "pipeline.yaml:10:1: stpes: unknown key; did you mean 'steps'?"),
-    ("  - validate: {data: eval}", "  - validat: {data: eval}", "pipeline.yaml:13:5: steps[2].validat: unknown step; did you mean 'validate'?"),
+    ("  - validate: {data: eval}", "  - validat: {data: eval}",
+     "pipeline.yaml:13:5: steps[2].validat: unknown step; did you mean 'validate'?"),
     ("    dynamic:", "    dynamc:", "pipeline.yaml:6:5: models[0].dynamc: unknown key; did you mean 'dynamic'?"),
     ("eval: data/eval.npz", "eval: data/missing.npz", "pipeline.yaml:9:9: data.eval: file not found:"),
     ("{data: eval}", "{data: evl}", "pipeline.yaml:13:22: steps[2].validate.data: file not found:"),
@@ -195,8 +198,10 @@ def test_an_existing_folder_that_is_not_a_run_folder_needs_force(folder):
     ("{to: onnx}", "{to: onnx, output: x.onnx}", "pipeline.yaml:11:25: steps[0].convert.output: set by the pipeline itself"),
     ("{to: onnx}", "{to: onnx, to: tflite}", "pipeline.yaml:11:25: steps[0].convert.to: given twice"),
     ("{to: onnx}", "{to: onnx, dst_format: tflite}", "pipeline.yaml:11:25: steps[0].convert.dst_format: given twice"),
-    ("  - benchmark: {threads: 2, batch: 1}", "  - benchmark: {threads: 2}\n    quantize: {}", "pipeline.yaml:14:5: steps[3]: expected one verb"),
-    ("inputs: {image: 1x3x32x32}", "inputs: {image: 1x3xbig}", "pipeline.yaml:5:21: models[0].inputs.image: expected SHAPE[:DTYPE]"),
+    ("  - benchmark: {threads: 2, batch: 1}", "  - benchmark: {threads: 2}\n    quantize: {}",
+     "pipeline.yaml:14:5: steps[3]: expected one verb"),
+    ("inputs: {image: 1x3x32x32}", "inputs: {image: 1x3xbig}",
+     "pipeline.yaml:5:21: models[0].inputs.image: expected SHAPE[:DTYPE]"),
     ("{mode: static,", "{mode: [static],", "pipeline.yaml:12:22: steps[1].quantize.mode: expected a string, got ['static']"),
     ("    inputs: {image: 1x3x32x32}", "    inputs: {image: 1x3x32x32\n", "pipeline.yaml:7:12: not valid YAML"),
 ])
@@ -215,7 +220,8 @@ def test_a_data_name_typo_suggests_the_name(folder):
 def test_the_chain_is_checked_before_anything_runs(folder):
     err = error(folder, GOOD.replace("  - convert: {to: onnx}\n", ""))
     assert "steps[0].quantize: needs a model file to quantize" in err.message and "convert" in err.hint
-    err = error(folder, GOOD.replace("  - convert: {to: onnx}\n  - quantize: {mode: static, calib: calib, eval-data: eval}\n", ""))
+    two_steps = "  - convert: {to: onnx}\n  - quantize: {mode: static, calib: calib, eval-data: eval}\n"
+    err = error(folder, GOOD.replace(two_steps, ""))
     assert "steps[0].validate: has nothing to validate" in err.message
     err = error(folder, GOOD.replace("data:\n", f"  - {{name: cnn, source: '{CNN}:build'}}\ndata:\n"))
     assert "models[1].name: the name 'cnn' is taken by models[0]" in err.message
@@ -228,7 +234,8 @@ def test_missing_and_empty(folder):
     assert error(folder, "- a\n").message.endswith("expected a mapping (version, models, data, steps, gates)")
     assert "version: missing" in error(folder, GOOD.replace("version: 1\n", "")).message
     assert "steps: missing" in error(folder, GOOD.split("steps:")[0]).message
-    assert error(folder, GOOD.replace(f"    source: {CNN}:build\n", "")).message.endswith("pipeline.yaml:3:5: models[0].source: missing")
+    no_source = error(folder, GOOD.replace(f"    source: {CNN}:build\n", ""))
+    assert no_source.message.endswith("pipeline.yaml:3:5: models[0].source: missing")
     with pytest.raises(InputError, match="pipeline file not found"):
         spec.load(folder / "absent.yaml")
 
@@ -271,5 +278,6 @@ def test_the_option_tables_in_docs_are_the_verbs_options():
     doc = (ROOT / "docs" / "ci.md").read_text()
     for verb in spec.STEP_VERBS:
         table = spec.options_table(verb)
-        assert f"<!-- options:{verb} -->\n{table}<!-- /options -->" in doc, f"run: python -m mdeploy.pipeline.spec docs/ci.md ({verb})"
+        assert f"<!-- options:{verb} -->\n{table}<!-- /options -->" in doc, \
+            f"run: python -m mdeploy.pipeline.spec docs/ci.md ({verb})"
     assert "| `calib-data` (`calib`) |" in spec.options_table("quantize") and "`output`" not in spec.options_table("quantize")
