@@ -107,11 +107,16 @@ def run(
                 _run_parallel(plan, models, force, jobs, say, results, manifest)
             else:
                 for m in models:
-                    results[m.name] = run_model(plan, m, force=force, progress=progress, echo=say,
-                                                on_step=lambda record, name=m.name: manifest.step(name, record))
+                    try:
+                        results[m.name] = run_model(plan, m, force=force, progress=progress, echo=say,
+                                                    on_step=lambda record, name=m.name: manifest.step(name, record))
+                    except KeyboardInterrupt as exc:
+                        if getattr(exc, "partial", None):
+                            results[m.name] = exc.partial  # type: ignore[attr-defined]
+                        raise
                     manifest.model(results[m.name])
     except KeyboardInterrupt:
-        report = _report(plan, models, results, inputs, job)
+        report = _report(plan, models, results, inputs, job, interrupted=True)
         manifest.finish(report, "interrupted")
         raise Interrupted(report) from None
     report = _report(plan, models, results, inputs, job)
@@ -224,6 +229,9 @@ def run_model(plan: Plan, model: PlannedModel, *, force: bool = False, progress:
             records.append(record)
             if on_step is not None:
                 on_step(record)
+    except KeyboardInterrupt as exc:
+        exc.partial = _model_entry(plan, model, chain, records, lambda line: None)  # type: ignore[attr-defined]
+        raise
     finally:
         cache.save()
     return _model_entry(plan, model, chain, records, say)
@@ -278,7 +286,8 @@ def _run_step(plan: Plan, model: PlannedModel, step: PlannedStep, chain: _Chain,
     _write_report(report_path, report)
     record.update(status=status, seconds=time.perf_counter() - start, report=str(report_path))
     _collect(step, values, output, report, size, chain, model)
-    say(f"{tag}: {status}" + (f" ({record['seconds']:.1f} s)" if not record["cached"] else f" (cached, {record['seconds']:.2f} s)"))
+    took = f"cached, {record['seconds']:.2f} s" if record["cached"] else f"{record['seconds']:.1f} s"
+    say(f"{tag}: {status} ({took})")
     return record
 
 
@@ -499,7 +508,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _report(plan: Plan, models: list[PlannedModel], results: dict[str, dict[str, Any]], inputs: dict[str, str],
-            job: str | None) -> RunReport:
+            job: str | None, interrupted: bool = False) -> RunReport:
     entries = [results[m.name] for m in models if m.name in results]
     steps = [Step(f"{e['name']}: {r['name']}", r["status"],
                   {k: v for k, v in (("verb", r["verb"]), ("report", r["report"]), ("error", r["error"]),
@@ -508,12 +517,15 @@ def _report(plan: Plan, models: list[PlannedModel], results: dict[str, dict[str,
     notes = [f"{e['name']}: {r['name']} {r['status']}: {r['error']}" for e in entries for r in e["steps"] if r["error"]]
     notes += [f"{e['name']}: gate {g['gate']} failed: {g['reason']}" for e in entries for g in e["gates"] if not g["passed"]]
     missing = [m.name for m in models if m.name not in results]
+    if interrupted:
+        notes.insert(0, "interrupted (Ctrl-C or SIGTERM): the finished steps are kept; run again to go on from there")
     if missing:
-        notes.append("not finished: " + ", ".join(missing))
+        notes.append("not run: " + ", ".join(missing))
     data = {
         "pipeline": {"path": str(plan.pipeline), "sha256": inputs.get(str(plan.pipeline))},
         "run_dir": str(plan.run_dir),
         "job": job,
+        **({"interrupted": True} if interrupted else {}),
         "models": entries,
         "inputs_sha256": inputs,
     }

@@ -36,11 +36,13 @@ METRICS: dict[str, tuple[str, str]] = {
     "latency-ratio": ("benchmark p50 latency of the current artifact / the baseline's",
                       "a benchmark step after the last step that writes a model"),
     "size-ratio": ("size on disk of the current artifact / the baseline's", "any step that writes a model"),
-    "p50-ms": ("median latency of the current artifact, milliseconds", "a benchmark step after the last step that writes a model"),
+    "p50-ms": ("median latency of the current artifact, milliseconds",
+               "a benchmark step after the last step that writes a model"),
     "p99-ms": ("99th-percentile latency of the current artifact, milliseconds",
                "a benchmark step after the last step that writes a model"),
 }
 OPS = ("<=", ">=")
+Measured = tuple[float | None, str | None, str | None]  # (value, the step that measured it, why it is missing)
 _GATE = re.compile(r"^\s*(?P<metric>[A-Za-z0-9_-]+)\s*(?P<op><=|>=|=<|=>|<|>|==|=)\s*(?P<bar>\S+)\s*$")
 
 
@@ -92,11 +94,11 @@ def evaluate(gates: list[Gate], model: dict[str, Any]) -> list[dict[str, Any]]:
     return results
 
 
-def measure(metric: str, model: dict[str, Any]) -> tuple[float | None, str | None, str | None]:
+def measure(metric: str, model: dict[str, Any]) -> Measured:
     """(value, the step that measured it, why it is missing) for one metric of one model entry."""
     artifacts = model.get("artifacts") or []
     if not artifacts:
-        return None, None, f"not measured: no step wrote a model, so there is nothing to judge; {metric} needs " + METRICS[metric][1]
+        return None, None, f"not measured: no step wrote a model to judge; {metric} needs {METRICS[metric][1]}"
     baseline, current = artifacts[0], artifacts[-1]
     if metric == "size-ratio":
         if not baseline.get("size_bytes") or current.get("size_bytes") is None:
@@ -113,14 +115,15 @@ def measure(metric: str, model: dict[str, Any]) -> tuple[float | None, str | Non
     return _from_benchmark(metric, model, baseline, current)
 
 
-def _from_comparisons(metric: str, model: dict[str, Any], baseline: dict, current: dict) -> tuple[float | None, str | None, str | None]:
+def _from_comparisons(metric: str, model: dict[str, Any], baseline: dict, current: dict) -> Measured:
     """The last comparison of the current artifact against the baseline. With a single artifact (the baseline is the
     thing being judged), its last comparison against anything counts: convert's own validation against the source,
     or a validate step against the source."""
     single = len(model.get("artifacts") or []) == 1
     chosen: list[dict] = []
     for comparison in model.get("comparisons") or []:
-        if _same(comparison.get("candidate"), current["path"]) and (single or _same(comparison.get("reference"), baseline["path"])):
+        against_baseline = single or _same(comparison.get("reference"), baseline["path"])
+        if _same(comparison.get("candidate"), current["path"]) and against_baseline:
             if chosen and chosen[0].get("step") != comparison.get("step"):
                 chosen = []
             chosen.append(comparison)
@@ -142,7 +145,7 @@ def _from_comparisons(metric: str, model: dict[str, Any], baseline: dict, curren
     return min(values), step, None
 
 
-def _from_benchmark(metric: str, model: dict[str, Any], baseline: dict, current: dict) -> tuple[float | None, str | None, str | None]:
+def _from_benchmark(metric: str, model: dict[str, Any], baseline: dict, current: dict) -> Measured:
     rows = model.get("benchmark") or []
     cur = next((r for r in reversed(rows) if _same(r.get("model"), current["path"])), None)
     if cur is None:
