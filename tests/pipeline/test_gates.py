@@ -108,6 +108,7 @@ def test_figures_of_an_older_artifact_do_not_count(measured):
 
 def test_every_gate_is_evaluated_when_one_fails(measured):
     entry = measured["full"].data["models"][0]
-    evaluated = gates.evaluate([gates.parse("cosine >= 1.5"), gates.parse("size-ratio >= 2"), gates.parse("p50-ms <= 1000")], entry)
+    checks = [gates.parse("cosine >= 1.5"), gates.parse("size-ratio >= 2"), gates.parse("p50-ms <= 1000")]
+    evaluated = gates.evaluate(checks, entry)
     assert [g["passed"] for g in evaluated] == [False, False, True]
     assert "does not meet >= 1.5" in evaluated[0]["reason"] and evaluated[0]["measured"] <= 1.0
