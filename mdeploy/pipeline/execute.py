@@ -450,7 +450,8 @@ def _worker_init(queue: Any) -> None:
 
 
 def _worker(plan: Plan, name: str, force: bool) -> dict[str, Any]:
-    return run_model(plan, plan.model(name), force=force, echo=_QUEUE.put)
+    return run_model(plan, plan.model(name), force=force, echo=lambda line: _QUEUE.put(("line", line)),
+                     on_step=lambda record: _QUEUE.put(("step", name, record)))
 
 
 def _run_parallel(plan: Plan, models: list[PlannedModel], force: bool, jobs: int, say: Echo,
@@ -461,7 +462,13 @@ def _run_parallel(plan: Plan, models: list[PlannedModel], force: bool, jobs: int
 
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    drain = threading.Thread(target=_drain, args=(queue, say), daemon=True)
+    finished: dict[str, list[dict[str, Any]]] = {m.name: [] for m in models}  # step records as the workers send them
+
+    def on_step(name: str, record: dict[str, Any]) -> None:
+        finished[name].append(record)
+        manifest.step(name, record)
+
+    drain = threading.Thread(target=_drain, args=(queue, say, on_step), daemon=True)
     drain.start()
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(models)), mp_context=ctx, initializer=_worker_init, initargs=(queue,))
     try:
@@ -474,17 +481,24 @@ def _run_parallel(plan: Plan, models: list[PlannedModel], force: bool, jobs: int
             if process.is_alive():
                 process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown(wait=True)
-    finally:
         queue.put(None)
         drain.join(timeout=5)
+        for m in models:  # what the stopped models finished, as far as their workers said
+            if m.name not in results and finished[m.name]:
+                results[m.name] = {"name": m.name, "passed": False, "baseline": None, "artifacts": [], "steps": finished[m.name],
+                                   "comparisons": [], "accuracy": None, "benchmark": [], "gates": []}
+        raise
+    pool.shutdown(wait=True)
+    queue.put(None)
+    drain.join(timeout=5)
 
 
-def _drain(queue: Any, say: Echo) -> None:
-    while (line := queue.get()) is not None:
-        say(line)
+def _drain(queue: Any, say: Echo, on_step: Callable[[str, dict[str, Any]], None]) -> None:
+    while (message := queue.get()) is not None:
+        if message[0] == "line":
+            say(message[1])
+        else:
+            on_step(message[1], message[2])
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -538,7 +552,7 @@ class Manifest:
     def __init__(self, plan: Plan, models: list[PlannedModel], inputs: dict[str, str], *, job: str | None, jobs: int,
                  force: bool, started: datetime) -> None:
         self.path = plan.run_dir / ("manifest.json" if job is None else f"manifest-{job}.json")
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # parallel runs: a thread receives the workers' step records
         self.data: dict[str, Any] = {
             "manifest_version": 1,
             "status": "running",
@@ -561,16 +575,22 @@ class Manifest:
             write_atomic(self.path, json.dumps(self.data, indent=2, default=str))
 
     def step(self, model: str, record: dict[str, Any]) -> None:
-        self.data["models"][model]["steps"].append(record)
-        self.write()
+        with self.lock:
+            steps = self.data["models"][model]["steps"]
+            if record not in steps:
+                steps.append(record)
+            self.write()
 
     def model(self, entry: dict[str, Any]) -> None:
-        self.data["models"][entry["name"]] = {"passed": entry["passed"], "steps": entry["steps"], "gates": entry["gates"]}
-        self.write()
+        with self.lock:
+            self.data["models"][entry["name"]] = {"passed": entry["passed"], "steps": entry["steps"], "gates": entry["gates"]}
+            self.write()
 
     def finish(self, report: RunReport, status: str) -> None:
-        self.data.update(status=status, passed=report.passed, finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        self.write()
+        with self.lock:
+            finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.data.update(status=status, passed=report.passed, finished=finished)
+            self.write()
 
 
 __all__ = ["run", "run_model", "select", "check_inputs", "cache_dir", "RunReport", "Interrupted", "Manifest"]

@@ -21,12 +21,10 @@ from mdeploy.pipeline.plan import Gate
 
 # metric -> (what it is, the step that measures it)
 METRICS: dict[str, tuple[str, str]] = {
-    "accuracy-drop": ("baseline task accuracy minus the current artifact's, against labels",
-                      "a quantize step whose calibration/eval data holds a `labels` array (or with labels:), or a "
-                      "validate step with labelled data"),
+    "accuracy-drop": ("task accuracy of the quantized model's source minus its own, against labels",
+                      "a quantize step whose eval (or calib) data holds a `labels` array, or with labels:"),
     "accuracy": ("task accuracy of the current artifact against labels",
-                 "a quantize step whose calibration/eval data holds a `labels` array (or with labels:), or a validate "
-                 "step with labelled data"),
+                 "a quantize step whose eval (or calib) data holds a `labels` array, or with labels:"),
     "cosine": ("worst output's cosine similarity, current artifact vs the baseline",
                "a validate step after the last step that writes a model"),
     "top1": ("worst class-score output's top-1 agreement, current artifact vs the baseline",
