@@ -35,6 +35,7 @@ RUN_DIR_MARK = "${RUN_DIR}"
 DISTRIBUTIONS = ("numpy", "onnx", "onnxruntime", "onnxscript", "torch", "tensorflow", "keras", "tf2onnx", "ai-edge-litert",
                  "tensorrt", "scikit-learn")
 _CHUNK = 1 << 20
+MEMO_LIMIT = 20_000  # remembered file hashes before the memo is trimmed to those a run used
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -77,6 +78,7 @@ class Hasher:
     def __init__(self, store: Path | None) -> None:
         self.store = store
         self.memo: dict[str, str] = {}
+        self.used: set[str] = set()
         self.dirty = False
         if store is not None and store.is_file():
             try:
@@ -87,6 +89,7 @@ class Hasher:
     def file(self, path: Path) -> str:
         st = path.stat()
         stamp = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+        self.used.add(stamp)
         if stamp in self.memo:
             return self.memo[stamp]
         h = hashlib.sha256()
@@ -109,6 +112,8 @@ class Hasher:
     def save(self) -> None:
         if self.store is None or not self.dirty:
             return
+        if len(self.memo) > MEMO_LIMIT:  # stamps of files long gone or changed: keep what this run used
+            self.memo = {k: v for k, v in self.memo.items() if k in self.used}
         try:
             self.store.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.store, json.dumps(self.memo))
