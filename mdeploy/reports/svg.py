@@ -142,7 +142,9 @@ def histogram(
         x = x_of(value)
         body.append(f'<line class="marker" x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#222" '
                     f'stroke-dasharray="3 2"><title>{escape(f"{name} {number(value)} {unit}")}</title></line>')
-        body.append(_text(x + 3, top + 9, f"{name} {number(value)}", extra=' fill="#222"'))
+        near_end = x > left + plot_w * 0.7  # label on the left of the line, so that it stays inside the plot
+        body.append(_text(x - 3 if near_end else x + 3, top + 9, f"{name} {number(value)}", "end" if near_end else "start",
+                          extra=' fill="#222"'))
     return _svg(width, height, label, body)
 
 
@@ -167,7 +169,7 @@ def bars(
     width: int = 560,
 ) -> str:
     """Horizontal bars, one per (name, value, whisker) row; the whisker (e.g. p99 beside p50) is a thin line to it."""
-    name_w, value_w, row_h, top = 160, 170, 22, 6
+    name_w, value_w, row_h, top = 200, 170, 22, 6
     plot_w = width - name_w - value_w
     height = top * 2 + row_h * max(len(rows), 1)
     scale_max = max([v for _, v, _ in rows if v is not None] + [w for _, _, w in rows if w is not None] + [0.0])
@@ -175,7 +177,7 @@ def bars(
     body = []
     for k, (name, value, whisker) in enumerate(rows):
         y = top + k * row_h
-        short = name if len(name) <= 24 else "…" + name[-23:]
+        short = name if len(name) <= 30 else "…" + name[-29:]
         body.append(_text(name_w - 6, y + 15, short, "end", extra=' fill="#222"', tip=name))
         if value is None:
             body.append(_text(name_w + 4, y + 15, "not measured", extra=' fill="#888"'))

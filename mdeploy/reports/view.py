@@ -41,7 +41,8 @@ def label(model: dict[str, Any], path: str | None) -> str:
         return "-"
     for artifact in model.get("artifacts", []):
         if _same(artifact.get("path"), path):
-            return f"{artifact.get('step', '')} {Path(path).name}".strip()
+            step, name = artifact.get("step", ""), Path(path).name
+            return name if not step or name.startswith(step) else f"{step} {name}"
     return Path(path).name
 
 

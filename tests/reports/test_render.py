@@ -130,7 +130,7 @@ def test_html_is_self_contained_with_a_plot_per_artifact_and_output(mixed_report
     labels = [re.search(r'aria-label="([^"]*)"', s).group(1) for s in svgs]
     for model in ("mlp", "mlp-wrong"):
         assert f"{model}: size per artifact" in labels and f"{model}: latency per artifact" in labels
-        assert f"{model}: latency of 01-convert 01-convert.onnx" in labels and f"{model}: latency of 02-quantize 02-quantize.onnx" in labels
+        assert f"{model}: latency of 01-convert.onnx" in labels and f"{model}: latency of 02-quantize.onnx" in labels
         assert f"{model}: abs error of logits" in labels
     assert len(svgs) == 10 and all('class="bar"' in s for s in svgs)
 
