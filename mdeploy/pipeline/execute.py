@@ -542,6 +542,7 @@ def _report(plan: Plan, models: list[PlannedModel], results: dict[str, dict[str,
         **({"interrupted": True} if interrupted else {}),
         "models": entries,
         "inputs_sha256": inputs,
+        "versions": versions(),  # every installed framework (a parallel run's parent imports none of them)
     }
     return RunReport(command="run", steps=steps, data=data, notes=notes)
 
