@@ -89,7 +89,12 @@ def _latency(model: dict[str, Any]) -> str:
     if not rows:
         return ""
     samples = [s for r in rows for s in r["latencies_ms"]]
+    # one axis for every artifact; a few slow outliers would squeeze the rest into one bin, so the axis ends at
+    # 1.5x the highest p99 and slower runs are counted in the last bin (the caption says how many)
+    p99s = [view.as_float((r.get("latency_ms") or {}).get("p99")) for r in rows]
     lo, hi = min(samples), max(samples)
+    if all(p is not None for p in p99s):
+        hi = min(hi, 1.5 * max(p99s))
     pad = (hi - lo) * 0.02 or max(hi * 0.02, 1e-3)
     lo, hi = max(lo - pad, 0.0), hi + pad
     plots = []
@@ -100,8 +105,10 @@ def _latency(model: dict[str, Any]) -> str:
         plot = svg.histogram(edges, counts, label=f"{model.get('name')}: latency of {name}", log_x=False, x_range=(lo, hi),
                              color=svg.PALETTE[k % len(svg.PALETTE)], unit="ms",
                              markers=[(m, view.as_float(lat.get(m))) for m in ("p50", "p99")])
+        beyond = sum(1 for v in r["latencies_ms"] if v > hi)
+        note = f"; {beyond} slower than {svg.number(hi)} ms counted in the last bin" if beyond else ""
         plots.append(f'<div class="plot-box"><p>{_e(name)}: {len(r["latencies_ms"])} of {_e(r.get("iterations"))} timed runs'
-                     f"</p>{plot}</div>")
+                     f"{_e(note)}</p>{plot}</div>")
     return "<h3>Latency distribution</h3><div class=\"plots\">" + "".join(plots) + "</div>"
 
 
@@ -109,6 +116,8 @@ def _errors(model: dict[str, Any]) -> str:
     parts = []
     for comparison in model.get("comparisons") or []:
         where = " ".join(p for p in (comparison.get("step"), comparison.get("label")) if p)
+        if comparison.get("reference") and comparison.get("candidate"):
+            where += f": {view.label(model, comparison['candidate'])} against {view.label(model, comparison['reference'])}"
         tolerance = comparison.get("tolerance") or {}
         atol = view.as_float(tolerance.get("atol"))
         plots = []
@@ -129,7 +138,7 @@ def _errors(model: dict[str, Any]) -> str:
         parts.append(f"<p>{_e(where or 'outputs')} — {_e(tolerance.get('text', ''))}</p>"
                      + (f"<ul>{''.join(reasons)}{notes}</ul>" if reasons or notes else "")
                      + '<div class="plots">' + "".join(plots) + "</div>")
-    return "<h3>Output error against the baseline</h3>" + "".join(parts) if parts else ""
+    return "<h3>Output error (|reference - candidate| per validated output)</h3>" + "".join(parts) if parts else ""
 
 
 def _changes(model: dict[str, Any]) -> str:
@@ -188,7 +197,7 @@ def page(d: dict[str, Any]) -> str:
         meta.append(f"run folder <code>{_e(d['run_dir'])}</code>")
     notes = "".join(f"<li>{_e(n)}</li>" for n in d.get("notes", []))
     env = d.get("environment") or {}
-    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+    versions = ", ".join(f"{k} {v}" for k, v in {**(d.get("versions") or {}), **env.get("versions", {})}.items())
     hashes = d.get("inputs_sha256")
     hash_rows = ([[f"<code>{_e(p)}</code>", f"<code>{_e(h)}</code>"] for p, h in hashes.items()]
                  if isinstance(hashes, dict) else [])

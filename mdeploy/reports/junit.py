@@ -93,7 +93,8 @@ def run(d: dict[str, Any]) -> str:
     """A run's report: <testsuites>, one <testsuite> per model."""
     root = ET.Element("testsuites", name="mdeploy run")
     totals = {"tests": 0, "failure": 0, "error": 0, "skipped": 0}
-    versions = (d.get("environment") or {}).get("versions", {})
+    # a run records every installed framework in data["versions"]; the environment has those this process imported
+    versions = {**(d.get("versions") or {}), **(d.get("environment") or {}).get("versions", {})}
     pipeline = d.get("pipeline") or {}
     total_time = 0.0
     for model in view.models(d):

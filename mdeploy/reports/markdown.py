@@ -168,6 +168,6 @@ def run(d: dict[str, Any], limit: int = MAX_BYTES) -> str:
     if step_rows and out.add("<details><summary>Steps</summary>", ""):
         out.table(["model", "step", "verb", "status", "seconds"], step_rows, "report.json")
         out.lines += ["", "</details>", ""]
-    versions = (d.get("environment") or {}).get("versions", {})
-    out.lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())[:400], ""]
+    versions = {**(d.get("versions") or {}), **(d.get("environment") or {}).get("versions", {})}
+    out.lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())[:600], ""]
     return "\n".join(out.lines)

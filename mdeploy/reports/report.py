@@ -86,8 +86,9 @@ class Report:
             return False
         if any(s.status in FAILED_STATUSES for s in self.steps):
             return False
-        if self.command == "run":
-            return all(model_passed(m) for m in self.data.get("models", []))
+        if self.command == "run":  # a run that ran no model proved nothing
+            models = self.data.get("models") or []
+            return bool(models) and all(model_passed(m) for m in models)
         return True
 
     def __bool__(self) -> bool:

@@ -108,7 +108,8 @@ def histogram(
         if zero_slot:
             bins.insert(0, (0, float(left), float(left) + slot))
         ticks = [(x_of(10.0**k), f"1e{k}") for k in range(math.ceil(lo), math.floor(hi) + 1)]
-        if zero_slot:
+        if zero_slot:  # the "0" slot's label, and no decade label crowding it
+            ticks = [(x, t) for x, t in ticks if x - (left + slot / 2) > 28]
             ticks.insert(0, (left + slot / 2, "0"))
     else:
         lo, hi = x_range if x_range is not None else (edges[0], edges[-1])
