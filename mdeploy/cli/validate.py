@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 def _show(report: Report) -> None:
     show_comparisons(report)
+    acc = report.data.get("accuracy")
+    if acc:
+        stdout.print(f"accuracy on {acc['samples']} labelled samples: reference {acc['float']:.4f}, candidate "
+                     f"{acc['quantized']:.4f} (drop {acc['drop'] * 100:+.2f} points)")
     verdict(report, f"{report.data['candidate']} against {report.data['reference']}")
 
 

@@ -28,7 +28,9 @@ DEVICES = ("cpu", "cuda")
 class Options:
     reference: str = option(help="The reference model (the source of truth).", argument=True)
     candidate: str = option(help="The model to check against it.", argument=True)
-    data: str | None = option(None, help=".npz of arrays keyed by input name (or .npy / a folder of .npy).")
+    data: str | None = option(None, help=".npz of arrays keyed by input name (or .npy / a folder of .npy); a `labels` "
+                              "array in it adds task accuracy of both models.")
+    labels: str | None = option(None, help=".npy of class ids for --data: reports both models' top-1 accuracy.")
     samples: int | None = option(None, help="Number of random inputs built from the input specs (default 1).", min=1)
     inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
     atol: float | None = option(None, help="Absolute tolerance (default per precision).")
@@ -101,14 +103,50 @@ def _outputs(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec]
     ref_runner = open_runner(ref, o.device, inputs)
     cand_runner = open_runner(cand, o.device)
     feeds, source = _feeds(merged_specs(ref_runner, cand_runner), o)
+    labels = _labels(o)
+    accuracy = None
     with progress("validating", len(feeds)) as advance:
-        comparison = compare(ref_runner, cand_runner, feeds, tolerance, progress=advance)
-    return Report(
+        if labels is None:
+            comparison = compare(ref_runner, cand_runner, feeds, tolerance, progress=advance)
+        else:
+            from mdeploy.validation.proof import prove
+
+            proof = prove(ref_runner, cand_runner, feeds, tolerance, labels, progress=advance)
+            comparison, accuracy = proof.comparison, proof.accuracy
+    report = Report(
         command="validate",
         data={"reference": ref.name, "candidate": cand.name, "device": o.device, "seed": o.seed,
               "inputs_sha256": vinputs.feeds_hash(feeds), **source},
         comparisons=[comparison],
     )
+    if accuracy is not None:
+        report.data["accuracy"] = accuracy.to_dict()
+    return report
+
+
+def _labels(o: Options) -> Any:
+    """Class ids for the data: `--labels`, or a `labels` array in the --data .npz; None without either."""
+    import numpy as np
+
+    if o.labels and not o.data:
+        raise InputError("--labels needs the data they label", hint="give --data")
+    if o.labels:
+        try:
+            labels = np.load(o.labels, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot read labels {o.labels}: {exc}") from None
+    elif o.data and Path(o.data).suffix == ".npz":
+        from mdeploy.validation.inputs import load_arrays
+
+        labels = load_arrays(Path(o.data)).get("labels")
+        if labels is None:
+            return None
+    else:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
+    return labels
 
 
 def _layerwise(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec], tolerance: Tolerance,

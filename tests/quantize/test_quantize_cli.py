@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 
 from fixtures import digits as digits_fixture
 
@@ -196,3 +197,18 @@ def test_max_error_repairs_a_transformer_by_keeping_its_head_in_float(encoder_dy
     assert report["max_error"]["met"] is True and report["max_error"]["kept_in_float"], (bar, report["max_error"])
     assert any("shared Gemm" in n for n in report["notes"])  # onnxruntime's Gemm rewrite would corrupt the model
     assert report["size"]["ratio"] < 0.95  # still an INT8 model, only the costliest nodes kept in float
+
+
+def test_validate_reports_task_accuracy_from_labels_in_the_data_or_a_labels_file(static_digits, digits, cli):
+    out, quantized = static_digits
+    for args in (("--data", digits["eval"]), ("--data", digits["eval_images"], "--labels", digits["eval_labels"])):
+        result = cli("validate", digits["model"], out, "--precision", "int8", *args, "--json")
+        assert result.code == 0, result.stderr
+        acc = result.json["accuracy"]
+        assert acc["samples"] == quantized.json["accuracy"]["samples"]
+        assert acc["float"] == pytest.approx(quantized.json["accuracy"]["float"])
+        assert acc["quantized"] == pytest.approx(quantized.json["accuracy"]["quantized"])
+    plain = cli("validate", digits["model"], out, "--precision", "int8", "--data", digits["eval_images"], "--json")
+    assert "accuracy" not in plain.json
+    orphan = cli("validate", digits["model"], out, "--labels", digits["eval_labels"])
+    assert orphan.code == 2 and "--labels needs" in orphan.stderr
