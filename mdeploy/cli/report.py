@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(name="report", help="Work with the reports of `mdeploy run`.", no_args_is_help=True)
 
-ReportsArg = Annotated[list[Path], typer.Argument(help="The report.json of each job (`mdeploy run --job NAME --report DIR`).", metavar="REPORT",
-                                                  show_default=False)]
+ReportsArg = Annotated[list[Path], typer.Argument(help="The report.json of each job (`mdeploy run --job NAME --report DIR`).",
+                                                  metavar="REPORT", show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged report.json, report.xml, report.md and "
                                       "report.html (created when missing).", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace report files already in the folder.")]

@@ -19,7 +19,8 @@ body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#
 main{max-width:1180px;margin:0 auto;padding:16px 24px 48px}
 h1{font-size:22px;margin:8px 0}h2{font-size:18px;margin:0 0 8px}h3{font-size:15px;margin:18px 0 6px;color:#333}
 .badge{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600;font-size:13px;vertical-align:2px}
-.pass{background:#2e7d32}.fail{background:#c62828}.mark-pass{color:#2e7d32;font-weight:700}.mark-fail{color:#c62828;font-weight:700}
+.pass{background:#2e7d32}.fail{background:#c62828}
+.mark-pass{color:#2e7d32;font-weight:700}.mark-fail{color:#c62828;font-weight:700}
 section.model{background:#fff;border:1px solid #ddd;border-radius:6px;padding:14px 18px;margin:16px 0}
 table{border-collapse:collapse;margin:4px 0 8px;font-size:13px}
 th,td{border-bottom:1px solid #e3e3e3;padding:3px 10px;text-align:left;vertical-align:top}
@@ -77,11 +78,12 @@ def _bars(model: dict[str, Any]) -> str:
     lat = [(n, view.as_float((r.get("latency_ms") or {}).get("p50")), view.as_float((r.get("latency_ms") or {}).get("p99")))
            for n, r in zip(labels, rows)]
     name = model.get("name")
+    size_plot = svg.bars(sizes, label=f"{name}: size per artifact", formatter=svg.size)
+    latency_plot = svg.bars(lat, label=f"{name}: latency per artifact", formatter=lambda v: svg.number(v) + " ms",
+                            whisker_name="p99")
     return ("<h3>Size and latency</h3><div class=\"plots\">"
-            f'<div class="plot-box"><p>size on disk</p>{svg.bars(sizes, label=f"{name}: size per artifact", formatter=svg.size)}</div>'
-            f'<div class="plot-box"><p>latency p50, whisker to p99 (ms)</p>'
-            f'{svg.bars(lat, label=f"{name}: latency per artifact", formatter=lambda v: svg.number(v) + " ms", whisker_name="p99")}'
-            "</div></div>")
+            f'<div class="plot-box"><p>size on disk</p>{size_plot}</div>'
+            f'<div class="plot-box"><p>latency p50, whisker to p99 (ms)</p>{latency_plot}</div></div>')
 
 
 def _latency(model: dict[str, Any]) -> str:
@@ -123,8 +125,9 @@ def _errors(model: dict[str, Any]) -> str:
         plots = []
         for out in comparison.get("outputs") or []:
             hist = out.get("abs_error_histogram")
-            caption = (f"{_e(out.get('name'))}: {_mark(out.get('passed'))} max abs {_e(svg.number(view.as_float(out.get('max_abs_error'))))}, "
-                       f"cosine {_e(svg.number(view.as_float(out.get('cosine')), 6))}")
+            max_abs, cosine = view.as_float(out.get("max_abs_error")), view.as_float(out.get("cosine"))
+            caption = (f"{_e(out.get('name'))}: {_mark(out.get('passed'))} max abs {_e(svg.number(max_abs))}, "
+                       f"cosine {_e(svg.number(cosine, 6))}")
             if not hist:
                 plots.append(f'<div class="plot-box"><p>{caption}</p><p class="muted">no histogram recorded</p></div>')
                 continue
@@ -192,7 +195,8 @@ def page(d: dict[str, Any]) -> str:
     pipeline = d.get("pipeline") or {}
     meta = []
     if pipeline:
-        meta.append(f"pipeline <code>{_e(pipeline.get('path'))}</code> (sha256 <code>{_e(str(pipeline.get('sha256', ''))[:16])}</code>)")
+        digest = str(pipeline.get("sha256") or "")[:16]
+        meta.append(f"pipeline <code>{_e(pipeline.get('path'))}</code> (sha256 <code>{_e(digest)}</code>)")
     if d.get("run_dir"):
         meta.append(f"run folder <code>{_e(d['run_dir'])}</code>")
     notes = "".join(f"<li>{_e(n)}</li>" for n in d.get("notes", []))
@@ -212,6 +216,7 @@ def page(d: dict[str, Any]) -> str:
         + _summary(d, models)
         + "".join(_model(m) for m in models)
         + f'<h3>Environment</h3><p class="muted">{_e(versions)}<br>{_e(env.get("platform", ""))}</p>'
-        + (f"<details><summary>Input files (sha256)</summary>{_table(['file', 'sha256'], hash_rows)}</details>" if hash_rows else "")
+        + (f"<details><summary>Input files (sha256)</summary>{_table(['file', 'sha256'], hash_rows)}</details>"
+           if hash_rows else "")
         + "</main></body></html>\n"
     )

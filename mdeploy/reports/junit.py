@@ -54,8 +54,8 @@ def _gate_case(suite: ET.Element, classname: str, gate: dict[str, Any]) -> str:
         return "pass"
     measured = view.as_float(gate.get("measured"))
     shown = svg.number(measured, 6) if measured is not None else "not measured"
-    failure = ET.SubElement(case, "failure", type="gate", message=f"{gate.get('metric')} = {shown}; bar: {gate.get('op')} {_bar(gate.get('bar'))}"
-                            + (f"; {gate['reason']}" if gate.get("reason") else ""))
+    message = f"{gate.get('metric')} = {shown}; bar: {gate.get('op')} {_bar(gate.get('bar'))}"
+    failure = ET.SubElement(case, "failure", type="gate", message=message + (f"; {gate['reason']}" if gate.get("reason") else ""))
     failure.text = json.dumps(gate, indent=2)
     return "failure"
 
@@ -64,7 +64,8 @@ def _output_cases(suite: ET.Element, classname: str, comparison: dict[str, Any])
     results = []
     prefix = " ".join(p for p in (comparison.get("step"), comparison.get("label")) if p)
     for out in comparison.get("outputs", []):
-        case = ET.SubElement(suite, "testcase", classname=classname, name=f"output: {prefix + ' ' if prefix else ''}{out.get('name')}")
+        name = f"output: {prefix + ' ' if prefix else ''}{out.get('name')}"
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name)
         if out.get("passed"):
             results.append("pass")
             continue
@@ -75,7 +76,8 @@ def _output_cases(suite: ET.Element, classname: str, comparison: dict[str, Any])
 
 
 def _step_case(suite: ET.Element, classname: str, step: dict[str, Any]) -> str:
-    case = ET.SubElement(suite, "testcase", classname=classname, name=f"step: {step.get('name')}", time=_seconds(step.get("seconds")))
+    case = ET.SubElement(suite, "testcase", classname=classname, name=f"step: {step.get('name')}",
+                         time=_seconds(step.get("seconds")))
     status = step.get("status")
     if status == "error":
         ET.SubElement(case, "error", type="step", message=str(step.get("error") or "the step did not finish"))

@@ -121,7 +121,8 @@ def run(d: dict[str, Any], limit: int = MAX_BYTES) -> str:
     pipeline = d.get("pipeline") or {}
     out.add(f"# mdeploy run: {PASS + ' PASSED' if d.get('passed') else FAIL + ' FAILED'}", "")
     out.add(f"Pipeline `{pipeline.get('path', '-')}` (sha256 `{str(pipeline.get('sha256', ''))[:12]}`): "
-            f"{len(models)} model(s), {len(models) - len(failed_models)} passed; {len(gates)} gate(s), {len(failed_gates)} failed.", "")
+            f"{len(models)} model(s), {len(models) - len(failed_models)} passed; "
+            f"{len(gates)} gate(s), {len(failed_gates)} failed.", "")
     errors = [(m, s) for m in models for s in view.failed_steps(m)]
     if errors:
         out.add("## Steps that failed", "")
@@ -146,7 +147,8 @@ def run(d: dict[str, Any], limit: int = MAX_BYTES) -> str:
             lat = row.get("latency_ms") or {}
             is_base = row is base
             figure_rows.append([
-                PASS if m.get("passed") else FAIL, m["name"], view.label(m, row.get("model")) + (" (baseline)" if is_base else ""),
+                PASS if m.get("passed") else FAIL, m["name"],
+                view.label(m, row.get("model")) + (" (baseline)" if is_base else ""),
                 row.get("format", "-"), svg.size(view.as_float(row.get("size_bytes"))), svg.number(view.as_float(lat.get("p50"))),
                 svg.number(view.as_float(lat.get("p99"))),
                 _times(view.as_float((row.get("ratio_to_first") or {}).get("latency_p50"))) if not is_base else "-",

@@ -53,9 +53,10 @@ def _model(name: str, folder: Path, fp32: Path, data: Path, labels: Path, candid
     if candidate_from is None:
         gate_rows = gate_rows[:-1]
     steps = [
-        {"name": "01-convert", "verb": "convert", "status": "cached", "seconds": 0.01, "report": str(folder / "01-convert.json"), "error": None},
-        {"name": "02-quantize", "verb": "quantize", "status": "passed" if q.passed else "failed", "seconds": qd["steps"][0].get("seconds", 0.1),
-         "report": str(folder / "02-quantize.json"), "error": None},
+        {"name": "01-convert", "verb": "convert", "status": "cached", "seconds": 0.01, "report": str(folder / "01-convert.json"),
+         "error": None},
+        {"name": "02-quantize", "verb": "quantize", "status": "passed" if q.passed else "failed",
+         "seconds": qd["steps"][0].get("seconds", 0.1), "report": str(folder / "02-quantize.json"), "error": None},
         {"name": "03-validate", "verb": "validate", "status": "passed" if v.passed else "failed", "seconds": 0.2,
          "report": str(folder / "03-validate.json"), "error": None},
         {"name": "04-benchmark", "verb": "benchmark", "status": "passed", "seconds": sum(r["seconds"] for r in lat),
@@ -120,4 +121,5 @@ def passing_report(run_models):
 
 @pytest.fixture(scope="session")
 def mixed_report(run_models):
-    return run_report([run_models["passing"], run_models["failing"]], run_models["dir"], run_models["pipeline"], run_models["inputs"])
+    models = [run_models["passing"], run_models["failing"]]
+    return run_report(models, run_models["dir"], run_models["pipeline"], run_models["inputs"])

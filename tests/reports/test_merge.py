@@ -40,7 +40,8 @@ def test_merge_joins_every_model_and_fails_when_one_failed(cli, jobs, tmp_path):
     jsonschema.validate(merged, schema())
     suites = ET.fromstring((out / "report.xml").read_text()).findall("testsuite")
     assert [s.get("name") for s in suites] == ["mlp", "mlp-wrong"] and [s.get("failures") for s in suites][0] == "0"
-    assert "mlp-wrong" in (out / "report.md").read_text() and "mlp-wrong: abs error of logits" in (out / "report.html").read_text()
+    assert "mlp-wrong" in (out / "report.md").read_text()
+    assert "mlp-wrong: abs error of logits" in (out / "report.html").read_text()
 
 
 def test_merge_of_passing_jobs_exits_0_and_json_is_one_object(cli, jobs, tmp_path):

@@ -27,9 +27,9 @@ def jobs(tmp_path_factory) -> dict[str, Path]:
     text = (root / "examples" / "pipeline.yaml").read_text()
     model = "  - name: cnn\n"
     assert model in text
-    matrix = text.replace(model, "  - name: cnn-a\n", 1).replace(
-        "    dynamic: [\"image:0\"]\n", "    dynamic: [\"image:0\"]\n  - name: cnn-b\n    source: ../fixtures/models/tiny_cnn.py:build\n"
-        "    inputs: {image: 1x3x32x32}\n    dynamic: [\"image:0\"]\n", 1)
+    dynamic = '    dynamic: ["image:0"]\n'
+    second = "  - name: cnn-b\n    source: ../fixtures/models/tiny_cnn.py:build\n    inputs: {image: 1x3x32x32}\n" + dynamic
+    matrix = text.replace(model, "  - name: cnn-a\n", 1).replace(dynamic, dynamic + second, 1)
     (root / "examples" / "matrix.yaml").write_text(matrix)
     env = {"CI": "true", "MDEPLOY_CACHE_DIR": str(root / "cache-fails")}
     listed = run_cli("run", "examples/matrix.yaml", "--list-jobs", cwd=root, env=env)
