@@ -253,7 +253,7 @@ def _run_step(plan: Plan, model: PlannedModel, step: PlannedStep, chain: _Chain,
     start = time.perf_counter()
     try:
         options = module.Options(**values)
-        step_key = _step_key(step.verb, values, cache)
+        step_key = _step_key(step.verb, values, cache, model.name)
         entry = cache.get(step_key) if step_key is not None and not force else None
         if entry is not None:
             if output is not None:
@@ -324,9 +324,10 @@ class _Uncacheable(Exception):
     pass
 
 
-def _step_key(verb: str, values: dict[str, Any], cache: StepCache) -> str | None:
+def _step_key(verb: str, values: dict[str, Any], cache: StepCache, model: str) -> str | None:
     """The step's cache key, or None when an input cannot be hashed (a pkg.module:FACTORY source: its code is not a
-    file the run can name, so the step always runs)."""
+    file the run can name, so the step always runs). The model's name is part of it: a cached report names the
+    model's own files, so two models with the same source and options must not share an entry."""
     material: dict[str, Any] = {}
     try:
         for name, value in sorted(values.items()):
@@ -340,7 +341,7 @@ def _step_key(verb: str, values: dict[str, Any], cache: StepCache) -> str | None
                 material[name] = value
     except _Uncacheable:
         return None
-    return cache_key({"verb": verb, "options": material})
+    return cache_key({"verb": verb, "model": model, "options": material})
 
 
 def _content(value: Any, cache: StepCache) -> Any:

@@ -390,3 +390,16 @@ def test_a_missing_input_is_found_before_any_step(mlp_folder, tmp_path):
     with pytest.raises(InputError, match="eval.npz"):
         execute.run(plan)
     assert not plan.run_dir.exists()
+
+
+def test_two_models_with_the_same_source_never_share_a_cached_step(mlp_folder, tmp_path):
+    """Same file, same options, other names: each model's reports must name its own artifacts (a shared cache entry
+    once gave the second model the first one's benchmark rows, and its p99-ms gate went 'not measured')."""
+    pipeline = write(tmp_path, models_text(mlp_folder, {"a": "mlp.onnx", "b": "mlp.onnx"}))
+    for run in ("first", "second"):  # the second run is served from the cache
+        report = execute.run(load(pipeline, run))
+        for model in report.data["models"]:
+            folder = f"{os.sep}{model['name']}{os.sep}"
+            rows = [row["model"] for row in model["benchmark"]]
+            assert rows and folder in rows[-1], (model["name"], rows)  # the current artifact: this model's own file
+            assert all(g["measured"] is not None for g in model["gates"]), model["gates"]
