@@ -41,7 +41,7 @@ class Options:
     ref_format: str | None = option(None, flag="--ref-from", help="Format of the reference, when its name does not tell.")
     cand_format: str | None = option(None, flag="--cand-from", help="Format of the candidate, when its name does not tell.")
     weights: str | None = option(None, help="state_dict for a FILE.py:FACTORY reference.")
-    report: str | None = option(None, help="Also write the report: .json, .md or .xml (JUnit).")
+    report: str | None = option(None, help="Also write the report: .json, .md, .xml (JUnit) or .html.")
     layerwise: bool = option(False, help="ONNX: compare every intermediate tensor both models share; name the first "
                              "layer beyond tolerance.")
     classifier_output: list[str] = option([], help="Output that is class scores, the only kind top-1 agreement is judged "
