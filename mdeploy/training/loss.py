@@ -1,0 +1,32 @@
+"""The distillation losses, as torch functions of (student output, teacher output, labels).
+
+Class scores: Hinton et al. (2015), "Distilling the Knowledge in a Neural Network". The student matches the
+teacher's softened distribution, `KL(softmax(t/T) || softmax(s/T))` with `batchmean` reduction (the true KL
+divergence per sample; torch's default `mean` divides by the number of classes too), scaled by `T^2` so that its
+gradients keep the same size as the hard-label term's whatever T is. With labels, `(1 - alpha)` of the loss is
+cross-entropy on them. Outputs that are not class scores (regression, embeddings) have no distribution to soften:
+the student matches the teacher's values with MSE.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def kd_loss(student: Any, teacher: Any, labels: Any | None, temperature: float, alpha: float) -> Any:
+    """`alpha * T^2 * KL(softmax(t/T) || log_softmax(s/T))` + `(1 - alpha) * CE(s, labels)` (labels: alpha is 1)."""
+    import torch.nn.functional as F  # noqa: N812 - torch's own name
+
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1), reduction="batchmean",
+                    log_target=True) * (t * t)
+    if labels is None:
+        return soft
+    return alpha * soft + (1.0 - alpha) * F.cross_entropy(student, labels)
+
+
+def regression_loss(student: Any, teacher: Any, labels: Any | None = None) -> Any:
+    """MSE to the teacher's values (labels do not apply to an output that is not class scores)."""
+    import torch.nn.functional as F  # noqa: N812
+
+    return F.mse_loss(student, teacher)
