@@ -16,10 +16,11 @@ from mdeploy.reports.report import Report
 from mdeploy.verbs import benchmark as _benchmark
 from mdeploy.verbs import convert as _convert
 from mdeploy.verbs import inspect as _inspect
+from mdeploy.verbs import prune as _prune
 from mdeploy.verbs import quantize as _quantize
 from mdeploy.verbs import validate as _validate
 
-__all__ = ["convert", "quantize", "validate", "benchmark", "inspect", "open_runner"]
+__all__ = ["convert", "quantize", "prune", "validate", "benchmark", "inspect", "open_runner"]
 
 
 def convert(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
@@ -30,6 +31,11 @@ def convert(src: str, output: str, *, progress: ProgressFactory = no_progress, *
 def quantize(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
     """INT8-quantize `src` into `output` and prove on data what it kept (options as `mdeploy quantize --help`)."""
     return _quantize.run(_quantize.Options(src=src, output=output, **options), progress)
+
+
+def prune(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
+    """Prune the PyTorch model `src`, recover it, export it to `output` (ONNX) and prove what it kept (as `mdeploy prune`)."""
+    return _prune.run(_prune.Options(src=src, output=output, **options), progress)
 
 
 def validate(reference: str, candidate: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:

@@ -232,6 +232,12 @@ def _load_weights(model: Any, weights: Path) -> None:
             f"cannot load weights {weights} safely: {first_line(exc)}",
             hint="--weights must be a state_dict saved with torch.save(model.state_dict(), path); pickled objects are refused",
         ) from None
+    if isinstance(state, dict) and "mdeploy_pruning" in state:
+        # written by `mdeploy prune --save-weights`: the factory's module loses the channels pruning removed
+        # (Torch-Pruning's history, replayed) before the pruned state_dict can fit it (see mdeploy/pruning/history.py)
+        from mdeploy.pruning import history
+
+        history.replay(model, state["mdeploy_pruning"])
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -1,0 +1,407 @@
+"""`prune SRC -o OUT.onnx`: prune a PyTorch model so that the deployed model is really smaller and faster, recover
+what it lost by distillation from the unpruned model, export it, and prove on data what it kept.
+
+The steps: load the factory's module; prune it (mdeploy/pruning: structured with Torch-Pruning, or masks); recover
+(distillation with --data, BatchNorm recalibration with --data --epochs 0); write the pruned weights with their
+pruning history into the staging folder and export them with `convert` (FILE.py:FACTORY --weights, which replays
+the history: the same path a user takes with --save-weights), which validates the ONNX model against the pruned
+torch module; then prove the result against the unpruned original (agreement, cosine, accuracy with labels) and
+measure parameters, MACs, file size and onnxruntime latency before and after, side by side.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy import registry
+from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
+from mdeploy.errors import ConversionError, InputError
+from mdeploy.outputs import atomic_output, check_output, size_of
+from mdeploy.passes.accuracy import Bar, parse_bar
+from mdeploy.passes.calibration import batches_from_data, load_arrays
+from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.reports.report import Report, Step
+from mdeploy.validation import inputs as vinputs
+from mdeploy.validation.proof import prove
+from mdeploy.verbs.options import check, option
+from mdeploy.verbs.validate import parse_specs
+
+METHODS = ("structured", "unstructured", "2:4")
+DEFAULT_SPARSITY = 0.5
+EVAL_BATCH = 64
+RANDOM_SAMPLES = 16
+TAYLOR_SAMPLES = 128
+
+
+@dataclass
+class Options:
+    src: str = option(help="PyTorch model: FILE.py:FACTORY or package.module:FACTORY (with --weights).", argument=True)
+    output: str = option(help="Where to write the pruned model (.onnx).", short="-o")
+    weights: str | None = option(None, help="state_dict for the factory's module (loaded with weights_only=True).")
+    sparsity: float | None = option(None, help="Fraction of channels (structured) or weights (unstructured) removed "
+                                    "(default 0.5).", min=0.0)
+    target_macs: float | None = option(None, help="Structured: prune until MACs reach this fraction of the original.",
+                                       min=0.0)
+    method: str = option("structured", help="structured (channels, really faster) | unstructured | 2:4 (masks: a dense "
+                         "runtime gains no speed).", choices=METHODS)
+    importance: str = option("magnitude", help="Channel ranking: magnitude (L2) | taylor (gradients on --data).",
+                             choices=("magnitude", "taylor"))
+    global_ranking: bool = option(False, flag="--global/--per-layer",
+                                  help="Rank channels over the whole model (global) or prune each layer alike (default).")
+    ignore: list[str] = option([], help="Module name never pruned, as in named_modules() (repeatable).")
+    round_to: int | None = option(None, help="Keep channel counts multiples of N (fast kernels like multiples of 8).", min=1)
+    data: str | None = option(None, help=".npz of training inputs for recovery (distillation from the unpruned model).")
+    labels: str | None = option(None, help=".npy of class ids for --data: adds cross-entropy to the distillation.")
+    epochs: int = option(10, help="Recovery epochs on --data; 0 only recalibrates BatchNorm statistics.", min=0)
+    lr: float | None = option(None, help="Recovery learning rate (default: the training loop's, 3e-3).", min=0.0)
+    eval_data: str | None = option(None, help=".npz of inputs to prove the result on against the unpruned model.")
+    eval_labels: str | None = option(None, help=".npy of class ids for --eval-data (or a `labels` array in it).")
+    max_error: str | None = option(None, help="The bar, e.g. accuracy-drop<=0.005, top1>=0.95, cosine>=0.99.")
+    save_weights: str | None = option(None, help="Also write the pruned weights (.pt) that FACTORY --weights rebuilds.")
+    inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE] example input (repeatable).")
+    dynamic: list[str] = option([], help="NAME:AXIS[:DIMNAME] axis that stays dynamic (default: axis 0 of every input).")
+    threads: int = option(2, help="onnxruntime threads for the latency measurement.", min=1)
+    no_benchmark: bool = option(False, help="Skip the latency measurement.")
+    classifier_output: list[str] = option([], help="Output that is class scores (repeatable; default: decided from the "
+                                          "graph and the output names).")
+    seed: int = option(0, help="Seed for random inputs and recovery (recorded in the report).")
+    force: bool = option(False, help="Replace existing outputs.")
+
+
+def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
+    """Prune a PyTorch model (channels, or masks), recover it, export it to ONNX and prove what it kept."""
+    check(options)
+    o = options
+    ref = _source(o)
+    out = Path(o.output)
+    if out.suffix != ".onnx":
+        raise InputError(f"prune writes an ONNX model: name the output *.onnx, not '{out.name}'",
+                         hint="the pruned torch module itself is written with --save-weights OUT.pt")
+    check_output(out, o.force)
+    weights_out = Path(o.save_weights) if o.save_weights else None
+    if weights_out is not None:
+        if weights_out.suffix != ".pt":
+            raise InputError(f"--save-weights writes a .pt state_dict file, not '{weights_out.name}'")
+        check_output(weights_out, o.force)
+        if weights_out.resolve() == out.resolve():
+            raise InputError("--save-weights and -o name the same file")
+        if ref.weights is not None and weights_out.resolve() == ref.weights.resolve():
+            raise InputError("--save-weights would overwrite the input weights", hint="choose another path")
+    sparsity, target = _amount(o)
+    bar = parse_bar(o.max_error) if o.max_error is not None else None
+    for flag, path in (("--data", o.data), ("--labels", o.labels), ("--eval-data", o.eval_data), ("--eval-labels", o.eval_labels)):
+        if path and not Path(path).exists():
+            raise InputError(f"{flag}: file not found: {path}")
+    if o.labels and not o.data:
+        raise InputError("--labels needs the --data they label")
+    if o.eval_labels and not o.eval_data:
+        raise InputError("--eval-labels needs the --eval-data they label")
+    if bar and bar.needs_labels and not (o.eval_labels or (o.eval_data and "labels" in load_arrays(Path(o.eval_data)))):
+        raise InputError("--max-error on accuracy needs labelled evaluation data",
+                         hint="give --eval-data E.npz with --eval-labels EL.npy (or a `labels` array in E.npz)")
+    job = Job(o, ref, out, weights_out, sparsity, target, bar, progress)
+    if weights_out is None:
+        with atomic_output(out, o.force) as tmp:
+            return job.execute(tmp, None)
+    with atomic_output(out, o.force) as tmp, atomic_output(weights_out, o.force) as wtmp:
+        return job.execute(tmp, wtmp)
+
+
+def _source(o: Options) -> ModelRef:
+    """The model to prune: only a module built by code can lose channels and still be rebuilt."""
+    ref = ModelRef.parse(o.src, None, o.weights)
+    if ref.format == Format.PYTORCH_MODULE:
+        return ref
+    if ref.format == Format.PYTORCH_EXPORTED:
+        raise InputError(f"{ref.name} is an ExportedProgram: its graph has no modules left to remove channels from",
+                         hint="prune the code that builds the model: FILE.py:FACTORY --weights state_dict.pt")
+    raise InputError(
+        f"prune reads PyTorch models given as FILE.py:FACTORY (+ --weights), not {ref.format.value} ({ref.name})",
+        hint="prune the PyTorch model this was made from, then convert or quantize the pruned ONNX model",
+    )
+
+
+def _amount(o: Options) -> tuple[float | None, float | None]:
+    if o.sparsity is not None and o.target_macs is not None:
+        raise InputError("give --sparsity or --target-macs, not both")
+    if o.target_macs is not None:
+        if o.method != "structured":
+            raise InputError(f"--target-macs needs --method structured: {o.method} masks never change the MACs")
+        if not 0 < o.target_macs < 1:
+            raise InputError(f"--target-macs {o.target_macs:g} is not a fraction between 0 and 1 (exclusive)",
+                             hint="e.g. --target-macs 0.4 keeps 40% of the MACs")
+        return None, o.target_macs
+    if o.method == "2:4":
+        if o.sparsity is not None:
+            raise InputError("--method 2:4 is 50% sparsity by definition: drop --sparsity")
+        return 0.5, None
+    sparsity = DEFAULT_SPARSITY if o.sparsity is None else o.sparsity
+    if not 0 < sparsity < 1:
+        raise InputError(f"--sparsity {sparsity:g} is not a fraction between 0 and 1 (exclusive)",
+                         hint="e.g. --sparsity 0.5 removes half the channels")
+    return sparsity, None
+
+
+@dataclass
+class Job:
+    o: Options
+    ref: ModelRef
+    out: Path
+    weights_out: Path | None
+    sparsity: float | None
+    target_macs: float | None
+    bar: Bar | None
+    progress: ProgressFactory
+    input_names: list[str] = field(default_factory=list)
+
+    def execute(self, tmp: Path, weights_tmp: Path | None) -> Report:
+        from mdeploy.frameworks import torch_models
+        from mdeploy.pruning import history, measure
+
+        o = self.o
+        torch = torch_models.torch()
+        torch.manual_seed(o.seed)
+        report = Report(command="prune", data={"source": self.ref.name, "output": str(self.out), "method": o.method,
+                                               "seed": o.seed})
+        loaded = torch_models.load(self.ref)
+        module = loaded.module
+        examples = self._examples(loaded)
+        names = self.input_names = list(examples)
+        specs = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in examples.items()]
+        original = copy.deepcopy(module).eval()
+        sample = measure.first_sample(examples)
+        macs_before, params_before = measure.macs_and_params(module, sample)
+        widths_before = measure.widths(module)
+        train = self._training_data(names)
+
+        start = time.perf_counter()
+        record, details = self._prune(module, examples, train, report)
+        report.steps.append(Step(f"prune {o.method}", "done", details, time.perf_counter() - start))
+
+        start = time.perf_counter()
+        recovery = self._recover(module, original, train, names, tmp.parent, report)
+        if o.method != "structured":
+            from mdeploy.pruning import masks
+
+            masks.make_permanent(module)
+        if recovery:
+            report.steps.append(Step(f"recover ({recovery['how']})", "done", recovery, time.perf_counter() - start))
+        macs_after, params_after = measure.macs_and_params(module, sample)
+        if o.method == "structured" and macs_after >= macs_before:
+            raise ConversionError("pruning changed nothing: the MACs are the same before and after",
+                                  hint="raise --sparsity, or --ignore fewer layers")
+        staged = tmp.parent / "pruned_weights.pt"
+        history.save(staged, module, record, specs)
+        changed = measure.changed_widths(widths_before, measure.widths(module))
+        report.data["parameters"] = {"before": params_before, "after": params_after, "ratio": params_after / params_before,
+                                     "nonzero_after": measure.nonzero_params(module)}
+        report.data["macs"] = {"before": macs_before, "after": macs_after, "ratio": macs_after / macs_before,
+                               "per_sample": True}
+        report.data["layers_changed"] = changed
+        del module, original
+        original_onnx = tmp.parent / "original.onnx"
+        self._export(ModelRef(self.ref.path, Format.PYTORCH_MODULE, self.ref.factory, staged), tmp, report, validate=True)
+        self._export(self.ref, original_onnx, report, validate=False)
+        report.data["size"] = {"before_bytes": size_of(original_onnx), "after_bytes": size_of(tmp),
+                               "ratio": size_of(tmp) / size_of(original_onnx)}
+        if not o.no_benchmark:
+            start = time.perf_counter()
+            before, after = measure.side_by_side_latency([original_onnx, tmp], threads=o.threads, seed=o.seed)
+            report.data["latency"] = {"before_ms": before["median_ms"], "after_ms": after["median_ms"],
+                                      "ratio": after["median_ms"] / before["median_ms"], "threads": o.threads, "batch": 1,
+                                      "runs": before["runs"], "cpu_flags": measure.cpu_flags()}
+            report.steps.append(Step("latency (onnxruntime, side by side)", "done", report.data["latency"],
+                                     time.perf_counter() - start))
+        self._prove(tmp, report)
+        if weights_tmp is not None:
+            staged.replace(weights_tmp)
+            report.data["weights"] = str(self.weights_out)
+        return report
+
+    def _examples(self, loaded: Any) -> dict[str, Any]:
+        from mdeploy.frameworks import torch_models
+
+        given = {s.name: s for s in parse_specs(self.o.inputs)}
+        known = dict(loaded.examples or {})
+        names = loaded.input_names or list(given)
+        feeds: dict[str, Any] = {}
+        rng = np.random.default_rng(self.o.seed)
+        for name in names:
+            if name in given:
+                spec = given[name]
+                if not spec.dtype_given and name in known:
+                    spec = TensorSpec(name, spec.shape, str(known[name].dtype).replace("torch.", ""))
+                spec = torch_models.with_index_ranges([spec], loaded.module)[0]
+                feeds[name] = torch_models.to_torch(vinputs.random_feed([spec], rng))[name]
+            elif name in known:
+                feeds[name] = known[name]
+            elif feeds:
+                break
+            else:
+                raise InputError("the model does not carry example inputs",
+                                 hint="give --input NAME:SHAPE[:DTYPE] for each of: " + ", ".join(names)
+                                 + " (or define example_inputs() beside the factory)")
+        return feeds
+
+    def _training_data(self, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None] | None:
+        if not self.o.data:
+            return None
+        arrays = load_arrays(Path(self.o.data))
+        labels = arrays.pop("labels", None)
+        if list(arrays) == [""] and len(names) == 1:
+            arrays = {names[0]: arrays[""]}
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise InputError(f"--data has no array for input {', '.join(missing)}", hint="arrays in it: " + ", ".join(arrays))
+        if self.o.labels:
+            labels = _labels(self.o.labels)
+        n = int(arrays[names[0]].shape[0])
+        if labels is not None and len(labels) != n:
+            raise InputError(f"{len(labels)} labels for {n} samples in --data", hint="give one label per sample")
+        return {k: np.asarray(arrays[k]) for k in names}, labels
+
+    def _prune(self, module: Any, examples: dict[str, Any], train: Any, report: Report) -> tuple[list | None, dict[str, Any]]:
+        o = self.o
+        if o.method == "structured":
+            from mdeploy.pruning import structured
+
+            settings = structured.Settings(self.sparsity, self.target_macs, o.importance, o.global_ranking, list(o.ignore),
+                                           o.round_to)
+            outcome = structured.prune(module, examples, settings, _taylor_loss(train) if train else None)
+            if o.importance == "taylor":
+                report.notes.append(f"taylor importance from gradients on the first {TAYLOR_SAMPLES} samples of --data")
+            return outcome.history, {"sparsity": self.sparsity, "target_macs": self.target_macs, "importance": o.importance,
+                                     "global": o.global_ranking, "round_to": o.round_to, "ignored": outcome.ignored,
+                                     "steps": outcome.steps, "library": "torch-pruning"}
+        from mdeploy.pruning import masks, structured
+
+        if o.round_to is not None or o.importance != "magnitude":
+            raise InputError(f"--round-to and --importance apply to structured pruning, not {o.method}")
+        skip = set(structured.output_layers(module, examples)) | {m for m in o.ignore}
+        structured.resolve_ignored(module, list(o.ignore))
+        zeros_before = masks.zeros(module)
+        if o.method == "unstructured":
+            layers, dense = masks.unstructured(module, self.sparsity, skip, o.global_ranking), []
+        else:
+            layers, dense = masks.two_four(module, skip)
+        if masks.zeros(module) <= zeros_before:
+            raise ConversionError("pruning changed nothing: no weight was zeroed", hint="raise --sparsity")
+        report.notes.append(
+            f"{o.method} pruning zeroes weights but keeps every channel: a dense runtime (onnxruntime on a CPU) computes "
+            "them anyway, so the model is no faster (the latency below shows it); only sparse kernels gain"
+        )
+        return None, {"sparsity": self.sparsity, "global": o.global_ranking, "layers": layers, "left_dense": dense,
+                      "ignored": sorted(skip), "zeroed_weights": masks.zeros(module) - zeros_before}
+
+    def _recover(self, module: Any, original: Any, train: Any, names: list[str], workdir: Path, report: Report) -> dict | None:
+        from mdeploy.pruning import recover
+
+        o = self.o
+        if train is None:
+            report.notes.append("WARNING: no --data: the pruned model was not fine-tuned and its accuracy is unproven "
+                                "unless --eval-data with labels shows it")
+            return None
+        inputs, labels = train
+        if o.epochs == 0:
+            if not recover.has_batchnorm(module):
+                report.notes.append("--epochs 0 and no BatchNorm to recalibrate: nothing was recovered")
+                return None
+            n = recover.recalibrate_batchnorm(module, inputs, names)
+            return {"how": "BatchNorm statistics recalibrated", "samples": n}
+        result = recover.distil(module, original, inputs, labels, names, o.epochs, o.lr, o.seed, workdir, self.progress)
+        return {"how": "distillation from the unpruned model" + (" + labels" if labels is not None else ""), **result}
+
+    def _export(self, ref: ModelRef, out: Path, report: Report, validate: bool) -> None:
+        """Export with `convert` (and, for the pruned model, its validation against the pruned torch module)."""
+        from mdeploy.verbs import convert
+
+        dynamic = list(self.o.dynamic) or [f"{name}:0" for name in self.input_names]
+        done = convert.run(convert.Options(
+            src=ref.factory, output=str(out), weights=str(ref.weights) if ref.weights else None, inputs=list(self.o.inputs),
+            dynamic=dynamic, no_validate=not validate, seed=self.o.seed, force=True,
+            classifier_output=list(self.o.classifier_output)))
+        if validate:
+            for step in done.steps:
+                report.steps.append(Step(f"export: {step.name}", step.status, step.details, step.seconds))
+            for comparison in done.comparisons:
+                comparison.label = f"pruned ONNX vs pruned torch ({comparison.label})"
+                comparison.notes = [n.replace(str(out), str(self.out)) for n in comparison.notes]
+            report.comparisons.extend(done.comparisons)
+            report.notes.extend(done.notes)
+
+    def _prove(self, tmp: Path, report: Report) -> None:
+        """The pruned ONNX model against the unpruned original, on --eval-data (or random inputs)."""
+        o = self.o
+        cand = registry.open_runner(ModelRef(tmp, Format.ONNX))
+        specs = cand.input_specs()
+        ref_runner = registry.open_runner(self.ref, input_specs=specs)  # the exported batch axis is dynamic
+        labels = None
+        if o.eval_data:
+            arrays = load_arrays(Path(o.eval_data))
+            labels = arrays.pop("labels", None)
+            feeds = batches_from_data(arrays, specs, EVAL_BATCH)
+            source = o.eval_data
+        else:
+            rng = np.random.default_rng(o.seed)
+            feeds = [vinputs.random_feed(specs, rng, batch=RANDOM_SAMPLES)]
+            source = f"{RANDOM_SAMPLES} random samples"
+            report.notes.append("proved on random inputs only: give --eval-data (with labels) for a real proof")
+        if o.eval_labels:
+            labels = _labels(o.eval_labels)
+        tolerance = self.bar.tolerance() if self.bar else Tolerance(atol=None, rtol=None, source="measured, not judged")
+        tolerance = Tolerance(tolerance.atol, tolerance.rtol, tolerance.min_cosine, tolerance.min_top1, tolerance.source,
+                              classifier_choice(o.classifier_output, False))
+        start = time.perf_counter()
+        proof = prove(ref_runner, cand, feeds, tolerance, labels, label=f"pruned vs unpruned on {source}")
+        outputs = proof.comparison.to_dict()
+        report.data["proof"] = {"data": source, "comparison": outputs}
+        if proof.accuracy:
+            acc = proof.accuracy
+            report.data["accuracy"] = {"output": acc.output, "samples": acc.samples, "before": acc.reference,
+                                       "after": acc.candidate, "drop": acc.drop}
+        step = Step("prove against the unpruned model", "done", {"data": source}, time.perf_counter() - start)
+        report.steps.append(step)
+        if self.bar:
+            margin, missed = self.bar.check(proof)
+            report.data["max_error"] = {"bar": str(self.bar), "met": margin >= 0, "missed": missed}
+            report.steps.append(Step(f"max-error {self.bar}", "passed" if margin >= 0 else "failed",
+                                     {"missed": missed} if missed else {}))
+            if margin < 0:
+                report.notes.append(f"the bar {self.bar} is not met ({'; '.join(missed)}); the pruned model is written anyway")
+
+
+def _labels(path: str) -> np.ndarray:
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read labels {path}: {exc}") from None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
+    return labels.astype(np.int64)
+
+
+def _taylor_loss(train: tuple[dict[str, np.ndarray], np.ndarray | None]) -> Any:
+    """A loss on the first samples of --data for Taylor importance: cross-entropy on labels, else on the model's own
+    predictions (its first class-score output), else the outputs' squared norm."""
+    from mdeploy.frameworks.torch_models import flatten_outputs, torch
+
+    t = torch()
+    inputs, labels = train
+    batch = {k: t.from_numpy(np.ascontiguousarray(v[:TAYLOR_SAMPLES])) for k, v in inputs.items()}
+    y = t.from_numpy(labels[:TAYLOR_SAMPLES]) if labels is not None else None
+
+    def loss(module: Any) -> Any:
+        outputs = [v for _, v in flatten_outputs(module(**batch))]
+        scores = next((v for v in outputs if v.ndim == 2 and v.shape[1] > 1), None)
+        if scores is None:
+            return sum((v.float() ** 2).mean() for v in outputs)
+        target = y if y is not None else scores.detach().argmax(1)
+        return t.nn.functional.cross_entropy(scores, target)
+
+    return loss
