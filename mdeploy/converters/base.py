@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +21,9 @@ class ConversionResult:
     # dim name -> [(input name, axis)], the axes the result must accept at any size
     dynamic_axes: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    # A check of the output the converter left to its caller, who runs it before the output is used (convert: once
+    # validation's reference run has released the source model, so that the two never hold memory at once).
+    pending_check: Callable[[], None] | None = None
 
 
 class Converter:

@@ -21,7 +21,7 @@ from typing import Any
 
 from mdeploy.deps import require
 from mdeploy.errors import ModelLoadError, first_line
-from mdeploy.frameworks import onnx_models
+from mdeploy.frameworks import onnx_models, onnx_skeleton
 from mdeploy.logs import framework_output
 
 # The folder onnxruntime resolves external data against when a model is loaded from bytes.
@@ -166,8 +166,9 @@ def open_session(
     intermediate tensors exposed").
     """
     ort = require("onnxruntime", extra="onnx")
-    if proto is None:
-        proto = onnx_models.load_proto(path)
+    read = proto is None
+    if read:
+        proto = onnx_skeleton.load_without_weights(path)  # fit() reads the header; the runtime reads the weights itself
     fitted = fit(proto)
     if fitted.too_new:
         raise too_new_error(proto, path, fitted)
@@ -176,6 +177,8 @@ def open_session(
         proto = None  # the runtime reads the file: holding the weights here too would double peak memory
     notes = []
     if fitted.ir_version:
+        if read:
+            proto = onnx_models.load_proto(path)  # the bytes given to the runtime need every weight
         notes.append(lowered_note(proto, fitted, path))
         onnx = require("onnx", extra="onnx")
         lowered = onnx.ModelProto()

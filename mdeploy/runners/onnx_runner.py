@@ -9,7 +9,7 @@ import numpy as np
 from mdeploy.core import Format, TensorSpec
 from mdeploy.deps import require
 from mdeploy.errors import InputError, first_line
-from mdeploy.frameworks import onnx_models, ort_sessions
+from mdeploy.frameworks import onnx_models, onnx_skeleton, ort_sessions
 from mdeploy.logs import is_verbose
 from mdeploy.runners.base import Feed, Runner
 
@@ -20,18 +20,17 @@ class OnnxRuntimeRunner(Runner):
 
     def _load(self) -> None:
         ort = require("onnxruntime", extra="onnx")
-        model = onnx_models.load_proto(self.ref.path)
+        # inputs, outputs and id ranges come from the graph: its weights' bytes are left for the runtime to read
+        model = onnx_skeleton.load_without_weights(self.ref.path)
         self._specs = self.apply_overrides(onnx_models.graph_inputs(model))
         self._outputs = [o.name for o in model.graph.output]
+        del model
         options = ort.SessionOptions()
         # errors come back as exceptions, reported as one line; the runtime's own log would print them again, raw
         options.log_severity_level = 0 if is_verbose() else 4
         if self.threads:
             options.intra_op_num_threads = self.threads
-        # a big single-file model is read again rather than held while the runtime reads it too (twice the memory)
-        reuse = model if self.ref.path.stat().st_size < 256 * 2**20 else None
-        del model
-        self.session = self._session(ort, options, reuse)
+        self.session = self._session(ort, options, None)
 
     def _session(self, ort: Any, options: Any, model: Any) -> Any:
         providers = ["CPUExecutionProvider"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,6 +57,34 @@ class TorchRunner(Runner):
             specs.append(spec)
         self.model.input_names = [s.name for s in specs]
         return torch_models.with_index_ranges(specs, self.model.module)
+
+    def release(self) -> None:
+        """Free the model's memory now; the runner cannot run again.
+
+        Dropping the module is not enough after convert's export: onnxscript's rewrite rules (module-level objects)
+        keep the last graph they matched for the life of the process, and values that graph once held wrap this
+        module's parameters (0.3 GB of BERT-base's 0.44 GB). So once nothing but those leftovers can reach the
+        module (a factory that returns a module its caller also holds keeps it whole), every parameter and buffer
+        gives its storage back, whoever still refers to the tensor.
+        """
+        model, self.model = self.model, None
+        if model is None:
+            return
+        t = torch_models.torch()
+        program = model.exported_program
+        state = program.state_dict if program is not None else model.module.state_dict(keep_vars=True)
+        constants = getattr(program, "constants", None) or {}
+        tensors = [v for v in [*state.values(), *constants.values()] if isinstance(v, t.Tensor)]
+        owners = [weakref.ref(o) for o in (model.module, program) if o is not None]
+        del model, program, state, constants
+        gc.collect()
+        if any(owner() is not None for owner in owners):
+            return
+        for tensor in tensors:
+            try:
+                tensor.untyped_storage().resize_(0)
+            except RuntimeError:  # a storage numpy views (the exporter's optimizer made some): give the tensor another
+                tensor.data = t.empty(0, dtype=tensor.dtype)
 
     def input_specs(self) -> list[TensorSpec]:
         return self._specs

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
-from mdeploy.core import TensorSpec, Tolerance
+from mdeploy.core import ModelRef, TensorSpec, Tolerance
 from mdeploy.errors import InputError, MdeployError
 from mdeploy.runners.base import Feed, Runner
 from mdeploy.validation import scores
@@ -16,10 +17,15 @@ from mdeploy.validation.inputs import random_feed
 
 def merged_specs(ref: Runner, cand: Runner) -> list[TensorSpec]:
     """The reference's input specs, with the tighter id range of either side (token ids below the vocab)."""
-    cand_specs = {s.name: s for s in cand.input_specs()}
+    return merge_specs(ref.input_specs(), cand.input_specs())
+
+
+def merge_specs(ref_specs: list[TensorSpec], cand_specs: list[TensorSpec]) -> list[TensorSpec]:
+    """merged_specs from the two models' input specs (convert knows an ONNX result's before it loads it)."""
+    by_name = {s.name: s for s in cand_specs}
     specs = []
-    for spec in ref.input_specs():
-        other = cand_specs.get(spec.name)
+    for spec in ref_specs:
+        other = by_name.get(spec.name)
         ranges = [r for r in (spec.value_range, other.value_range if other else None) if r]
         value_range = (max(r[0] for r in ranges), min(r[1] for r in ranges)) if ranges else None
         specs.append(TensorSpec(spec.name, spec.shape, spec.dtype, value_range))
@@ -46,12 +52,59 @@ def compare(
     progress: Callable[[], None] | None = None,
 ) -> Comparison:
     """Run both models on every feed; metrics accumulate per output, and the verdict comes at the end."""
+    return _compare(ref, cand, ((feed, ref.infer(feed)) for feed in feeds), tolerance, label, progress)
+
+
+@dataclass
+class ReferenceOutputs:
+    """What a reference model computed on some feeds, kept so that the model itself can be released before the
+    candidate is loaded: the two never hold memory at once (convert validates a BERT-size export this way).
+
+    It answers what comparing needs from the reference runner: its model's name and notes, its input specs (to
+    rename feeds for the candidate), and `ref` (whether its graph says which outputs are class scores).
+    """
+
+    ref: ModelRef
+    specs: list[TensorSpec]
+    notes: list[str]
+    feeds: list[Feed]
+    outputs: list[dict[str, np.ndarray]]
+
+    def input_specs(self) -> list[TensorSpec]:
+        return self.specs
+
+
+def run_reference(ref: Runner, feeds: list[Feed]) -> ReferenceOutputs:
+    """Run the reference on every feed and keep what it computed (the runner can then be dropped)."""
+    outputs = [ref.infer(feed) for feed in feeds]
+    return ReferenceOutputs(ref.ref, list(ref.input_specs()), list(ref.notes), list(feeds), outputs)
+
+
+def compare_to_reference(
+    reference: ReferenceOutputs,
+    cand: Runner,
+    tolerance: Tolerance,
+    label: str = "",
+    progress: Callable[[], None] | None = None,
+) -> Comparison:
+    """`compare`, with the reference's outputs computed beforehand (run_reference): the same metrics and verdict."""
+    return _compare(reference, cand, zip(reference.feeds, reference.outputs), tolerance, label, progress)
+
+
+def _compare(
+    ref: Runner | ReferenceOutputs,
+    cand: Runner,
+    runs: Iterable[tuple[Feed, dict[str, np.ndarray]]],
+    tolerance: Tolerance,
+    label: str,
+    progress: Callable[[], None] | None,
+) -> Comparison:
+    """The candidate on every feed against the reference's outputs for it (computed as `runs` is iterated)."""
     accumulators: dict[str, OutputAccumulator] | None = None
     notes: list[str] = []
     pairs: list[tuple[str, str]] = []
     nonfinite_ref: dict[str, int] = {}
-    for feed in feeds:
-        ref_out = ref.infer(feed)
+    for feed, ref_out in runs:
         try:
             cand_out = cand.infer(candidate_feed(feed, ref, cand))
         except MdeployError as exc:
@@ -91,13 +144,19 @@ def resized_feed(specs: list[TensorSpec], dynamic: dict[str, list[tuple[str, int
     """A feed like `base` with every dynamic dim at a second size, to catch an export that froze an axis.
 
     Batch axes go from n to n+2 (1 -> 3); other axes halve (16 -> 8; smaller stays inside positional limits),
-    or grow by 2 when already tiny. Inputs sharing a dim name change together.
+    or grow by 2 when already tiny. Inputs sharing a dim name change together. When one input's batch is fixed
+    (`--input image:2x...`), the other inputs' batch stays with it: the model's inputs share one batch.
     """
+    batch_axes = {name for axes in dynamic.values() for name, axis in axes if axis == 0}
+    pinned = any(name not in batch_axes for name, array in base.items() if array.ndim)
     sizes: dict[str, int] = {}
     for dim, axes in dynamic.items():
         name, axis = axes[0]
         current = base[name].shape[axis]
-        sizes[dim] = current + 2 if axis == 0 or current < 4 else current // 2
+        if axis == 0 and pinned:
+            sizes[dim] = current
+        else:
+            sizes[dim] = current + 2 if axis == 0 or current < 4 else current // 2
     shapes: dict[str, list[int]] = {k: list(v.shape) for k, v in base.items()}
     for dim, axes in dynamic.items():
         for name, axis in axes:

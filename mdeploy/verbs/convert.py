@@ -19,7 +19,8 @@ from mdeploy.outputs import atomic_output, check_output
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
-from mdeploy.validation.run import compare, merged_specs, resized_feed
+from mdeploy.validation.run import compare_to_reference, merge_specs, resized_feed, run_reference
+from mdeploy.verbs.benchmark import release_freed_memory
 from mdeploy.verbs.options import check, option
 from mdeploy.verbs.validate import parse_specs
 
@@ -78,6 +79,11 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
                 hop_out = tmp if i == len(chain) - 1 else tmp.parent / f"hop{i}{_suffix(conv.target)}"
                 start = time.perf_counter()
                 result = conv().convert(current, hop_out, opts)
+                if result.pending_check is not None and (i < len(chain) - 1 or o.no_validate):
+                    lap = time.perf_counter()
+                    result.pending_check()  # with validation, the last hop's check runs once the source is released
+                    result.pending_check = None
+                    result.details.setdefault("timings", {})["onnx.checker"] = round(time.perf_counter() - lap, 3)
                 report.steps.append(
                     Step(f"convert {current.format.value} -> {conv.target.value}", "done",
                          {"converter": conv.name, "notes": result.notes, **result.details}, time.perf_counter() - start)
@@ -100,11 +106,14 @@ def _validate(src: ModelRef, staged: ModelRef, final: ModelRef, result, toleranc
     """Validate the staged result, unless one side cannot run on this onnxruntime (then say why)."""
     unrunnable = _not_runnable_here(src, staged)
     if unrunnable:
+        if result.pending_check is not None:
+            result.pending_check()
         report.notes.append(f"not validated: {unrunnable}")
         report.steps.append(Step("validate", "skipped", {"reason": unrunnable}))
         return
     report.comparisons.extend(
-        _validate_conversion(src, staged, result.input_specs, result.dynamic_axes, tolerance, seed, report, progress)
+        _validate_conversion(src, staged, result.input_specs, result.dynamic_axes, tolerance, seed, report, progress,
+                             result.pending_check)
     )
     for c in report.comparisons:
         c.notes = [n.replace(str(staged.path), str(final.path)) for n in c.notes]
@@ -117,43 +126,78 @@ def _suffix(fmt: Format) -> str:
 def _not_runnable_here(src: ModelRef, result: ModelRef) -> str | None:
     """Why the source and the result cannot both run here: an ONNX model importing an opset newer than this
     onnxruntime reads (converting such a model to an older opset is what `convert --opset` is for)."""
-    from mdeploy.frameworks import onnx_models, ort_sessions
+    from mdeploy.frameworks import onnx_skeleton, ort_sessions
 
     for role, ref in (("the source", src), ("the result", result)):
         if ref.format == Format.ONNX and ref.path.is_file():
-            proto = onnx_models.load_proto(ref.path)
+            proto = onnx_skeleton.load_without_weights(ref.path)  # the header is what counts here
             fitted = ort_sessions.fit(proto)
             if fitted.too_new:
                 return f"{role} {ref.path.name} cannot run here: it is {ort_sessions.too_new(proto, fitted)[0]}"
     return None
 
 
-def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, progress):  # noqa: ANN001, ANN202
-    """Run source and result on the example inputs, then at a second size of every dynamic axis."""
+def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, progress, pending_check=None):  # noqa: ANN001, ANN202
+    """Run source and result on the example inputs, then at a second size of every dynamic axis.
+
+    The two models never hold memory at once: the source runs on every feed first, its outputs are kept and the
+    source model released (a torch source: the module convert built); then `pending_check` (the converter's onnx.checker,
+    which reads the whole file), and only then is the result loaded and run against the kept outputs. An ONNX
+    result's input specs (token id ranges) are read from its graph without its weights beforehand; a result in
+    another format is loaded first, as validation always did.
+    """
     start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        timings[stage] = time.perf_counter() - start - sum(timings.values())
+
     symbolic = {(name, axis): dim for dim, axes in dynamic.items() for name, axis in axes}
     runner_specs = [
         TensorSpec(s.name, tuple(symbolic.get((s.name, a), d) for a, d in enumerate(s.shape)), s.dtype, s.value_range)
         for s in specs
     ]
+    cand_runner = None
+    if result.format == Format.ONNX:
+        from mdeploy.frameworks import onnx_models, onnx_skeleton
+
+        cand_specs = onnx_models.graph_inputs(onnx_skeleton.load_without_weights(result.path))
+    else:
+        cand_runner = registry.open_runner(result)
+        cand_specs = cand_runner.input_specs()
+        lap("open the result")
     ref_runner = registry.open_runner(src, input_specs=runner_specs or None)  # a torch source reuses the module convert built
-    timings = {"open the source": time.perf_counter() - start}
-    cand_runner = registry.open_runner(result)
-    timings["open the result"] = time.perf_counter() - start - sum(timings.values())
+    lap("open the source")
     rng = np.random.default_rng(seed)
     examples = {s.name: s for s in specs}
-    specs = [TensorSpec(s.name, examples[s.name].shape, s.dtype, s.value_range) for s in merged_specs(ref_runner, cand_runner)]
+    specs = [TensorSpec(s.name, examples[s.name].shape, s.dtype, s.value_range) for s in merge_specs(ref_runner.input_specs(), cand_specs)]
     base = vinputs.random_feed(specs, rng)
     batches = [("example inputs", base)]
     if dynamic:
         resized, label = resized_feed(specs, dynamic, base, rng)
         batches.append((label, resized))
     comparisons = []
-    with progress("validating", len(batches)) as advance:
+    with progress("validating", 2 * len(batches)) as advance:
+        references = []
         for label, feed in batches:
-            lap = time.perf_counter()
-            comparisons.append(compare(ref_runner, cand_runner, [feed], tolerance, label=label))
-            timings[f"run both at {label}"] = time.perf_counter() - lap
+            references.append((label, run_reference(ref_runner, [feed])))
+            lap(f"run the source at {label}")
+            advance()
+        release = getattr(ref_runner, "release", None)  # a runner that can free its model's memory at once (torch)
+        if release is not None:
+            release()
+        del ref_runner
+        release_freed_memory()
+        lap("release the source")
+        if pending_check is not None:
+            pending_check()
+            lap("onnx.checker")
+        if cand_runner is None:
+            cand_runner = registry.open_runner(result)
+            lap("open the result")
+        for label, reference in references:
+            comparisons.append(compare_to_reference(reference, cand_runner, tolerance, label=label))
+            lap(f"run the result at {label}")
             advance()
     report.steps.append(Step("validate", "passed" if all(comparisons) else "failed",
                              {"inputs_sha256": vinputs.feeds_hash([f for _, f in batches]),
