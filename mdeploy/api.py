@@ -15,12 +15,13 @@ from mdeploy.registry import open_runner
 from mdeploy.reports.report import Report
 from mdeploy.verbs import benchmark as _benchmark
 from mdeploy.verbs import convert as _convert
+from mdeploy.verbs import distill as _distill
 from mdeploy.verbs import inspect as _inspect
 from mdeploy.verbs import prune as _prune
 from mdeploy.verbs import quantize as _quantize
 from mdeploy.verbs import validate as _validate
 
-__all__ = ["convert", "quantize", "prune", "validate", "benchmark", "inspect", "open_runner"]
+__all__ = ["convert", "quantize", "prune", "distill", "validate", "benchmark", "inspect", "open_runner"]
 
 
 def convert(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
@@ -31,6 +32,13 @@ def convert(src: str, output: str, *, progress: ProgressFactory = no_progress, *
 def quantize(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
     """INT8-quantize `src` into `output` and prove on data what it kept (options as `mdeploy quantize --help`)."""
     return _quantize.run(_quantize.Options(src=src, output=output, **options), progress)
+
+
+def distill(teacher: str, student: str, output: str, data: str, *, progress: ProgressFactory = no_progress,
+            **options: Any) -> Report:
+    """Train the torch `student` (FILE.py:FACTORY) on `teacher`'s outputs over `data`, write it to `output` and prove
+    it against the teacher on held-out data (options as `mdeploy distill --help`; `distill_output` for `--output`)."""
+    return _distill.run(_distill.Options(teacher=teacher, student=student, output=output, data=data, **options), progress)
 
 
 def prune(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:

@@ -33,7 +33,7 @@ class TrainConfig:
 
     epochs: int = 30
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 1e-4
     warmup: float = 0.05  # fraction of the steps with a linear warm-up, then cosine decay to 0
     temperature: float = 4.0

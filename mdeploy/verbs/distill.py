@@ -1,0 +1,437 @@
+"""`distill --teacher T --student FILE.py:FACTORY -o OUT --data D`: knowledge distillation from any teacher mdeploy can
+run into a small torch student, exported and proven against the teacher on held-out data.
+
+The teacher runs once per sample (mdeploy/training/teacher.py); the student trains with mdeploy/training/loop.py
+(KD on class scores, MSE on other outputs); the best held-out checkpoint is exported through `convert` (torch ->
+ONNX, with its own validation) or torch.export (`.pt2`), then proved against the teacher: agreement, cosine,
+accuracy with labels, size, parameters and latency side by side. With `--max-error` the report fails (exit 1)
+when the best student misses the bar, and that student is still written.
+"""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy import registry
+from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
+from mdeploy.errors import ConversionError, InputError, MdeployError, first_line
+from mdeploy.outputs import atomic_output, check_output, size_of
+from mdeploy.passes.accuracy import parse_bar
+from mdeploy.passes.calibration import batches_from_data, fixed_batch, load_arrays
+from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.reports.report import Report, Step
+from mdeploy.validation import inputs as vinputs
+from mdeploy.validation import scores
+from mdeploy.validation.proof import prove
+from mdeploy.verbs.options import check, option
+
+HELD_OUT_FRACTION = 0.15
+EVAL_BATCH = 64
+LATENCY_RUNS = 30
+
+
+@dataclass
+class Options:
+    teacher: str = option(help="Teacher model in any format mdeploy runs (.onnx, .pt2, .pt, FILE.py:FACTORY, SavedModel, "
+                          ".keras, .tflite).")
+    student: str = option(help="Student: FILE.py:FACTORY (or pkg.module:FACTORY) building a torch nn.Module.")
+    output: str = option(help="Where to write the trained student (.onnx, or .pt2).", short="-o")
+    data: str = option(help="Training inputs: .npz keyed by the teacher's input names (or .npy / folder of .npy).")
+    labels: str | None = option(None, help=".npy of class ids for --data (or a `labels` array in the .npz): adds "
+                                "cross-entropy on them and reports accuracy.")
+    eval_data: str | None = option(None, help="Held-out inputs for early stopping and the proof (default: 15%% of --data).")
+    eval_labels: str | None = option(None, help=".npy of class ids for --eval-data (or a `labels` array in it).")
+    teacher_weights: str | None = option(None, help="state_dict for a FILE.py:FACTORY teacher (loaded with weights_only=True).")
+    teacher_from: str | None = option(None, help="Teacher format, when the name does not tell.")
+    student_weights: str | None = option(None, help="Initial state_dict for the student (loaded with weights_only=True).")
+    save_weights: str | None = option(None, help="Also write the trained student's state_dict here (for FACTORY --weights).")
+    distill_output: str | None = option(None, flag="--output", help="The teacher output to distill (default: the first "
+                                        "that is class scores, else the first).")
+    epochs: int = option(30, help="Training epochs (at most: early stopping may end sooner).", min=1)
+    batch_size: int = option(64, help="Samples per training step.", min=1)
+    lr: float = option(1e-2, help="Peak AdamW learning rate (linear warm-up, then cosine decay).")
+    weight_decay: float = option(1e-4, help="AdamW weight decay.", min=0)
+    temperature: float = option(4.0, help="KD temperature T: softens both distributions.")
+    alpha: float = option(0.9, help="Weight of the KD term against cross-entropy on labels (without labels: 1).", min=0)
+    patience: int = option(8, help="Stop after this many epochs without a better held-out metric.", min=1)
+    max_error: str | None = option(None, help="The bar, as quantize's: e.g. accuracy-drop<=0.02,top1>=0.95 (exit 1 if missed).")
+    classifier_output: list[str] = option([], help="Teacher output that is class scores (repeatable; default: decided "
+                                          "from the graph and the output names).")
+    no_classifier: bool = option(False, help="No output is class scores: MSE to the teacher, top-1 never judged.")
+    seed: int = option(0, help="Seed for the split, initialisation and shuffling (same seed, same student on CPU).")
+    device: str = option("cpu", help="cpu or cuda, for training and validation.", choices=("cpu", "cuda"))
+    force: bool = option(False, help="Replace existing outputs.")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training: nothing was written; `summary` says what the best checkpoint was."""
+
+    def __init__(self, summary: str) -> None:
+        super().__init__(summary)
+        self.summary = summary
+
+
+def run(options: Options, progress: ProgressFactory = no_progress, echo: Callable[[str], None] | None = None) -> Report:
+    """Distill a teacher in any format into a small torch student, export it and prove it on held-out data."""
+    check(options)
+    o = options
+    for name, value, ok in (("--temperature", o.temperature, o.temperature > 0), ("--lr", o.lr, 0 < o.lr < float("inf")),
+                            ("--alpha", o.alpha, 0 <= o.alpha <= 1)):
+        if not ok:
+            raise InputError(f"{name} {value:g} is out of range",
+                             hint={"--alpha": "0 <= alpha <= 1"}.get(name, f"{name} is a number > 0"))
+    out = Path(o.output)
+    if out.suffix not in (".onnx", ".pt2"):
+        raise InputError(f"the student is written as .onnx or .pt2, not '{out.name}'", hint="name the output *.onnx or *.pt2")
+    check_output(out, o.force)
+    weights_out = Path(o.save_weights) if o.save_weights else None
+    if weights_out is not None:
+        check_output(weights_out, o.force)
+        if weights_out.resolve() == out.resolve():
+            raise InputError("--save-weights and -o name the same file")
+    bar = parse_bar(o.max_error) if o.max_error is not None else None
+    teacher_ref = ModelRef.parse(o.teacher, o.teacher_from, o.teacher_weights)
+    student_ref = ModelRef.parse(o.student, Format.PYTORCH_MODULE, o.student_weights)
+    if teacher_ref.path.exists() and out.resolve() == teacher_ref.path.resolve():
+        raise InputError("the output would overwrite the teacher", hint="choose another output path")
+    train_x, train_y = _load(o.data, o.labels, "--data")
+    eval_x, eval_y = _load(o.eval_data, o.eval_labels, "--eval-data") if o.eval_data else (None, None)
+    if o.eval_labels and not o.eval_data:
+        raise InputError("--eval-labels needs --eval-data")
+    if bar and bar.needs_labels and train_y is None and eval_y is None:
+        raise InputError("--max-error on accuracy needs labels", hint="give --labels (and --eval-labels with --eval-data)")
+    report = Report(command="distill", data={"teacher": teacher_ref.name, "student": student_ref.name, "output": str(out),
+                                             "seed": o.seed})
+    with _terminate_as_interrupt():
+        return _Distill(o, teacher_ref, student_ref, out, weights_out, bar, progress, echo, report).execute(
+            train_x, train_y, eval_x, eval_y)
+
+
+def _load(path: str | None, labels_path: str | None, flag: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    assert path is not None
+    if not Path(path).exists():
+        raise InputError(f"{flag} not found: {path}")
+    arrays = load_arrays(Path(path))
+    labels = arrays.pop("labels", None)
+    if labels_path:
+        if not Path(labels_path).is_file():
+            raise InputError(f"labels file not found: {labels_path}")
+        try:
+            labels = np.load(labels_path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot read labels {labels_path}: {exc}") from None
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise InputError(f"labels for {flag} must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
+        labels = labels.astype(np.int64)
+    return arrays, labels
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI runner cancelling the job) stops training the way Ctrl-C does: nothing partial is kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _Distill:
+    o: Options
+    teacher_ref: ModelRef
+    student_ref: ModelRef
+    out: Path
+    weights_out: Path | None
+    bar: Any
+    progress: ProgressFactory
+    echo: Callable[[str], None] | None
+    report: Report
+
+    def execute(self, train_x: dict, train_y: np.ndarray | None, eval_x: dict | None, eval_y: np.ndarray | None) -> Report:
+        from mdeploy.frameworks import torch_models
+        from mdeploy.training import Dataset, TrainConfig, split, teacher_outputs, train
+
+        o, report = self.o, self.report
+        start = time.perf_counter()
+        teacher = self._open_teacher(train_x)
+        specs = teacher.input_specs()
+        train_x = _checked(train_x, specs, "--data")
+        eval_x = _checked(eval_x, specs, "--eval-data") if eval_x is not None else None
+        n = _count(train_x)
+        probe = {k: np.ascontiguousarray(v[: fixed_batch(specs) or min(n, 2)]) for k, v in train_x.items()}
+        teacher_probe = teacher.infer(probe)
+        output, kind, classes = self._choose_output(teacher, teacher_probe)
+        for flag, x, y in (("--labels", train_x, train_y), ("--eval-labels", eval_x, eval_y)):
+            if y is not None:
+                _check_labels(y, _count(x), classes, flag, output)
+        student = torch_models.load(self.student_ref)
+        student_index = _check_student(student, probe, teacher_probe, output, self.student_ref.name, self.teacher_ref.name)
+        report.data.update({"distilled_output": output, "loss": "kd" if kind == "scores" else "mse"})
+        if kind != "scores":
+            report.notes.append(f"'{output}' is not class scores: the student learns it with MSE to the teacher (no KD, no "
+                                "top-1); name a class-score output with --classifier-output if it is one")
+        report.steps.append(Step("load", "done", {"teacher_inputs": [s.name for s in specs]}, time.perf_counter() - start))
+
+        with tempfile.TemporaryDirectory(prefix="mdeploy-distill-") as work:
+            start = time.perf_counter()
+            batch = fixed_batch(specs)
+            runs = -(-n // (batch or 256)) + (-(-_count(eval_x) // (batch or 256)) if eval_x is not None else 0)
+            with self.progress("running the teacher", runs) as advance:
+                targets = teacher_outputs(teacher, train_x, output, workdir=Path(work), advance=advance, fixed_batch=batch)
+                eval_targets = (teacher_outputs(teacher, eval_x, output, workdir=Path(work), advance=advance, fixed_batch=batch)
+                                if eval_x is not None else None)
+            report.steps.append(Step("teacher", "done", {"samples": n + (_count(eval_x) if eval_x is not None else 0),
+                                                         "cached_on_disk": isinstance(targets, np.memmap)},
+                                     time.perf_counter() - start))
+            data = Dataset(train_x, targets, train_y if kind == "scores" else None)
+            if eval_x is not None:
+                train_set, held_out = data, Dataset(eval_x, eval_targets, eval_y if kind == "scores" else None)
+                held_source = o.eval_data
+            else:
+                train_set, held_out = split(data, HELD_OUT_FRACTION, o.seed)
+                held_source = f"{len(held_out)} held-out samples of --data ({HELD_OUT_FRACTION:.0%}, seed {o.seed})"
+            if train_y is not None and eval_x is not None and eval_y is None:
+                report.notes.append("labels were given for --data but not for --eval-data: held-out accuracy is not measured")
+            config = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
+                                 temperature=o.temperature, alpha=o.alpha if train_y is not None else 1.0, patience=o.patience,
+                                 kind=kind, output=student_index, seed=o.seed, device=o.device)
+            start = time.perf_counter()
+            result = train(student.module, train_set, config, held_out=held_out, progress=self.progress, echo=self.echo)
+            if result.interrupted:
+                best = (f"best checkpoint: epoch {result.best_epoch}, held-out {_metrics_text(result.best_metrics)}"
+                        if result.best_epoch else "no epoch finished")
+                raise Interrupted(f"interrupted after {len(result.history)} epochs; {best}; nothing written")
+            report.steps.append(Step("train", "done", result.to_dict(), time.perf_counter() - start))
+            report.data["training"] = {"config": {k: v for k, v in vars(config).items() if k != "output"},
+                                       "held_out": held_source, **{k: v for k, v in result.to_dict().items() if k != "history"}}
+            student.module.load_state_dict(result.best_state)
+            student.module.to("cpu").eval()
+            held_feeds = batches_from_data(held_out.inputs, specs, EVAL_BATCH)
+            held_labels = held_out.labels if kind == "scores" else None
+            self._write(student, result.best_state, specs, teacher, held_feeds, held_labels, output, kind, Path(work))
+        return report
+
+    def _open_teacher(self, data: dict[str, np.ndarray]) -> Any:
+        """The teacher's runner; a factory module that records no input shapes takes them from the data."""
+        ref = self.teacher_ref
+        if ref.format == Format.PYTORCH_MODULE and "" not in data:
+            try:
+                return registry.open_runner(ref, self.o.device)
+            except InputError as exc:
+                if "does not record its input shapes" not in exc.message:
+                    raise
+            specs = [TensorSpec(k, ("batch", *v.shape[1:]), str(v.dtype), dtype_given=True) for k, v in data.items()]
+            return registry.open_runner(ref, self.o.device, input_specs=specs)
+        return registry.open_runner(ref, self.o.device)
+
+    def _choose_output(self, teacher: Any, probe: dict[str, np.ndarray]) -> tuple[str, str, int | None]:
+        """The teacher output to distill, whether it is class scores, and its class count."""
+        names = list(probe)
+        declared = classifier_choice(self.o.classifier_output, self.o.no_classifier)
+        kinds = scores.decide(names, probe, declared, scores.graphs_of(teacher, pairs=[(n, n) for n in names]))
+        if self.o.distill_output:
+            if self.o.distill_output not in probe:
+                raise InputError(f"--output '{self.o.distill_output}' is not an output of the teacher",
+                                 hint="its outputs are: " + ", ".join(names))
+            output = self.o.distill_output
+        else:
+            output = next((n for n in names if kinds[n].scores and probe[n].ndim == 2), names[0])
+        is_scores = kinds[output].scores and probe[output].ndim == 2
+        return output, "scores" if is_scores else "regression", int(probe[output].shape[-1]) if is_scores else None
+
+    def _write(self, student: Any, state: dict, specs: list[TensorSpec], teacher: Any, feeds: list[dict],
+               labels: np.ndarray | None, output: str, kind: str, work: Path) -> None:
+        from mdeploy.frameworks.torch_models import torch
+
+        report, o = self.report, self.o
+        staged_weights = work / "student.pt"
+        torch().save(state, staged_weights)
+        with atomic_output(self.out, o.force) as tmp:
+            start = time.perf_counter()
+            fmt = Format.ONNX if self.out.suffix == ".onnx" else Format.PYTORCH_EXPORTED
+            if fmt == Format.ONNX:
+                self._export_onnx(student, staged_weights, specs, feeds[0], tmp)
+            else:
+                _export_pt2(student, feeds[0], specs, tmp)
+            report.steps.append(Step("export", "done", {"format": fmt.value}, time.perf_counter() - start))
+            start = time.perf_counter()
+            cand = registry.open_runner(ModelRef(tmp, fmt), o.device)
+            if kind == "scores":
+                tolerance = self.bar.tolerance() if self.bar else Tolerance(atol=None, rtol=None, source="distill (no bar)")
+                tolerance = Tolerance(tolerance.atol, tolerance.rtol, tolerance.min_cosine, tolerance.min_top1, tolerance.source,
+                                      classifier_outputs=(output,))
+            else:
+                base = self.bar.tolerance() if self.bar else Tolerance(atol=None, rtol=None)
+                tolerance = Tolerance(base.atol, base.rtol, base.min_cosine, None, base.source if self.bar else "distill (no bar)",
+                                      classifier_outputs=())
+            with self.progress("proving the student", len(feeds)) as advance:
+                proof = prove(teacher, cand, feeds, tolerance, labels, label="student vs teacher on held-out data",
+                              progress=advance)
+            report.comparisons.append(proof.comparison)
+            report.steps.append(Step("validate", "passed" if proof.comparison else "failed",
+                                     {"inputs_sha256": vinputs.feeds_hash(feeds)}, time.perf_counter() - start))
+            if proof.accuracy:
+                a = proof.accuracy
+                report.data["accuracy"] = {"output": a.output, "samples": a.samples, "teacher": a.reference,
+                                           "student": a.candidate, "drop": a.drop}
+            report.data["models"] = self._side_by_side(teacher, cand, feeds[0], tmp, fmt, student)
+            if self.bar:
+                margin, missed = self.bar.check(proof)
+                report.data["max_error"] = {"bar": str(self.bar), "met": margin >= 0}
+                report.steps.append(Step(f"max-error {self.bar}", "passed" if margin >= 0 else "failed",
+                                         {"missed": missed} if missed else {}))
+                if missed:
+                    report.notes.append(f"the best student misses {self.bar} ({'; '.join(missed)}); it is written anyway")
+            del cand
+            if self.weights_out is not None:
+                with atomic_output(self.weights_out, o.force) as wtmp:
+                    wtmp.write_bytes(staged_weights.read_bytes())
+                report.data["weights"] = str(self.weights_out)
+
+    def _export_onnx(self, student: Any, weights: Path, specs: list[TensorSpec], feed: dict, tmp: Path) -> None:
+        """Through `convert` (torch -> ONNX with a dynamic batch, validated against the student itself)."""
+        from mdeploy.verbs import convert
+
+        names = student.input_names[: len(specs)]
+        inputs = [f"{name}:{'x'.join(str(d) for d in (max(2, feed[s.name].shape[0]), *feed[s.name].shape[1:]))}:{s.dtype}"
+                  for name, s in zip(names, specs)]
+        dynamic = [] if fixed_batch(specs) else [f"{n}:0" for n in names]
+        sub = convert.run(convert.Options(src=self.student_ref.factory or "", output=str(tmp), weights=str(weights),
+                                          inputs=inputs, dynamic=dynamic, force=True))
+        self.report.steps.extend(Step(f"export: {s.name}", s.status, s.details, s.seconds) for s in sub.steps)
+        self.report.notes.extend(sub.notes)
+        if not sub:
+            raise ConversionError("the exported student does not compute what the trained student does",
+                                  hint="run `mdeploy convert` on the student with --save-weights' state_dict to see why")
+
+    def _side_by_side(self, teacher: Any, cand: Any, feed: dict, path: Path, fmt: Format, student: Any) -> dict[str, Any]:
+        """Size, parameters and latency of teacher and student, timed interleaved on the same one-sample batch."""
+        one = {k: v[:1] for k, v in feed.items()} if not fixed_batch(teacher.input_specs()) else feed
+        from mdeploy.validation.run import candidate_feed
+
+        cand_one = candidate_feed(one, teacher, cand)
+        times: dict[str, list[float]] = {"teacher": [], "student": []}
+        for _ in range(3):
+            teacher.infer(one)
+            cand.infer(cand_one)
+        for _ in range(LATENCY_RUNS):
+            teacher.infer(one)
+            times["teacher"].append(teacher.last_latency_s)
+            cand.infer(cand_one)
+            times["student"].append(cand.last_latency_s)
+        student_params = int(sum(p.numel() for p in student.module.parameters()))
+        teacher_size = size_of(self.teacher_ref.path) if self.teacher_ref.factory is None else None
+        return {
+            "teacher": {"format": self.teacher_ref.format.value, "size_bytes": teacher_size, "parameters": _parameters(self.teacher_ref),
+                        "latency_ms_median": statistics.median(times["teacher"]) * 1000},
+            "student": {"format": fmt.value, "size_bytes": size_of(path), "parameters": student_params,
+                        "latency_ms_median": statistics.median(times["student"]) * 1000},
+            "latency_batch": int(next(iter(one.values())).shape[0]),
+        }
+
+
+def _checked(arrays: dict[str, np.ndarray], specs: list[TensorSpec], flag: str) -> dict[str, np.ndarray]:
+    """The data keyed by the teacher's input names (an unnamed .npy takes the only input's), checked against them."""
+    if list(arrays) == [""] and len(specs) == 1:
+        arrays = {specs[0].name: arrays[""]}
+    try:
+        vinputs.feeds_from_data(arrays, specs, batch=fixed_batch(specs) or max(1, _count(arrays)))
+    except InputError as exc:
+        raise InputError(f"{flag}: {exc.message}", hint=exc.hint) from None
+    return {s.name: arrays[s.name] for s in specs}
+
+
+def _count(arrays: dict[str, np.ndarray] | None) -> int:
+    return int(next(iter(arrays.values())).shape[0]) if arrays else 0
+
+
+def _check_labels(labels: np.ndarray, n: int, classes: int | None, flag: str, output: str) -> None:
+    if classes is None:
+        raise InputError(f"{flag} given, but the distilled output '{output}' is not class scores",
+                         hint="name the class-score output with --output / --classifier-output, or drop the labels")
+    if len(labels) != n:
+        raise InputError(f"{flag} holds {len(labels)} labels for {n} samples", hint="give one class id per sample")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise InputError(f"{flag} holds class ids {low}..{high}, but the teacher's '{output}' scores {classes} classes (0..{classes - 1})",
+                         hint="labels are class indices into the teacher's output")
+
+
+def _check_student(student: Any, probe: dict[str, np.ndarray], teacher_out: dict[str, np.ndarray], output: str,
+                   student_name: str, teacher_name: str) -> int:
+    """Run the student once on the probe; its outputs must match the teacher's shapes. Returns the position of the
+    distilled output among the student's outputs."""
+    from mdeploy.frameworks.torch_models import flatten_outputs, to_torch, torch
+
+    tensors = to_torch(probe)
+    try:
+        with torch().no_grad():
+            got = student.module(*tensors.values())
+    except Exception as exc:
+        raise InputError(f"the student {student_name} fails on the teacher's inputs ({_shapes(probe)}): {first_line(exc)}",
+                         hint="the student takes the teacher's inputs, in the teacher's order") from None
+    named = [(n, tuple(v.shape)) for n, v in flatten_outputs(got)]
+    teacher_shapes = [(n, tuple(v.shape)) for n, v in teacher_out.items()]
+    if len(named) != len(teacher_shapes):
+        raise InputError(f"the student {student_name} has {len(named)} outputs ({_names(named)}), the teacher {teacher_name} "
+                         f"{len(teacher_shapes)} ({_names(teacher_shapes)})", hint="the student's outputs must match the teacher's")
+    for (sn, ss), (tn, ts) in zip(named, teacher_shapes):
+        if ss != ts:
+            what = (f"class counts differ ({ts[-1]} vs {ss[-1]})" if len(ss) == len(ts) == 2 and ss[0] == ts[0] else "shapes differ")
+            raise InputError(f"the student's output '{sn}' is {list(ss)} and the teacher's '{tn}' is {list(ts)}: {what}",
+                             hint=f"build the student ({student_name}) with the teacher's output shapes")
+    return [n for n, _ in teacher_shapes].index(output)
+
+
+def _shapes(feed: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
+
+
+def _names(items: list[tuple[str, tuple]]) -> str:
+    return ", ".join(f"{n}{list(s)}" for n, s in items)
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _parameters(ref: ModelRef) -> int | None:
+    try:
+        return registry.runner_for(ref.format).describe(ref).get("parameters")
+    except (MdeployError, NotImplementedError, AttributeError, OSError):
+        return None
+
+
+def _export_pt2(student: Any, feed: dict, specs: list[TensorSpec], tmp: Path) -> None:
+    """torch.export with a dynamic batch (unless the teacher's is fixed), saved with torch.export.save."""
+    from mdeploy.frameworks.torch_models import to_torch, torch
+
+    t = torch()
+    example = tuple(to_torch({k: np.concatenate([v, v])[: max(2, len(v))] for k, v in feed.items()}).values())
+    dynamic = None if fixed_batch(specs) else tuple({0: t.export.Dim("batch", min=1)} for _ in example)
+    try:
+        program = t.export.export(student.module, example, dynamic_shapes=dynamic)
+        t.export.save(program, str(tmp))
+    except Exception as exc:
+        raise ConversionError(f"torch.export failed on the student: {first_line(exc)}", hint="write the student as .onnx") from None

@@ -1,0 +1,133 @@
+"""`mdeploy distill` through the real CLI on the digits CNN (a real trained classifier) and a small MLP student:
+an ONNX teacher, a torch FILE.py:FACTORY teacher, a Keras teacher; the bar; --save-weights; SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+EPOCHS = "8"
+
+
+def _leftovers(folder) -> list[str]:  # noqa: ANN001
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_onnx_teacher_with_labels_writes_a_proven_student_and_its_weights(digits_kd, cli, tmp_path):
+    out, weights = tmp_path / "student.onnx", tmp_path / "student.pt"
+    r = cli("distill", "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "-o", out, "--data", digits_kd["train"],
+            "--labels", digits_kd["train_labels"], "--epochs", EPOCHS, "--save-weights", weights, "--json")
+    assert r.code == 0, r.stderr
+    report = r.json
+    assert report["command"] == "distill" and report["passed"] is True
+    assert report["loss"] == "kd" and report["distilled_output"] == "logits"
+    acc = report["accuracy"]
+    assert acc["samples"] == 189 and acc["teacher"] > 0.95 and acc["student"] > 0.85, acc
+    (comparison,) = report["comparisons"]
+    (logits,) = comparison["outputs"]
+    assert logits["top1_agreement"] > 0.85
+    models = report["models"]
+    assert models["student"]["parameters"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert models["teacher"]["parameters"] > 10 * models["student"]["parameters"]
+    assert models["student"]["size_bytes"] < models["teacher"]["size_bytes"]
+    assert models["student"]["latency_ms_median"] > 0 and models["teacher"]["latency_ms_median"] > 0
+    assert report["training"]["best_epoch"] >= 1 and len(report["steps"]) >= 4
+    assert _leftovers(tmp_path) == []
+
+    # the state_dict reproduces the exported student: FACTORY --weights through mdeploy validate
+    v = cli("validate", digits_kd["student"], out, "--weights", weights, "--data", digits_kd["test_images"], "--json")
+    assert v.code == 0, v.stderr + v.stdout
+    # and on the test split the student is a real classifier
+    import onnxruntime as ort
+
+    with np.load(digits_kd["test"]) as data:
+        x = data["image"]
+    y = np.load(digits_kd["test_labels"])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    pred = session.run(None, {session.get_inputs()[0].name: x})[0].argmax(1)
+    assert (pred == y).mean() > 0.85
+
+
+def test_torch_factory_teacher_without_labels_misses_an_impossible_bar_and_still_writes(digits_kd, cli, tmp_path):
+    out = tmp_path / "student.onnx"
+    r = cli("distill", "--teacher", digits_kd["factory"], "--teacher-weights", digits_kd["weights"], "--student",
+            digits_kd["student"], "-o", out, "--data", digits_kd["train"], "--eval-data", digits_kd["test"],
+            "--epochs", "3", "--max-error", "top1>=0.9999,cosine>=0.9999", "--json")
+    assert r.code == 1, r.stderr
+    report = r.json
+    assert report["passed"] is False and report["max_error"] == {"bar": "top1>=0.9999,cosine>=0.9999", "met": False}
+    assert "accuracy" not in report  # no labels: pure distillation on the teacher's soft targets
+    assert report["training"]["metric"] == "agreement"
+    assert report["training"]["held_out"].endswith("test.npz")
+    assert out.is_file()
+    failed = [s for s in report["steps"] if s["status"] == "failed"]
+    assert [s["name"] for s in failed] == ["max-error top1>=0.9999,cosine>=0.9999"]
+
+
+def test_keras_teacher(digits_kd, cli, tmp_path):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((1, 8, 8), name="image")
+    hidden = keras.layers.Dense(48, activation="relu")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, keras.layers.Dense(10, name="logits")(hidden))
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    with np.load(digits_kd["train"]) as data:
+        x = data["image"]
+    model.fit(x, np.load(digits_kd["train_labels"]), epochs=15, batch_size=64, verbose=0)
+    model.save(tmp_path / "teacher.keras")
+    out = tmp_path / "student.onnx"
+    r = cli("distill", "--teacher", tmp_path / "teacher.keras", "--student", digits_kd["student"], "-o", out,
+            "--data", digits_kd["train"], "--labels", digits_kd["train_labels"], "--epochs", EPOCHS, "--json")
+    assert r.code == 0, r.stderr
+    report = r.json
+    assert report["models"]["teacher"]["format"] == "keras"
+    assert report["accuracy"]["teacher"] > 0.9 and report["accuracy"]["student"] > 0.8, report["accuracy"]
+    assert out.is_file()
+
+
+def test_sigterm_keeps_nothing_and_reports_the_best_checkpoint(digits_kd, tmp_path):
+    out = tmp_path / "student.onnx"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdeploy", "distill", "--teacher", str(digits_kd["onnx"]), "--student", digits_kd["student"],
+         "-o", str(out), "--data", str(digits_kd["train"]), "--epochs", "500", "--patience", "500", "--batch-size", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if line.startswith("epoch 2/500"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[1]
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 130, stderr
+    assert "best checkpoint: epoch" in stderr and "nothing written" in stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("extra", [["--seed", "3"]])
+def test_same_seed_same_student(digits_kd, tmp_path, extra):
+    import torch
+
+    from mdeploy import api
+
+    states = []
+    for i in range(2):
+        weights = tmp_path / f"w{i}.pt"
+        report = api.distill(str(digits_kd["onnx"]), digits_kd["student"], str(tmp_path / f"s{i}.onnx"), str(digits_kd["train"]),
+                             epochs=2, seed=3, save_weights=str(weights))
+        assert report
+        states.append(torch.load(weights, weights_only=True))
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
