@@ -29,7 +29,7 @@ def _under(name: str, skip: set[str]) -> bool:
 def unstructured(module: Any, sparsity: float, skip: set[str], global_ranking: bool) -> list[str]:
     """Zero the `sparsity` fraction of smallest-magnitude weights: ranked over all layers (global) or per layer."""
     torch = require("torch", extra="torch")
-    prune = torch.nn.utils.prune
+    prune = require("torch.nn.utils.prune", extra="torch")
     layers = prunable_layers(module, skip)
     if not layers:
         raise InputError("no convolution or linear layer is left to prune", hint="drop some --ignore")
@@ -45,7 +45,7 @@ def two_four(module: Any, skip: set[str]) -> tuple[list[str], list[str]]:
     """2:4: in every group of 4 consecutive weights along a layer's input (a row of its GEMM), the 2 smallest are
     zeroed. Layers whose row length is not a multiple of 4 are left dense (returned second)."""
     torch = require("torch", extra="torch")
-    prune = torch.nn.utils.prune
+    prune = require("torch.nn.utils.prune", extra="torch")
     done, skipped = [], []
     for name, m in prunable_layers(module, skip):
         w = m.weight.detach()
@@ -67,7 +67,7 @@ def two_four(module: Any, skip: set[str]) -> tuple[list[str], list[str]]:
 def make_permanent(module: Any) -> None:
     """Fold every attached mask into its weight (plain parameters again)."""
     torch = require("torch", extra="torch")
-    prune = torch.nn.utils.prune
+    prune = require("torch.nn.utils.prune", extra="torch")
     for m in module.modules():
         if prune.is_pruned(m) and hasattr(m, "weight_mask"):
             prune.remove(m, "weight")

@@ -60,10 +60,12 @@ def output_layers(module: Any, examples: dict[str, Any]) -> list[str]:
     from mdeploy.frameworks.torch_models import flatten_outputs
 
     produced: dict[int, str] = {}
+    alive: list[Any] = []  # every output stays referenced, so no id is reused by a later tensor during the run
 
     def record(name: str) -> Callable[..., None]:
         def hook(mod: Any, args: Any, out: Any) -> None:  # returns None: a hook's return value would replace the output
-            produced.setdefault(id(out), name)
+            alive.append(out)
+            produced[id(out)] = name  # the last module to return a tensor is the one that produced it last
         return hook
 
     hooks = [m.register_forward_hook(record(name)) for name, m in module.named_modules() if name and not list(m.children())]
@@ -123,7 +125,7 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
     except MdeployError:
         raise
     except Exception as exc:
-        raise _library_failure(exc, names) from None
+        raise _library_failure(exc, names, grouped_convolutions(module)) from None
     finally:
         module.zero_grad(set_to_none=True)
     module.eval()
@@ -131,8 +133,10 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
     new_shapes = output_shapes(module, examples)
     if new_shapes != shapes:
         diff = [f"{k} {list(shapes[k])} -> {list(new_shapes.get(k, ()))}" for k in shapes if new_shapes.get(k) != shapes[k]]
-        raise ConversionError(f"pruning would change the model's outputs ({'; '.join(diff)})",
-                              hint="--ignore the layers that produce these outputs")
+        suspects = grouped_convolutions(module)
+        where = f" around the grouped convolution {', '.join(repr(n) for n in suspects)} (a known case)" if suspects else ""
+        raise ConversionError(f"torch-pruning cannot prune this model{where}: it would change the outputs ({'; '.join(diff)})",
+                              hint=f"leave it out with --ignore {suspects[0]}" if suspects else "--ignore the layers that produce these outputs")
     if iterative and macs_after > settings.target_macs * macs_before:
         raise ConversionError(
             f"--target-macs {settings.target_macs:g} cannot be reached: pruning stops at {macs_after / macs_before:.3f}x "
@@ -142,7 +146,14 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
 
 
 
-def _library_failure(exc: BaseException, names: dict[int, str]) -> ConversionError:
+def grouped_convolutions(module: Any) -> list[str]:
+    """Convolutions with 1 < groups < out_channels (not depthwise): where channel index mapping goes wrong."""
+    torch = require("torch", extra="torch")
+    return [n for n, m in module.named_modules()
+            if isinstance(m, torch.nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels]
+
+
+def _library_failure(exc: BaseException, names: dict[int, str], grouped: list[str]) -> ConversionError:
     """A failure inside Torch-Pruning as one line naming the layer it was pruning, when the frames show it."""
     layer = None
     tb = exc.__traceback__
@@ -152,6 +163,8 @@ def _library_failure(exc: BaseException, names: dict[int, str]) -> ConversionErr
             if name:
                 layer = name
         tb = tb.tb_next
+    if layer is None and grouped:
+        layer = grouped[0]
     where = f" at layer '{layer}'" if layer else ""
     hint = f"leave it out with --ignore {layer}" if layer else "leave the layer out with --ignore MODULE"
     return ConversionError(f"torch-pruning cannot prune this model{where}: {type(exc).__name__}: {first_line(exc)}",
