@@ -233,16 +233,18 @@ class _Distill:
         return report
 
     def _open_teacher(self, data: dict[str, np.ndarray]) -> Any:
-        """The teacher's runner; a factory module that records no input shapes takes them from the data."""
+        """The teacher's runner. An eager torch module takes any batch: its input specs come from the data (named
+        by its forward() arguments), so example inputs of batch 2 do not fix the batch."""
         ref = self.teacher_ref
         if ref.format == Format.PYTORCH_MODULE and "" not in data:
-            try:
-                return registry.open_runner(ref, self.o.device)
-            except InputError as exc:
-                if "does not record its input shapes" not in exc.message:
-                    raise
             specs = [TensorSpec(k, ("batch", *v.shape[1:]), str(v.dtype), dtype_given=True) for k, v in data.items()]
-            return registry.open_runner(ref, self.o.device, input_specs=specs)
+            try:
+                return registry.open_runner(ref, self.o.device, input_specs=specs)
+            except InputError as exc:
+                if not exc.message.startswith("--input names"):
+                    raise
+                raise InputError(f"--data keys {', '.join(data)} are not the teacher's inputs ({exc.message.split('not an input')[0]})",
+                                 hint=exc.hint) from None
         return registry.open_runner(ref, self.o.device)
 
     def _choose_output(self, teacher: Any, probe: dict[str, np.ndarray]) -> tuple[str, str, int | None]:
