@@ -137,7 +137,8 @@ def _not_runnable_here(src: ModelRef, result: ModelRef) -> str | None:
     return None
 
 
-def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, progress, pending_check=None):  # noqa: ANN001, ANN202
+def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, progress,  # noqa: ANN001, ANN202
+                         pending_check=None):
     """Run source and result on the example inputs, then at a second size of every dynamic axis.
 
     The two models never hold memory at once: the source runs on every feed first, its outputs are kept and the
@@ -170,7 +171,8 @@ def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, p
     lap("open the source")
     rng = np.random.default_rng(seed)
     examples = {s.name: s for s in specs}
-    specs = [TensorSpec(s.name, examples[s.name].shape, s.dtype, s.value_range) for s in merge_specs(ref_runner.input_specs(), cand_specs)]
+    merged = merge_specs(ref_runner.input_specs(), cand_specs)
+    specs = [TensorSpec(s.name, examples[s.name].shape, s.dtype, s.value_range) for s in merged]
     base = vinputs.random_feed(specs, rng)
     batches = [("example inputs", base)]
     if dynamic:

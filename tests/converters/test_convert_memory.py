@@ -126,7 +126,8 @@ def test_the_skeleton_is_the_model_without_its_weights_bytes(cnn_onnx, tmp_path)
     assert onnx_models.graph_inputs(skeleton) == onnx_models.graph_inputs(full)
     assert [o.name for o in skeleton.graph.output] == [o.name for o in full.graph.output]
     assert (skeleton.ir_version, list(skeleton.opset_import)) == (full.ir_version, list(full.opset_import))
-    assert [(i.name, list(i.dims)) for i in skeleton.graph.initializer] == [(i.name, list(i.dims)) for i in full.graph.initializer]
+    shapes = [(i.name, list(i.dims)) for i in full.graph.initializer]
+    assert [(i.name, list(i.dims)) for i in skeleton.graph.initializer] == shapes
     assert skeleton.graph.node == full.graph.node
     big = [i.name for i in full.graph.initializer if len(i.raw_data) >= onnx_skeleton.SKIP_BYTES]
     assert big and all(not i.raw_data for i in skeleton.graph.initializer if i.name in big)
