@@ -3,8 +3,9 @@ parameters built from code) converted to ONNX with dynamic batch and sequence,
 
 - baseline: a fresh Python process that builds the model, calls `torch.onnx.export(..., dynamo=True)` with the
   same dynamic shapes and the exporter's defaults, opens an onnxruntime session and runs it once;
-- mdeploy: `python -m mdeploy convert bert_base.py:build -o OUT --dynamic ...` (export, onnx.checker, validation
-  against the torch module at the example inputs and at a second batch/sequence size);
+- mdeploy: `python -m mdeploy convert bert_base.py:build -o OUT --dynamic ...` (export, then validation: the torch
+  module runs at the example inputs and at a second batch/sequence size, is released, onnx.checker reads the file,
+  and the onnxruntime session runs against the kept outputs);
 - optimum: `optimum-cli export onnx` on a transformers BertModel of the same size saved from code, only where
   optimum-cli is installed (give its path with --optimum-cli; it never downloads anything here).
 
