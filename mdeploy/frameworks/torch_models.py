@@ -22,7 +22,7 @@ import numpy as np
 
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.deps import require
-from mdeploy.errors import InputError, ModelLoadError, first_line
+from mdeploy.errors import ConversionError, InputError, ModelLoadError, first_line
 from mdeploy.logs import quiet_loggers
 
 
@@ -411,3 +411,16 @@ def script_index_inputs(module: Any, names: list[str], wanted: set[str]) -> dict
                     todo.extend(o for o in use.user.outputs() if o.unique() not in seen)
                     seen.update(o.unique() for o in use.user.outputs())
     return found
+
+
+def export_pt2(module: Any, example: tuple[Any, ...], path: Path, dynamic_batch: bool = True, what: str = "the model",
+               hint: str = "write it as .onnx") -> None:
+    """torch.export `module` on the positional `example` tensors (axis 0 dynamic unless `dynamic_batch` is False) and
+    save the ExportedProgram with torch.export.save: the `.pt2` output of the verbs that train or prune a module."""
+    t = torch()
+    dynamic = tuple({0: t.export.Dim("batch", min=1)} for _ in example) if dynamic_batch else None
+    try:
+        program = t.export.export(module, tuple(example), dynamic_shapes=dynamic)
+        t.export.save(program, str(path))
+    except Exception as exc:
+        raise ConversionError(f"torch.export failed on {what}: {first_line(exc)}", hint=hint) from None

@@ -2,9 +2,11 @@
 
 A pruned module no longer fits the code that builds it (its layers lost channels), and mdeploy never unpickles
 modules. So the file is a plain dict of tensors: `state_dict` and `mdeploy_pruning`, a uint8 tensor holding JSON
-with Torch-Pruning's pruning history (layer name, out/in channels, removed indices) and the example input specs
-the dependency graph is traced with. `FILE.py:FACTORY --weights OUT.pt` then builds the factory's module, replays
-the history on it (frameworks/torch_models.py calls `replay`), and loads the state_dict strictly.
+with Torch-Pruning's pruning history (layer name, out/in channels, removed indices), the example input specs
+the dependency graph is traced with, and the head counts of attention modules that lost heads (the library
+changes their layers, not the count the module reshapes with). `FILE.py:FACTORY --weights OUT.pt` then builds
+the factory's module, replays the history on it (frameworks/torch_models.py calls `replay`), sets the head counts,
+and loads the state_dict strictly.
 """
 
 from __future__ import annotations
@@ -20,21 +22,25 @@ KEY = "mdeploy_pruning"
 FORMAT_VERSION = 1
 
 
-def encode(history: list, input_specs: list[dict[str, Any]]) -> Any:
-    """The pruning record as a uint8 tensor (JSON inside): what torch.load(weights_only=True) accepts."""
+def encode(history: list, input_specs: list[dict[str, Any]], heads: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The pruning record as a uint8 tensor (JSON inside): what torch.load(weights_only=True) accepts.
+    `heads`: attention module name -> {"attr": its head count attribute, "after": the count left}."""
     torch = require("torch", extra="torch")
+    kept = {name: {"attr": str(h["attr"]), "heads": int(h["after"])} for name, h in (heads or {}).items()
+            if h["after"] != h["before"]}
     blob = json.dumps({"version": FORMAT_VERSION, "library": "torch-pruning", "history": _plain(history),
-                       "inputs": input_specs}).encode()
+                       "inputs": input_specs, "heads": kept}).encode()
     return torch.frombuffer(bytearray(blob), dtype=torch.uint8).clone()
 
 
-def save(path: Path, module: Any, history: list | None, input_specs: list[dict[str, Any]]) -> None:
+def save(path: Path, module: Any, history: list | None, input_specs: list[dict[str, Any]],
+         heads: dict[str, dict[str, Any]] | None = None) -> None:
     """Write the module's state_dict (and the pruning record, when channels were removed) to `path`."""
     torch = require("torch", extra="torch")
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     payload: dict[str, Any] = {"state_dict": state}
     if history:
-        payload[KEY] = encode(history, input_specs)
+        payload[KEY] = encode(history, input_specs, heads)
     torch.save(payload, str(path))
 
 
@@ -67,6 +73,14 @@ def replay(module: Any, blob: Any) -> None:
     except Exception as exc:
         raise ModelLoadError(f"cannot replay the pruning record on this model: {first_line(exc)}",
                              hint="give the same FILE.py:FACTORY the weights were pruned from") from None
+    from mdeploy.pruning.structured import set_heads
+
+    by_name = dict(module.named_modules())
+    for name, h in record.get("heads", {}).items():
+        if name not in by_name or not isinstance(getattr(by_name[name], h["attr"], None), int):
+            raise ModelLoadError(f"cannot replay the pruning record on this model: it has no attention '{name}' "
+                                 f"with a head count '{h['attr']}'", hint="give the same FILE.py:FACTORY the weights were pruned from")
+        set_heads(by_name[name], h["attr"], int(h["heads"]))
 
 
 def _plain(history: list) -> list:

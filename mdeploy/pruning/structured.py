@@ -1,6 +1,12 @@
 """Structured pruning with Torch-Pruning's DepGraph: whole channels, neurons and heads go, with everything that
 depends on them (BatchNorm, residual adds, concatenations), so the pruned module is a smaller dense model.
 
+Attention heads: Torch-Pruning removes whole heads of attention written with separate q/k/v projections (BERT,
+ViT, most Hugging Face models) when told which layers are q/k/v and how many heads each has. `attention_modules`
+finds them (a module holding its head count, e.g. `num_heads`, and q/k/v nn.Linear children); heads go whole
+(`prune_head_dims=False`: the head width the module reshapes with stays), and the module's head count is updated
+afterwards, as the library leaves that to the caller. The fused nn.MultiheadAttention (in_proj) is not one of them.
+
 Two traps of the library are handled here: the dependency graph is traced through autograd, so it is built in
 eval mode with gradients on (never under no_grad); and its failures are raw index errors from deep inside, so a
 failure names the layer it was pruning (found on the failing frames) and suggests `--ignore` for it.
@@ -19,6 +25,9 @@ from mdeploy.pruning.measure import first_sample, macs_and_params
 
 MACS_STEPS = 40  # --target-macs: channels go in steps of 1/40 of the reachable ratio until MACs reach the target
 MAX_RATIO = 0.95
+HEAD_COUNT_ATTRS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
+QKV_NAMES = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"), ("q", "k", "v"), ("q_lin", "k_lin", "v_lin"),
+             ("wq", "wk", "wv"), ("to_q", "to_k", "to_v"))
 
 
 @dataclass
@@ -29,6 +38,7 @@ class Settings:
     global_ranking: bool = False
     ignore: list[str] = field(default_factory=list)
     round_to: int | None = None
+    head_sparsity: float | None = None  # fraction of attention heads removed (None: as --sparsity; 0 keeps them)
 
 
 @dataclass
@@ -38,6 +48,48 @@ class Outcome:
     macs_after: int
     steps: int
     ignored: list[str]
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)  # attention module -> attr, before, after
+
+
+@dataclass
+class Attention:
+    """An attention module whose heads can go whole: its head count attribute and its q/k/v projections."""
+
+    name: str
+    module: Any
+    attr: str
+    qkv: list[Any]
+
+    @property
+    def heads(self) -> int:
+        return int(getattr(self.module, self.attr))
+
+
+def attention_modules(module: Any) -> list[Attention]:
+    """Attention written with separate q/k/v nn.Linear children and an integer head count attribute."""
+    torch = require("torch", extra="torch")
+    found = []
+    for name, m in module.named_modules():
+        attr = next((a for a in HEAD_COUNT_ATTRS if isinstance(getattr(m, a, None), int)), None)
+        if attr is None:
+            continue
+        children = dict(m.named_children())
+        for names in QKV_NAMES:
+            layers = [children.get(n) for n in names]
+            if all(isinstance(layer, torch.nn.Linear) for layer in layers):
+                if all(layer.out_features % getattr(m, attr) == 0 for layer in layers):
+                    found.append(Attention(name, m, attr, layers))
+                break
+    return found
+
+
+def set_heads(attention_module: Any, attr: str, heads: int) -> None:
+    """Give an attention module its new head count (and `all_head_size`, Hugging Face's heads x head width)."""
+    old = int(getattr(attention_module, attr))
+    setattr(attention_module, attr, int(heads))
+    size = getattr(attention_module, "all_head_size", None)
+    if isinstance(size, int) and old:
+        attention_module.all_head_size = size // old * int(heads)
 
 
 def resolve_ignored(module: Any, names: list[str]) -> list[Any]:
@@ -106,12 +158,20 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
         importance = tp.importance.GroupMagnitudeImportance(p=2)
     iterative = settings.target_macs is not None
     names = {id(m): n for n, m in module.named_modules()}
+    attentions = [a for a in attention_modules(module) if not any(_within(a.name, n) for n in ignored_names)]
+    head_ratio = _head_ratio(settings, attentions)
+    heads_before = {a.name: a.heads for a in attentions}
+    head_options: dict[str, Any] = {}
+    if attentions:
+        head_options = {"num_heads": {layer: a.heads for a in attentions for layer in a.qkv}, "prune_num_heads": True,
+                        "prune_head_dims": False, "head_pruning_ratio": head_ratio}
     try:
         with torch.enable_grad():  # DepGraph traces autograd: no_grad here would find no dependencies at all
             pruner = tp.pruner.MetaPruner(
                 module, examples, importance=importance, global_pruning=settings.global_ranking,
                 pruning_ratio=MAX_RATIO if iterative else settings.sparsity,
                 iterative_steps=MACS_STEPS if iterative else 1, ignored_layers=ignored, round_to=settings.round_to,
+                **head_options,
             )
             steps = 0
             for _ in range(MACS_STEPS if iterative else 1):
@@ -128,6 +188,11 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
         raise _library_failure(exc, names, grouped_convolutions(module)) from None
     finally:
         module.zero_grad(set_to_none=True)
+    head_counts = {}
+    for a in attentions:
+        after = int(pruner.num_heads[a.qkv[0]])
+        set_heads(a.module, a.attr, after)
+        head_counts[a.name] = {"attr": a.attr, "before": heads_before[a.name], "after": after}
     module.eval()
     macs_after, _ = macs_and_params(module, sample)
     new_shapes = output_shapes(module, examples)
@@ -142,7 +207,26 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
             f"--target-macs {settings.target_macs:g} cannot be reached: pruning stops at {macs_after / macs_before:.3f}x "
             "the original MACs", hint="ask for a higher --target-macs, or --ignore fewer layers")
     history = pruner.pruning_history()
-    return Outcome(history, macs_before, macs_after, steps, ignored_names)
+    return Outcome(history, macs_before, macs_after, steps, ignored_names, head_counts)
+
+
+def _within(name: str, ignored: str) -> bool:
+    return name == ignored or name.startswith(ignored + ".") or ignored.startswith(name + ".")
+
+
+def _head_ratio(settings: Settings, attentions: list[Attention]) -> float:
+    """The fraction of heads to remove in every attention module, leaving at least one head in each. Torch-Pruning
+    removes ceil(ratio x heads) per module; --target-macs keeps heads whole (its iterative steps would compound)."""
+    if not attentions:
+        if settings.head_sparsity:
+            raise InputError("--head-sparsity: the model has no attention with separate q/k/v projections to remove heads from",
+                             hint="heads go whole in modules with a head count (num_heads) and q/k/v nn.Linear layers")
+        return 0.0
+    if settings.target_macs is not None:
+        return 0.0
+    ratio = settings.head_sparsity if settings.head_sparsity is not None else (settings.sparsity or 0.0)
+    fewest = min(a.heads for a in attentions)
+    return min(ratio, (fewest - 1) / fewest - 1e-9) if fewest > 1 else 0.0
 
 
 

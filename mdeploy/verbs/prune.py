@@ -1,12 +1,16 @@
-"""`prune SRC -o OUT.onnx`: prune a PyTorch model so that the deployed model is really smaller and faster, recover
+"""`prune SRC -o OUT.onnx|OUT.pt2`: prune a PyTorch model so that the deployed model is really smaller and faster, recover
 what it lost by distillation from the unpruned model, export it, and prove on data what it kept.
 
 The steps: load the factory's module; prune it (mdeploy/pruning: structured with Torch-Pruning, or masks); recover
 (distillation with --data, BatchNorm recalibration with --data --epochs 0); write the pruned weights with their
 pruning history into the staging folder and export them with `convert` (FILE.py:FACTORY --weights, which replays
 the history: the same path a user takes with --save-weights), which validates the ONNX model against the pruned
-torch module; then prove the result against the unpruned original (agreement, cosine, accuracy with labels) and
+torch module (a `.pt2` output is torch.export-ed from that same rebuilt module and validated against it through the
+runners); then prove the result against the unpruned original (agreement, cosine, accuracy with labels) and
 measure parameters, MACs, file size and onnxruntime latency before and after, side by side.
+
+A `.pt2` source is tried as `torch.export.load(p).module()`: Torch-Pruning cannot trace that graph module (it has
+no nn.Conv2d / nn.Linear layers left, and refuses eval()), so it ends in exit 2 naming what prune reads.
 """
 
 from __future__ import annotations
@@ -42,12 +46,15 @@ TAYLOR_SAMPLES = 128
 @dataclass
 class Options:
     src: str = option(help="PyTorch model: FILE.py:FACTORY or package.module:FACTORY (with --weights).", argument=True)
-    output: str = option(help="Where to write the pruned model (.onnx).", short="-o")
+    output: str = option(help="Where to write the pruned model (.onnx, or .pt2 with torch.export).", short="-o")
     weights: str | None = option(None, help="state_dict for the factory's module (loaded with weights_only=True).")
     sparsity: float | None = option(None, help="Fraction of channels (structured) or weights (unstructured) removed "
                                     "(default 0.5).", min=0.0)
     target_macs: float | None = option(None, help="Structured: prune until MACs reach this fraction of the original.",
                                        min=0.0)
+    head_sparsity: float | None = option(None, help="Structured: fraction of attention heads removed whole, in attention "
+                                         "with separate q/k/v nn.Linear layers and a head count (default: --sparsity; 0 "
+                                         "keeps every head).", min=0.0)
     method: str = option("structured", help="structured (channels, really faster) | unstructured | 2:4 (masks: a dense "
                          "runtime gains no speed).", choices=METHODS)
     importance: str = option("magnitude", help="Channel ranking: magnitude (L2) | taylor (gradients on --data).",
@@ -80,8 +87,8 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     o = options
     ref = _source(o)
     out = Path(o.output)
-    if out.suffix != ".onnx":
-        raise InputError(f"prune writes an ONNX model: name the output *.onnx, not '{out.name}'",
+    if out.suffix not in (".onnx", ".pt2"):
+        raise InputError(f"prune writes an ONNX model (*.onnx) or an ExportedProgram (*.pt2), not '{out.name}'",
                          hint="the pruned torch module itself is written with --save-weights OUT.pt")
     check_output(out, o.force)
     weights_out = Path(o.save_weights) if o.save_weights else None
@@ -114,13 +121,13 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
 
 
 def _source(o: Options) -> ModelRef:
-    """The model to prune: only a module built by code can lose channels and still be rebuilt."""
+    """The model to prune: a module built by code (it can lose channels and still be rebuilt), or a `.pt2` tried as
+    the module torch.export.load gives back."""
     ref = ModelRef.parse(o.src, None, o.weights)
-    if ref.format == Format.PYTORCH_MODULE:
+    if ref.format in (Format.PYTORCH_MODULE, Format.PYTORCH_EXPORTED):
+        if ref.format == Format.PYTORCH_EXPORTED and o.weights:
+            raise InputError("--weights goes with FILE.py:FACTORY; a .pt2 carries its own weights")
         return ref
-    if ref.format == Format.PYTORCH_EXPORTED:
-        raise InputError(f"{ref.name} is an ExportedProgram: its graph has no modules left to remove channels from",
-                         hint="prune the code that builds the model: FILE.py:FACTORY --weights state_dict.pt")
     raise InputError(
         f"prune reads PyTorch models given as FILE.py:FACTORY (+ --weights), not {ref.format.value} ({ref.name})",
         hint="prune the PyTorch model this was made from, then convert or quantize the pruned ONNX model",
@@ -136,7 +143,15 @@ def _amount(o: Options) -> tuple[float | None, float | None]:
         if not 0 < o.target_macs < 1:
             raise InputError(f"--target-macs {o.target_macs:g} is not a fraction between 0 and 1 (exclusive)",
                              hint="e.g. --target-macs 0.4 keeps 40% of the MACs")
+        if o.head_sparsity is not None:
+            raise InputError("--head-sparsity goes with --sparsity: --target-macs removes channels only and keeps heads whole")
         return None, o.target_macs
+    if o.head_sparsity is not None:
+        if o.method != "structured":
+            raise InputError(f"--head-sparsity needs --method structured: {o.method} masks remove no heads")
+        if not 0 <= o.head_sparsity < 1:
+            raise InputError(f"--head-sparsity {o.head_sparsity:g} is not a fraction between 0 (inclusive) and 1",
+                             hint="e.g. --head-sparsity 0.5 removes half the heads of every attention")
     if o.method == "2:4":
         if o.sparsity is not None:
             raise InputError("--method 2:4 is 50% sparsity by definition: drop --sparsity")
@@ -159,6 +174,7 @@ class Job:
     bar: Bar | None
     progress: ProgressFactory
     input_names: list[str] = field(default_factory=list)
+    examples: dict[str, Any] = field(default_factory=dict)
 
     def execute(self, tmp: Path, weights_tmp: Path | None) -> Report:
         from mdeploy.frameworks import torch_models
@@ -171,8 +187,10 @@ class Job:
                                                "seed": o.seed})
         loaded = torch_models.load(self.ref)
         module = loaded.module
-        examples = self._examples(loaded)
+        examples = self.examples = self._examples(loaded)
         names = self.input_names = list(examples)
+        if self.ref.format == Format.PYTORCH_EXPORTED:
+            raise self._exported_refusal(module, examples)
         specs = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in examples.items()]
         original = copy.deepcopy(module).eval()
         sample = measure.first_sample(examples)
@@ -197,22 +215,35 @@ class Job:
             raise ConversionError("pruning changed nothing: the MACs are the same before and after",
                                   hint="raise --sparsity, or --ignore fewer layers")
         staged = tmp.parent / "pruned_weights.pt"
-        history.save(staged, module, record, specs)
+        history.save(staged, module, record, specs, details.get("heads"))
         changed = measure.changed_widths(widths_before, measure.widths(module))
         report.data["parameters"] = {"before": params_before, "after": params_after, "ratio": params_after / params_before,
                                      "nonzero_after": measure.nonzero_params(module)}
         report.data["macs"] = {"before": macs_before, "after": macs_after, "ratio": macs_after / macs_before,
                                "per_sample": True}
         report.data["layers_changed"] = changed
+        if details.get("heads"):
+            report.data["heads"] = details["heads"]
         del module, original
-        original_onnx = tmp.parent / "original.onnx"
-        self._export(ModelRef(self.ref.path, Format.PYTORCH_MODULE, self.ref.factory, staged), tmp, report, validate=True)
-        self._export(self.ref, original_onnx, report, validate=False)
-        report.data["size"] = {"before_bytes": size_of(original_onnx), "after_bytes": size_of(tmp),
-                               "ratio": size_of(tmp) / size_of(original_onnx)}
+        pruned_ref = ModelRef(self.ref.path, Format.PYTORCH_MODULE, self.ref.factory, staged)
+        original_out = tmp.parent / f"original{self.out.suffix}"
+        if self.out.suffix == ".pt2":
+            self._export_pt2(pruned_ref, tmp, report)
+            self._export_pt2(self.ref, original_out, None)
+        else:
+            self._export(pruned_ref, tmp, report, validate=True)
+            self._export(self.ref, original_out, report, validate=False)
+        report.data["size"] = {"before_bytes": size_of(original_out), "after_bytes": size_of(tmp),
+                               "ratio": size_of(tmp) / size_of(original_out), "format": self.out.suffix[1:]}
         if not o.no_benchmark:
             start = time.perf_counter()
-            before, after = measure.side_by_side_latency([original_onnx, tmp], threads=o.threads, seed=o.seed)
+            onnx_before, onnx_after = original_out, tmp
+            if self.out.suffix == ".pt2":  # onnxruntime latency, the same measure as for an ONNX output
+                onnx_before, onnx_after = tmp.parent / "original.onnx", tmp.parent / "pruned.onnx"
+                self._export(self.ref, onnx_before, report, validate=False)
+                self._export(pruned_ref, onnx_after, report, validate=False)
+                report.notes.append("latency measured with onnxruntime on ONNX exports of both models (the .pt2 runs in torch)")
+            before, after = measure.side_by_side_latency([onnx_before, onnx_after], threads=o.threads, seed=o.seed)
             report.data["latency"] = {"before_ms": before["median_ms"], "after_ms": after["median_ms"],
                                       "ratio": after["median_ms"] / before["median_ms"], "threads": o.threads, "batch": 1,
                                       "runs": before["runs"], "cpu_flags": measure.cpu_flags()}
@@ -272,13 +303,16 @@ class Job:
             from mdeploy.pruning import structured
 
             settings = structured.Settings(self.sparsity, self.target_macs, o.importance, o.global_ranking, list(o.ignore),
-                                           o.round_to)
+                                           o.round_to, o.head_sparsity)
             outcome = structured.prune(module, examples, settings, _taylor_loss(train) if train else None)
             if o.importance == "taylor":
                 report.notes.append(f"taylor importance from gradients on the first {TAYLOR_SAMPLES} samples of --data")
-            return outcome.history, {"sparsity": self.sparsity, "target_macs": self.target_macs, "importance": o.importance,
-                                     "global": o.global_ranking, "round_to": o.round_to, "ignored": outcome.ignored,
-                                     "steps": outcome.steps, "library": "torch-pruning"}
+            details = {"sparsity": self.sparsity, "target_macs": self.target_macs, "importance": o.importance,
+                       "global": o.global_ranking, "round_to": o.round_to, "ignored": outcome.ignored,
+                       "steps": outcome.steps, "library": "torch-pruning"}
+            if outcome.heads:
+                details["heads"] = outcome.heads
+            return outcome.history, details
         from mdeploy.pruning import masks, structured
 
         if o.round_to is not None or o.importance != "magnitude":
@@ -335,10 +369,56 @@ class Job:
             report.comparisons.extend(done.comparisons)
             report.notes.extend(done.notes)
 
+    def _export_pt2(self, ref: ModelRef, out: Path, report: Report | None) -> None:
+        """torch.export the module `ref` builds (for the pruned one: the factory with the pruning record replayed, as
+        --save-weights users get it) with a dynamic batch; with a report, validate the .pt2 against that module."""
+        from mdeploy.frameworks import torch_models
+        from mdeploy.verbs import validate
+
+        loaded = torch_models.load(ref)
+        example = []
+        for name in self.input_names:
+            value = self.examples[name]
+            example.append(value if value.shape[0] >= 2 else value.repeat(2, *([1] * (value.ndim - 1))))  # batch 1 specializes
+        what = "the pruned model" if report is not None else "the unpruned model"
+        torch_models.export_pt2(loaded.module.eval(), tuple(example), out, what=what, hint="write the pruned model as .onnx")
+        del loaded
+        if report is None:
+            return
+        start = time.perf_counter()
+        done = validate.run(validate.Options(reference=ref.factory or "", weights=str(ref.weights), candidate=str(out),
+                                             inputs=list(self.o.inputs), samples=2, seed=self.o.seed,
+                                             classifier_output=list(self.o.classifier_output)))
+        for comparison in done.comparisons:
+            comparison.label = f"pruned .pt2 vs pruned torch ({comparison.label})" if comparison.label else "pruned .pt2 vs pruned torch"
+            comparison.notes = [n.replace(str(out), str(self.out)) for n in comparison.notes]
+        report.comparisons.extend(done.comparisons)
+        passed = all(bool(c) for c in done.comparisons)
+        report.steps.append(Step("export: torch.export (.pt2), validated against the pruned torch module",
+                                 "passed" if passed else "failed", {}, time.perf_counter() - start))
+
+    def _exported_refusal(self, module: Any, examples: dict[str, Any]) -> InputError:
+        """A .pt2 source: try Torch-Pruning on the module torch.export.load gives back, and say why it cannot serve."""
+        from mdeploy.errors import MdeployError, first_line
+        from mdeploy.pruning import structured
+
+        try:
+            outcome = structured.prune(module, examples, structured.Settings(sparsity=self.sparsity or DEFAULT_SPARSITY))
+            why = "torch-pruning finds no channel to remove in it" if not outcome.history else \
+                "the pruned graph module cannot be rebuilt from a factory and weights"
+        except MdeployError as exc:
+            why = exc.message
+        except Exception as exc:  # the library's own refusal, e.g. "Calling eval() is not supported yet"
+            why = f"pruning it fails ({type(exc).__name__}: {first_line(exc)})"
+        return InputError(f"{self.ref.name}: torch.export.load(...).module() is a flat graph without the nn.Module layers "
+                          f"prune removes channels from: {why}",
+                          hint="prune reads the code that builds the model: FILE.py:FACTORY --weights state.pt, the state "
+                               "saved with torch.save(model.state_dict(), 'state.pt') from the module you exported")
+
     def _prove(self, tmp: Path, report: Report) -> None:
         """The pruned ONNX model against the unpruned original, on --eval-data (or random inputs)."""
         o = self.o
-        cand = registry.open_runner(ModelRef(tmp, Format.ONNX))
+        cand = registry.open_runner(ModelRef(tmp, Format.PYTORCH_EXPORTED if tmp.suffix == ".pt2" else Format.ONNX))
         specs = cand.input_specs()
         ref_runner = registry.open_runner(self.ref, input_specs=specs)  # the exported batch axis is dynamic
         labels = None
