@@ -26,6 +26,9 @@ def _show(report: Report) -> None:
     stdout.print(f"best epoch {t.get('best_epoch')} of {t.get('epochs_run')}"
                  + (" (stopped early)" if t.get("stopped_early") else "")
                  + f", held-out {t.get('held_out')}: " + ", ".join(f"{k} {v:.4f}" for k, v in (t.get("best") or {}).items()))
+    if t.get("refit"):
+        r = t["refit"]
+        stdout.print(f"refit on all {r['samples']} samples of --data for {r['epochs']} epochs (the best epoch count above)")
     for note in report.notes:
         stdout.print(f"  [dim]{note}[/]")
     acc = d.get("accuracy")

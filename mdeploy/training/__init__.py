@@ -33,11 +33,12 @@ from mdeploy.training.loop import (
     EpochRecord,
     TrainConfig,
     TrainResult,
+    fit,
     split,
     train,
 )
 from mdeploy.training.teacher import TorchTeacher, teacher_outputs
 
 __all__ = [
-    "Dataset", "DivergedError", "EpochRecord", "TrainConfig", "TrainResult", "TorchTeacher", "split", "teacher_outputs", "train",
+    "Dataset", "DivergedError", "EpochRecord", "TrainConfig", "TrainResult", "TorchTeacher", "fit", "split", "teacher_outputs", "train",
 ]

@@ -65,6 +65,9 @@ class Options:
     temperature: float = option(4.0, help="KD temperature T: softens both distributions.")
     alpha: float = option(0.9, help="Weight of the KD term against cross-entropy on labels (without labels: 1).", min=0)
     patience: int = option(8, help="Stop after this many epochs without a better held-out metric.", min=1)
+    no_refit: bool = option(False, help="Keep the best held-out checkpoint as it is, trained on 85%% of --data (default: "
+                            "once the held-out split has chosen the epoch count, retrain on all of --data for that many "
+                            "epochs). Without effect with --eval-data.")
     max_error: str | None = option(None, help="The bar, as quantize's: e.g. accuracy-drop<=0.02,top1>=0.95 (exit 1 if missed).")
     classifier_output: list[str] = option([], help="Teacher output that is class scores (repeatable; default: decided "
                                           "from the graph and the output names).")
@@ -170,7 +173,7 @@ class _Distill:
 
     def execute(self, train_x: dict, train_y: np.ndarray | None, eval_x: dict | None, eval_y: np.ndarray | None) -> Report:
         from mdeploy.frameworks import torch_models
-        from mdeploy.training import Dataset, TrainConfig, split, teacher_outputs, train
+        from mdeploy.training import Dataset, TrainConfig, fit, split, teacher_outputs, train
 
         o, report = self.o, self.report
         start = time.perf_counter()
@@ -185,6 +188,7 @@ class _Distill:
         for flag, x, y in (("--labels", train_x, train_y), ("--eval-labels", eval_x, eval_y)):
             if y is not None:
                 _check_labels(y, _count(x), classes, flag, output)
+        torch_models.torch().manual_seed(o.seed)  # the student's initial weights follow --seed too
         student = torch_models.load(self.student_ref)
         student_index = _check_student(student, probe, teacher_probe, output, self.student_ref.name, self.teacher_ref.name)
         report.data.update({"distilled_output": output, "loss": "kd" if kind == "scores" else "mse"})
@@ -217,7 +221,15 @@ class _Distill:
                                  temperature=o.temperature, alpha=o.alpha if train_y is not None else 1.0, patience=o.patience,
                                  kind=kind, output=student_index, seed=o.seed, device=o.device)
             start = time.perf_counter()
-            result = train(student.module, train_set, config, held_out=held_out, progress=self.progress, echo=self.echo)
+            if eval_x is None and not o.no_refit:
+                result = fit(student.module, data, config, HELD_OUT_FRACTION, progress=self.progress, echo=self.echo)
+            else:
+                result = train(student.module, train_set, config, held_out=held_out, progress=self.progress, echo=self.echo)
+            if result.refit:
+                report.notes.append(f"refit: the written student trained on all {n} samples of --data for {result.best_epoch} "
+                                    f"epochs, the best epoch count on the held-out split; the training figures are the held-out "
+                                    f"run's, and the proof below runs on samples the refit student has seen (give --eval-data "
+                                    f"or --no-refit for a proof on unseen data)")
             if result.interrupted:
                 best = (f"best checkpoint: epoch {result.best_epoch}, held-out {_metrics_text(result.best_metrics)}"
                         if result.best_epoch else "no epoch finished")
