@@ -68,9 +68,10 @@ def companions(model: Path) -> list[str]:
     """The files an output needs beside it: an ONNX model's external-data files (names relative to its folder)."""
     if model.suffix != ".onnx" or not model.is_file():
         return []
-    from mdeploy.frameworks import onnx_models
+    from mdeploy.frameworks import onnx_models, onnx_skeleton
 
-    return [name for name in onnx_models.external_data_files(onnx_models.load_proto(model)) if (model.parent / name).is_file()]
+    proto = onnx_skeleton.load_without_weights(model)  # the names are what counts: weights inside the file stay unread
+    return [name for name in onnx_models.external_data_files(proto) if (model.parent / name).is_file()]
 
 
 def size_of(path: Path) -> int:

@@ -126,9 +126,9 @@ def _by_graph(name: str, graphs: list[tuple[Path, dict[str, str]]]) -> OutputKin
 def _graph(path: Path, mtime_ns: int, size: int) -> tuple[dict[str, tuple[str, list[str]]], frozenset[str]]:
     """tensor -> (op type, inputs) for every node output, and the names of constant tensors (cached per file
     version: a validation over many batches reads the graph once)."""
-    from mdeploy.frameworks import onnx_models
+    from mdeploy.frameworks import onnx_skeleton
 
-    model = onnx_models.load_proto(path)
+    model = onnx_skeleton.load_without_weights(path)  # the graph's structure is what counts, not the weights' bytes
     producers = {out: (n.op_type, list(n.input)) for n in model.graph.node for out in n.output if out}
     constants = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     return producers, frozenset(constants)
