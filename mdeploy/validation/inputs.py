@@ -108,7 +108,7 @@ def random_feed(specs: list[TensorSpec], rng: np.random.Generator, batch: int = 
     """One random feed. Floats ~ N(0, 1); integer inputs stay inside the range the model accepts
     (token ids below the vocabulary size); masks are all ones so that no row is fully masked."""
     feed = {}
-    for spec in specs:
+    for spec in align_batch(specs) if batch == DEFAULT_DIM else specs:
         shape = concrete_shape(spec, batch, sizes)
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
@@ -121,6 +121,24 @@ def random_feed(specs: list[TensorSpec], rng: np.random.Generator, batch: int = 
             low, high = spec.value_range or (0, 2)
             feed[spec.name] = rng.integers(int(low), int(high), size=shape).astype(dtype)
     return feed
+
+
+def align_batch(specs: list[TensorSpec], dynamic_batch: set[str] | None = None) -> list[TensorSpec]:
+    """When the user fixed the batch of one input (`--input image:2x...`) and other inputs keep a dynamic batch, those
+    get that batch too: a model's inputs share one batch, and one that concatenates them fails on a mismatch.
+
+    `dynamic_batch`: the inputs whose axis 0 is dynamic (default: those whose axis 0 is symbolic in `specs`).
+    """
+    def symbolic(spec: TensorSpec) -> bool:
+        return bool(spec.shape) and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0)
+
+    dynamic = dynamic_batch if dynamic_batch is not None else {s.name for s in specs if symbolic(s)}
+    given = {s.shape[0] for s in specs if s.shape and s.name not in dynamic and not symbolic(s)}
+    if len(given) != 1 or not any(s.name in dynamic for s in specs):
+        return specs
+    batch = int(given.pop())
+    return [TensorSpec(s.name, (batch, *s.shape[1:]), s.dtype, s.value_range) if s.name in dynamic and s.shape else s
+            for s in specs]
 
 
 def feeds_hash(feeds: list[Feed]) -> str:

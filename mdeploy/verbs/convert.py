@@ -173,6 +173,7 @@ def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, p
     examples = {s.name: s for s in specs}
     merged = merge_specs(ref_runner.input_specs(), cand_specs)
     specs = [TensorSpec(s.name, examples[s.name].shape, s.dtype, s.value_range) for s in merged]
+    specs = vinputs.align_batch(specs, {name for axes in dynamic.values() for name, axis in axes if axis == 0})
     base = vinputs.random_feed(specs, rng)
     batches = [("example inputs", base)]
     if dynamic:

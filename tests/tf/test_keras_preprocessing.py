@@ -79,3 +79,12 @@ def test_cli_lookup_table_is_one_error_line_and_no_output(tf_files, tmp_path):
     assert lines[0].startswith("error: the model captures state that cannot become an ONNX constant: ") and "Lookup" in lines[0]
     assert len(lines) == 2 and lines[1].startswith("hint: ") and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fixing_the_batch_of_one_input_gives_every_input_that_batch_in_validation(tf_files, tmp_path):
+    """`--input image:2x...` alone: the other input (features, dynamic batch) must come in at batch 2 as well, or the
+    Keras reference fails at its Concatenate."""
+    out = tmp_path / "pre2.onnx"
+    result = run_cli("convert", tf_files["preprocessing.keras"], "-o", out, "--input", "image:2x16x16x3", "--json")
+    assert result.code == 0, result.stderr
+    assert all(o["passed"] for c in result.json["comparisons"] for o in c["outputs"])
