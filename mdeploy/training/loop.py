@@ -301,10 +301,12 @@ def _evaluate(student: Any, data: _Tensors, config: TrainConfig, loss_fn: Callab
 
 def _pick(output: Any, which: str | int | None) -> Any:
     """The trained output among a student's outputs (a tensor, or a tuple/dict of them)."""
-    from mdeploy.frameworks.torch_models import flatten_outputs, torch
+    import torch  # already loaded (through mdeploy.frameworks.torch_models.torch) by the caller
 
-    if isinstance(output, torch().Tensor) and which in (None, 0, "output"):
-        return output
+    if isinstance(output, torch.Tensor) and which in (None, 0, "output"):
+        return output  # per step: nothing more than this check (torch_models.torch() re-quiets loggers at each call)
+    from mdeploy.frameworks.torch_models import flatten_outputs
+
     named = flatten_outputs(output)
     if isinstance(which, int):
         return named[which][1]
