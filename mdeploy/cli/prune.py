@@ -27,15 +27,17 @@ def _show(report: Report) -> None:
     if d.get("macs"):
         m = d["macs"]
         rows.append(("MACs / sample", f"{m['before']:,}", f"{m['after']:,}", m["ratio"]))
-    if d.get("size"):
+    if d.get("size") and "before_bytes" in d["size"]:
         s = d["size"]
-        rows.append(("ONNX file", f"{s['before_bytes'] / 1024:.1f} KiB", f"{s['after_bytes'] / 1024:.1f} KiB", s["ratio"]))
+        rows.append((f"{s['format']} file", f"{s['before_bytes'] / 1024:.1f} KiB", f"{s['after_bytes'] / 1024:.1f} KiB", s["ratio"]))
     if d.get("latency"):
         lat = d["latency"]
         rows.append((f"latency (ort, batch 1, {lat['threads']} threads)", f"{lat['before_ms']:.3f} ms", f"{lat['after_ms']:.3f} ms",
                      lat["ratio"]))
     for name, before, after, ratio in rows:
         stdout.print(f"  {name:<36} {before:>16} -> {after:<28} {ratio:.3f}x")
+    if d.get("heads"):
+        stdout.print("  attention heads: " + ", ".join(f"{name} {h['before']}->{h['after']}" for name, h in d["heads"].items()))
     if d.get("layers_changed"):
         stdout.print("  layers changed (in, out): " + ", ".join(
             f"{c['layer']} {c['before']}->{c['after']}" for c in d["layers_changed"]))

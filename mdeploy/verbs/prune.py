@@ -74,7 +74,7 @@ class Options:
     inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE] example input (repeatable).")
     dynamic: list[str] = option([], help="NAME:AXIS[:DIMNAME] axis that stays dynamic (default: axis 0 of every input).")
     threads: int = option(2, help="onnxruntime threads for the latency measurement.", min=1)
-    no_benchmark: bool = option(False, help="Skip the latency measurement.")
+    no_benchmark: bool = option(False, help="Skip measuring the unpruned model: its export, file size and latency.")
     classifier_output: list[str] = option([], help="Output that is class scores (repeatable; default: decided from the "
                                           "graph and the output names).")
     seed: int = option(0, help="Seed for random inputs and recovery (recorded in the report).")
@@ -229,13 +229,17 @@ class Job:
         original_out = tmp.parent / f"original{self.out.suffix}"
         if self.out.suffix == ".pt2":
             self._export_pt2(pruned_ref, tmp, report)
-            self._export_pt2(self.ref, original_out, None)
         else:
             self._export(pruned_ref, tmp, report, validate=True)
-            self._export(self.ref, original_out, report, validate=False)
-        report.data["size"] = {"before_bytes": size_of(original_out), "after_bytes": size_of(tmp),
-                               "ratio": size_of(tmp) / size_of(original_out), "format": self.out.suffix[1:]}
-        if not o.no_benchmark:
+        report.data["size"] = {"after_bytes": size_of(tmp), "format": self.out.suffix[1:]}
+        if o.no_benchmark:  # the unpruned model is exported only to be measured
+            report.notes.append("--no-benchmark: the unpruned model was not exported; its file size and latency are not measured")
+        else:
+            if self.out.suffix == ".pt2":
+                self._export_pt2(self.ref, original_out, None)
+            else:
+                self._export(self.ref, original_out, report, validate=False)
+            report.data["size"].update(before_bytes=size_of(original_out), ratio=size_of(tmp) / size_of(original_out))
             start = time.perf_counter()
             onnx_before, onnx_after = original_out, tmp
             if self.out.suffix == ".pt2":  # onnxruntime latency, the same measure as for an ONNX output

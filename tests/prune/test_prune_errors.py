@@ -40,6 +40,9 @@ def test_pruning_that_changes_nothing_is_an_error(cli, tmp_path):
     (["--method", "unstructured", "--target-macs", "0.4"], "MACs"),
     (["--sparsity", "1.5"], "fraction"),
     (["--ignore", "nosuch"], "no module"),
+    (["--target-macs", "0.4", "--head-sparsity", "0.5"], "keeps heads whole"),
+    (["--method", "unstructured", "--head-sparsity", "0.5"], "--method structured"),
+    (["--head-sparsity", "0.5"], "no attention with separate q/k/v"),  # the residual CNN has no heads to remove
 ])
 def test_bad_options(cli, tmp_path, args, words):
     lines = _one_error(cli("prune", CNN, "-o", tmp_path / "x.onnx", *args))
@@ -53,3 +56,9 @@ def test_existing_output_needs_force(cli, tmp_path):
     lines = _one_error(cli("prune", CNN, "-o", out))
     assert "exists" in lines[0]
     assert out.read_bytes() == b"keep"
+
+
+def test_output_is_onnx_or_pt2(cli, tmp_path):
+    lines = _one_error(cli("prune", CNN, "-o", tmp_path / "x.tflite"))
+    assert "*.onnx" in lines[0] and "*.pt2" in lines[0]
+    assert not list(tmp_path.iterdir())
