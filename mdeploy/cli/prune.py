@@ -29,7 +29,8 @@ def _show(report: Report) -> None:
         rows.append(("MACs / sample", f"{m['before']:,}", f"{m['after']:,}", m["ratio"]))
     if d.get("size") and "before_bytes" in d["size"]:
         s = d["size"]
-        rows.append((f"{s['format']} file", f"{s['before_bytes'] / 1024:.1f} KiB", f"{s['after_bytes'] / 1024:.1f} KiB", s["ratio"]))
+        rows.append((f"{s['format']} file", f"{s['before_bytes'] / 1024:.1f} KiB", f"{s['after_bytes'] / 1024:.1f} KiB",
+                     s["ratio"]))
     if d.get("latency"):
         lat = d["latency"]
         rows.append((f"latency (ort, batch 1, {lat['threads']} threads)", f"{lat['before_ms']:.3f} ms", f"{lat['after_ms']:.3f} ms",

@@ -79,7 +79,8 @@ def replay(module: Any, blob: Any) -> None:
     for name, h in record.get("heads", {}).items():
         if name not in by_name or not isinstance(getattr(by_name[name], h["attr"], None), int):
             raise ModelLoadError(f"cannot replay the pruning record on this model: it has no attention '{name}' "
-                                 f"with a head count '{h['attr']}'", hint="give the same FILE.py:FACTORY the weights were pruned from")
+                                 f"with a head count '{h['attr']}'",
+                                 hint="give the same FILE.py:FACTORY the weights were pruned from")
         set_heads(by_name[name], h["attr"], int(h["heads"]))
 
 

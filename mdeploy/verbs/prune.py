@@ -394,7 +394,8 @@ class Job:
                                              inputs=list(self.o.inputs), samples=2, seed=self.o.seed,
                                              classifier_output=list(self.o.classifier_output)))
         for comparison in done.comparisons:
-            comparison.label = f"pruned .pt2 vs pruned torch ({comparison.label})" if comparison.label else "pruned .pt2 vs pruned torch"
+            what = "pruned .pt2 vs pruned torch"
+            comparison.label = f"{what} ({comparison.label})" if comparison.label else what
             comparison.notes = [n.replace(str(out), str(self.out)) for n in comparison.notes]
         report.comparisons.extend(done.comparisons)
         passed = all(bool(c) for c in done.comparisons)
