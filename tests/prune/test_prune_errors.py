@@ -42,7 +42,8 @@ def test_pruning_that_changes_nothing_is_an_error(cli, tmp_path):
     (["--ignore", "nosuch"], "no module"),
     (["--target-macs", "0.4", "--head-sparsity", "0.5"], "keeps heads whole"),
     (["--method", "unstructured", "--head-sparsity", "0.5"], "--method structured"),
-    (["--head-sparsity", "0.5"], "no attention with separate q/k/v"),  # the residual CNN has no heads to remove
+    (["--head-sparsity", "0.5"], "no attention with separate q/k/v"),
+    (["--importance", "taylor"], "needs data"),  # the residual CNN has no heads to remove
 ])
 def test_bad_options(cli, tmp_path, args, words):
     lines = _one_error(cli("prune", CNN, "-o", tmp_path / "x.onnx", *args))
