@@ -230,8 +230,8 @@ def test_taylor_importance_changes_which_channels_go(digits_torch):
         model = digits_cnn.build()
         model.load_state_dict(state)
         loss = _taylor_loss(data) if importance == "taylor" else None
-        outcome = structured.prune(model, digits_cnn.example_inputs(), structured.Settings(target_macs=0.4, importance=importance),
-                                   loss)
+        settings = structured.Settings(target_macs=0.4, importance=importance)
+        outcome = structured.prune(model, digits_cnn.example_inputs(), settings, loss)
         assert outcome.macs_after <= 0.4 * outcome.macs_before
         assert all(p.grad is None for p in model.parameters())  # the gradients taken for ranking are dropped
         runs[importance] = [[name, out, list(idxs)] for name, out, idxs in outcome.history]
