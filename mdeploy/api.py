@@ -42,7 +42,7 @@ def distill(teacher: str, student: str, output: str, data: str, *, progress: Pro
 
 
 def prune(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
-    """Prune the PyTorch model `src`, recover it, export it to `output` (ONNX) and prove what it kept (as `mdeploy prune`)."""
+    """Prune the PyTorch model `src`, recover it, export it to `output` (.onnx or .pt2) and prove what it kept (as `mdeploy prune`)."""
     return _prune.run(_prune.Options(src=src, output=output, **options), progress)
 
 

@@ -439,13 +439,8 @@ def _parameters(ref: ModelRef) -> int | None:
 
 def _export_pt2(student: Any, feed: dict, specs: list[TensorSpec], tmp: Path) -> None:
     """torch.export with a dynamic batch (unless the teacher's is fixed), saved with torch.export.save."""
-    from mdeploy.frameworks.torch_models import to_torch, torch
+    from mdeploy.frameworks.torch_models import export_pt2, to_torch
 
-    t = torch()
     example = tuple(to_torch({k: np.concatenate([v, v])[: max(2, len(v))] for k, v in feed.items()}).values())
-    dynamic = None if fixed_batch(specs) else tuple({0: t.export.Dim("batch", min=1)} for _ in example)
-    try:
-        program = t.export.export(student.module, example, dynamic_shapes=dynamic)
-        t.export.save(program, str(tmp))
-    except Exception as exc:
-        raise ConversionError(f"torch.export failed on the student: {first_line(exc)}", hint="write the student as .onnx") from None
+    export_pt2(student.module, example, tmp, dynamic_batch=not fixed_batch(specs), what="the student",
+               hint="write the student as .onnx")

@@ -176,8 +176,10 @@ def test_gates_read_the_figures_the_steps_measured(full):
     validate = json.loads((folder / "03-validate.json").read_text())
     bench = json.loads((folder / "04-benchmark.json").read_text())["models"]
     gates = {g["metric"]: g for g in entry["gates"]}
-    assert gates["accuracy-drop"]["measured"] == pytest.approx(quantize["accuracy"]["drop"])
-    assert gates["accuracy-drop"]["step"] == "02-quantize"
+    # validate measures accuracy too, on the same two artifacts: the newest figure is the one a gate reads
+    assert gates["accuracy-drop"]["measured"] == pytest.approx(validate["accuracy"]["drop"])
+    assert validate["accuracy"]["drop"] == pytest.approx(quantize["accuracy"]["drop"])
+    assert gates["accuracy-drop"]["step"] == "03-validate"
     outputs = validate["comparisons"][0]["outputs"]
     assert gates["cosine"]["measured"] == pytest.approx(min(o["cosine"] for o in outputs))
     assert gates["max-abs"]["measured"] == pytest.approx(max(o["max_abs_error"] for o in outputs))

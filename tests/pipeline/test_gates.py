@@ -77,7 +77,7 @@ def test_every_gate_is_measured_by_a_real_run(measured):
     assert all(g["measured"] is not None for g in results.values()), results
     assert all(g["passed"] and g["reason"] is None for g in results.values()), results
     assert results["accuracy"]["measured"] == pytest.approx(entry["accuracy"]["quantized"])
-    assert results["top1"]["step"] == "02-validate" and results["accuracy"]["step"] == "01-quantize"
+    assert results["top1"]["step"] == "02-validate" and results["accuracy"]["step"] == "02-validate"
     assert 0 < results["size-ratio"]["measured"] < 1
     assert measured["full"].passed
 
