@@ -6,6 +6,11 @@ are never quantized. The defaults here are the ones that run fast: weights folde
 unsigned 8-bit activations with signed weights on x86 (signed on ARM), QDQ format, per-channel weights for
 static quantization, and 7-bit weights on x86 CPUs without VNNI (onnxruntime's own advice, against the
 saturation of u8*s8 products there). Everything is measured by benchmarks/quantize_*.py.
+
+`target="tensorrt"` writes the one form TensorRT 10/11 take instead (see passes/tensorrt_rules.py): static QDQ,
+symmetric int8 activations (zero point 0, per-tensor scales), per-channel symmetric int8 weights, full 8-bit range,
+biases left in float (TensorRT refuses onnxruntime's int32 bias DequantizeLinear). The result is checked against
+those rules before it is returned.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ CALIB_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percen
 FORMATS = {"qdq": "QDQ", "qoperator": "QOperator"}
 TYPES = {"uint8": "QUInt8", "int8": "QInt8"}
 SWITCH = ("auto", "on", "off")
+TARGETS = ("cpu", "tensorrt")
 
 
 @dataclass
@@ -65,6 +71,10 @@ class OnnxQuantizeOptions:
     inputs: list[TensorSpec] = field(
         default_factory=list, metadata={"help": "NAME:SHAPE for random calibration of dynamic inputs"}
     )
+    target: str = field(
+        default="cpu",
+        metadata={"help": "cpu | tensorrt (tensorrt: static QDQ, symmetric int8 activations and per-channel int8 weights)"},
+    )
 
 
 def _choice(value: str, allowed: Any, flag: str) -> str:
@@ -82,6 +92,7 @@ class Settings:
     reduce_range: bool
     activation_type: str
     notes: list[str]
+    target: str = "cpu"
 
 
 def resolve(options: OnnxQuantizeOptions) -> Settings:
@@ -93,6 +104,9 @@ def resolve(options: OnnxQuantizeOptions) -> Settings:
     _choice(options.weight_type, TYPES, "--weight-type")
     _choice(options.per_channel, SWITCH, "--per-channel")
     _choice(options.reduce_range, SWITCH, "--reduce-range")
+    _choice(options.target, TARGETS, "--target")
+    if options.target == "tensorrt":
+        return _resolve_tensorrt(options)
     if options.calib_data and options.calib_samples:
         raise InputError("give --calib-data or --calib-samples, not both")
     if options.calib_samples is not None and options.calib_samples <= 0:
@@ -130,6 +144,35 @@ def resolve(options: OnnxQuantizeOptions) -> Settings:
     return Settings(mode, per_channel, reduce_range, activation, notes)
 
 
+def _resolve_tensorrt(options: OnnxQuantizeOptions) -> Settings:
+    """TensorRT takes INT8 only from symmetric int8 Q/DQ with activation ranges from calibration: refuse the rest."""
+    hint = "give --calib-data x.npz with real inputs (TensorRT's INT8 needs activation scales from calibration)"
+    if options.mode == "dynamic":
+        raise InputError(
+            "--target tensorrt needs static quantization with calibration data: dynamic quantization has no Q/DQ form "
+            "TensorRT accepts",
+            hint=hint,
+        )
+    if not (options.calib_data or options.calib_samples):
+        raise InputError("--target tensorrt needs static calibration data", hint=hint)
+    refused = [
+        (options.quant_format != "qdq", "--format qoperator", "TensorRT reads only QuantizeLinear/DequantizeLinear"),
+        (options.activation_type == "uint8", "--activation-type uint8", "TensorRT takes int8 only"),
+        (options.weight_type == "uint8", "--weight-type uint8", "TensorRT takes int8 only"),
+    ]
+    for bad, flag, why in refused:
+        if bad:
+            raise InputError(f"{flag} does not apply to --target tensorrt: {why}", hint="drop it; --target tensorrt sets it")
+    notes = ["target tensorrt: static QDQ, symmetric int8 activations (zero point 0), symmetric int8 weights, float biases"]
+    if options.mode == "auto":
+        notes.append("mode: static (--target tensorrt)")
+    per_channel = options.per_channel != "off"
+    if not per_channel:
+        notes.append("weights per tensor (--per-tensor): TensorRT takes them, per-channel usually keeps more accuracy")
+    reduce_range = options.reduce_range == "on"
+    return Settings("static", per_channel, reduce_range, "int8", notes, target="tensorrt")
+
+
 class OnnxQuantize(Pass):
     verb: ClassVar[str] = "quantize"
     sources: ClassVar[tuple[Format, ...]] = (Format.ONNX,)
@@ -151,6 +194,7 @@ class OnnxQuantize(Pass):
             notes = settings.notes + prepared.notes
             details: dict[str, Any] = {
                 "mode": settings.mode,
+                "target": settings.target,
                 "per_channel": settings.per_channel,
                 "reduce_range": settings.reduce_range,
                 "weight_type": options.weight_type,
@@ -230,6 +274,8 @@ class OnnxQuantize(Pass):
         # minmax keeps only per-batch ReduceMin/ReduceMax results, so memory stays small without help. Its
         # CalibMaxIntermediateOutputs option is not used: in onnxruntime 1.31 it drops the ranges it clears.
         extra: dict[str, Any] = {}
+        if settings.target == "tensorrt":
+            extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
         with self.progress("calibrating", total) as advance:
             reader = calibration.reader_class()(feeds, advance)
             try:
@@ -250,7 +296,22 @@ class OnnxQuantize(Pass):
                 if reader.batches == 0:
                     raise InputError("the calibration set is empty (0 samples)") from None
                 raise ConversionError(f"onnxruntime's quantize_static failed: {first_line(exc)}") from None
+        if settings.target == "tensorrt":
+            _check_tensorrt_form(out)
         return {"calibration": {"source": source, "batches": reader.batches, "samples": reader.samples}}
+
+
+def _check_tensorrt_form(out: Path) -> None:
+    """What onnxruntime wrote must pass the same pre-flight the TensorRT converter runs: never hand on a model it refuses."""
+    from mdeploy.passes import tensorrt_rules
+
+    problems = tensorrt_rules.check_qdq(out)
+    if problems:
+        raise ConversionError(
+            f"onnxruntime wrote Q/DQ nodes TensorRT refuses: {' | '.join(problems[:3])}"
+            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""),
+            hint="report this with the model; --exclude the named nodes to keep them in float meanwhile",
+        )
 
 
 def check_excludes(names: list[str], prepared: onnx_prepare.Prepared, src: Path) -> None:

@@ -57,6 +57,8 @@ class Options:
     weight_type: str | None = option(None, help="int8 | uint8 (default int8).", choices=("int8", "uint8"))
     reduce_range: bool | None = option(None, flag="--reduce-range/--full-range",
                                        help="7-bit weights (default: on for x86 without VNNI).")
+    target: str | None = option(None, help="cpu | tensorrt. cpu (default): fast on this CPU; tensorrt: symmetric int8 QDQ, "
+                                "the only INT8 form TensorRT takes (needs calibration data).", choices=("cpu", "tensorrt"))
     exclude: list[str] = option([], help="Node name kept in float (repeatable).")
     exclude_op: list[str] = option([], help="Operator type kept in float, e.g. Softmax (repeatable).")
     op_types: list[str] = option([], flag="--op-type", help="Quantize only these operator types (repeatable).")
@@ -88,7 +90,7 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         "activation_type": o.activation_type, "weight_type": o.weight_type, "reduce_range": _switch(o.reduce_range),
         "exclude": o.exclude, "exclude_op": o.exclude_op, "op_types": o.op_types, "skip_preprocess": o.no_preprocess,
         "int8_io": o.int8_io, "allow_float_fallback": o.allow_float_fallback, "signature": o.signature,
-        "inputs": parse_specs(o.inputs),
+        "inputs": parse_specs(o.inputs), "target": o.target,
     }
     ref = ModelRef.parse(o.src, o.src_format).with_load_options(pass_kwargs)
     out = Path(o.output)
