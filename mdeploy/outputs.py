@@ -65,7 +65,11 @@ def atomic_output(target: Path, force: bool) -> Iterator[Path]:
 
 
 def companions(model: Path) -> list[str]:
-    """The files an output needs beside it: an ONNX model's external-data files (names relative to its folder)."""
+    """The files an output needs beside it: an ONNX model's external-data files (names relative to its folder), a
+    TensorRT engine's JSON sidecar (`X.engine.json`: where it was built, checked by the runner)."""
+    if model.suffix in (".engine", ".plan"):
+        sidecar = model.with_name(model.name + ".json")
+        return [sidecar.name] if sidecar.is_file() else []
     if model.suffix != ".onnx" or not model.is_file():
         return []
     from mdeploy.frameworks import onnx_models, onnx_skeleton

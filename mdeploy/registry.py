@@ -31,6 +31,12 @@ class Plugin:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def unavailable(self) -> str | None:
+        """Why a plugin that loaded cannot work on this machine (its `available()` reason: a missing package), or None."""
+        check = getattr(self.obj, "available", None)
+        return check() if self.ok and callable(check) else None
+
 
 @cache
 def plugins(group: str) -> tuple[Plugin, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.table import Table
 
 from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def command(json_: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
-    """List the plugins mdeploy found, with the error of any that is broken."""
+    """List the plugins mdeploy found, with the error of any that is broken and why any is unavailable here."""
     from mdeploy import registry
     from mdeploy.reports.report import Report
 
@@ -21,8 +22,10 @@ def command(json_: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt
     rows = []
     for group in registry.GROUPS:
         for plugin in registry.plugins(group):
+            reason = plugin.unavailable
+            status = "broken" if not plugin.ok else "unavailable" if reason else "ok"
             rows.append({"group": group.split(".")[-1], "name": plugin.name, "target": plugin.target,
-                         "status": "ok" if plugin.ok else "broken", "error": plugin.error, **_describe(plugin.obj)})
+                         "status": status, "error": plugin.error, "reason": reason, **_describe(plugin.obj)})
     out.finish(Report(command="plugins", data={"plugins": rows}), _show)
 
 
@@ -41,6 +44,7 @@ def _show(report: Report) -> None:
     for column in ("group", "name", "handles", "status"):
         table.add_column(column)
     for row in report.data["plugins"]:
-        status = "ok" if row["status"] == "ok" else f"[red]broken[/]: {row['error']}"
+        status = {"ok": "ok", "unavailable": f"[yellow]unavailable[/]: {escape(str(row.get('reason')))}"}.get(
+            row["status"], f"[red]broken[/]: {escape(str(row['error']))}")
         table.add_row(row["group"], row["name"], row.get("edge") or row.get("formats") or "", status)
     stdout.print(table)

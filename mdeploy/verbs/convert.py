@@ -36,8 +36,18 @@ class Options:
     opset: int | None = option(None, help="ONNX opset version.", min=1)
     exporter: str | None = option(None, help="PyTorch exporter: auto | dynamo | torchscript (default auto).",
                                   choices=("auto", "dynamo", "torchscript"))
-    precision: str | None = option(None, help="TFLite precision: fp32 | fp16 (float16 weights); also picks the validation "
-                                   "tolerance.", choices=("fp32", "fp16", "int8"))
+    precision: str | None = option(None, help="TFLite: fp32 | fp16 (float16 weights); TensorRT: fp32 | fp16 (a float16 "
+                                   "ONNX model first) | int8 (from the model's Q/DQ); also picks the validation tolerance.",
+                                   choices=("fp32", "fp16", "int8"))
+    shapes: list[str] = option([], help="TensorRT profile NAME:MIN:OPT:MAX, e.g. images:1x3x224x224:8x3x224x224:32x3x224x224 "
+                               "(repeatable).")
+    workspace: str | None = option(None, help="TensorRT builder workspace limit, e.g. 2G or 512M.")
+    timing_cache: str | None = option(None, help="TensorRT timing cache file: read when it exists, saved after the build.")
+    version_compatible: bool = option(False, help="TensorRT engine that runs on later TensorRT versions of the same major.")
+    hardware_compatibility: str | None = option(None, help="TensorRT engine portability: none | ampere+ | same-cc.",
+                                                choices=("none", "ampere+", "same-cc"))
+    builder_optimization_level: int | None = option(None, help="TensorRT builder optimization level 0-5.", min=0)
+    refittable: bool = option(False, help="TensorRT engine whose weights can be refitted.")
     signature: str | None = option(None, help="SavedModel signature to convert (default serving_default).")
     unsafe_deserialization: bool = option(False, help="Load .keras files with Lambda layers (runs Python code stored in "
                                           "the file; only for files you trust).")
@@ -59,7 +69,10 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     converter_options = chosen_options({
         "inputs": parse_specs(o.inputs), "dynamic": [d if isinstance(d, tuple) else parse_dynamic(d) for d in o.dynamic],
         "opset": o.opset, "exporter": o.exporter, "precision": o.precision, "signature": o.signature,
-        "unsafe_deserialization": o.unsafe_deserialization,
+        "unsafe_deserialization": o.unsafe_deserialization, "shapes": o.shapes, "workspace": o.workspace,
+        "timing_cache": o.timing_cache, "version_compatible": o.version_compatible,
+        "hardware_compatibility": o.hardware_compatibility, "builder_optimization_level": o.builder_optimization_level,
+        "refittable": o.refittable,
     })
     ref = ModelRef.parse(o.src, o.src_format, o.weights).with_load_options(converter_options)
     out = Path(o.output)
