@@ -127,11 +127,17 @@ def check_inputs(path: Path, o: OnnxToTensorRTOptions) -> dict[str, Any]:
     ops = {n.op_type for n in onnx_models._all_nodes(model.graph)}
     del model
     if o.precision == "int8":
+        integer_ops = sorted(op for op in ops if op in ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
+                             or op.startswith("QLinear"))
         if not ops & _QDQ_OPS:
+            what = (f"is quantized for onnxruntime ({', '.join(integer_ops)}), not with Q/DQ nodes," if integer_ops
+                    else "is a float model")
             raise InputError(
-                f"{path.name} is a float model and --precision int8 builds from the model's Q/DQ nodes (TensorRT 11 has no "
+                f"{path.name} {what} and --precision int8 builds from the model's Q/DQ nodes (TensorRT 11 has no "
                 "INT8 calibrator; mdeploy builds strongly typed networks on 10.x too)",
-                hint=f"quantize it first: mdeploy quantize {path} -o {path.stem}.qdq.onnx --target tensorrt, then convert that",
+                hint=(f"quantize the float model it came from: mdeploy quantize FLOAT.onnx -o {path.stem}.qdq.onnx "
+                      "--target tensorrt, then convert that") if integer_ops else
+                f"quantize it first: mdeploy quantize {path} -o {path.stem}.qdq.onnx --target tensorrt, then convert that",
             )
     if ops & _QDQ_OPS:  # a Q/DQ model is int8 whatever --precision says: it must follow TensorRT's rules
         from mdeploy.passes.tensorrt_rules import require_trt_qdq

@@ -1,0 +1,116 @@
+"""`mdeploy convert X.onnx -o X.engine` through the real CLI on a CPU machine: every input problem gets its own exit-2
+message first; then the missing GPU/TensorRT; never a traceback, never a file left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.tensorrt.conftest import HAS_TENSORRT
+
+no_trt = pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here: the environment error does not happen")
+
+
+def _refused(result, says: str) -> None:
+    assert result.code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and says in lines[0], result.stderr
+    assert len(lines) <= 2 and all(line.startswith(("error: ", "hint: ")) for line in lines)
+
+
+@pytest.fixture
+def out(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def test_a_corrupt_model_is_refused_before_anything(cli, out):
+    bad = out.parent / "bad.onnx"
+    bad.write_bytes(b"not a protobuf at all" * 10)
+    _refused(cli("convert", bad, "-o", out / "m.engine", "--shapes", "x:1x16:8x16:32x16"), "not a valid ONNX model")
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--shapes", "x:1x16:8x16"], "cannot parse --shapes 'x:1x16:8x16'"),
+    (["--shapes", "x:1x15:8x16:32x16"], "MIN has 15 on axis 1, where the model fixes 16"),
+    (["--shapes", "y:1x16:8x16:32x16"], "--shapes names y, which is not an input"),
+    (["--shapes", "x:1x16:8x16:32x16", "--workspace", "lots"], "cannot read --workspace 'lots'"),
+    (["--shapes", "x:1x16:8x16:32x16", "--builder-optimization-level", "6"], "TensorRT's levels are 0 to 5"),
+])
+def test_bad_shapes_and_options_are_input_errors(cli, models, out, args, says):
+    _refused(cli("convert", models["mlp"], "-o", out / "m.engine", *args), says)
+    assert os.listdir(out) == []
+
+
+def test_a_dynamic_input_without_a_range_is_named(cli, models, out):
+    result = cli("convert", models["mlp"], "-o", out / "m.plan")
+    _refused(result, "input x[batch, 16] has dynamic axis 0 and nothing sets its range")
+    assert "hint: give --shapes x:1x16:8x16:32x16" in result.stderr
+    result = cli("convert", models["two_inputs"], "-o", out / "m.engine", "--shapes", "tokens:1x1:2x8:4x16", "--dynamic", "bias:0")
+    _refused(result, "input bias[4] has dynamic axis 0")  # --dynamic on an axis the model fixes still needs a range
+    assert os.listdir(out) == []
+
+
+def test_a_float_model_with_int8_points_to_quantize_for_tensorrt(cli, models, out):
+    result = cli("convert", models["mlp"], "-o", out / "m.engine", "--shapes", "x:1x16:8x16:32x16", "--precision", "int8")
+    _refused(result, "mlp.onnx is a float model and --precision int8 builds from the model's Q/DQ nodes")
+    assert "--target tensorrt" in result.stderr.splitlines()[1]
+    assert os.listdir(out) == []
+
+
+def test_a_qdq_model_for_the_cpu_breaks_tensorrt_rules_before_the_environment(cli, models, out):
+    result = cli("convert", models["qdq_cpu"], "-o", out / "m.engine", "--input", "x:4x16", "--precision", "int8")
+    _refused(result, "breaks TensorRT's Q/DQ rules")
+    assert "DequantizeLinear" in result.stderr
+    assert os.listdir(out) == []
+
+
+@no_trt
+@pytest.mark.parametrize("case", ["fp32", "fp16", "int8", "existing"])
+def test_then_the_missing_gpu_is_the_error_and_nothing_is_written(cli, models, out, case):
+    target = out / "m.engine"
+    before = {p: p.read_bytes() for p in models.values()}
+    if case == "int8":
+        args = [models["qdq_tensorrt"], "-o", target, "--input", "x:4x16", "--precision", "int8"]
+    else:
+        args = [models["mlp"], "-o", target, "--shapes", "x:1x16:8x16:32x16", "--timing-cache", out / "trt.cache",
+                "--version-compatible", "--hardware-compatibility", "ampere+", "--builder-optimization-level", "5",
+                "--refittable", "--workspace", "1G", "--precision", "fp32" if case != "fp16" else "fp16"]
+    if case == "existing":
+        target.write_bytes(b"an older engine")
+        args.append("--force")
+    result = cli("convert", *args, "--json")
+    _refused(result, "building a TensorRT engine needs an NVIDIA GPU and the tensorrt package")
+    assert result.stderr.splitlines()[1] == "hint: pip install 'mdeploy[tensorrt]'"
+    assert result.stdout == ""
+    assert sorted(os.listdir(out)) == (["m.engine"] if case == "existing" else [])
+    if case == "existing":
+        assert target.read_bytes() == b"an older engine"  # replaced only by a build that succeeded
+    assert {p: p.read_bytes() for p in models.values()} == before  # inputs never modified
+
+
+@no_trt
+def test_plugins_lists_the_tensorrt_converter_and_runner_as_unavailable(cli):
+    result = cli("plugins", "--json")
+    assert result.code == 0, result.stderr
+    rows = {(r["group"], r["name"]): r for r in json.loads(result.stdout)["plugins"]}
+    for key in (("converters", "onnx_to_tensorrt"), ("runners", "tensorrt")):
+        assert rows[key]["status"] == "unavailable"
+        assert "tensorrt package is not installed" in rows[key]["reason"]
+    assert rows[("converters", "onnx_to_tensorrt")]["edge"] == "onnx -> tensorrt"
+    assert rows[("runners", "onnxruntime")]["status"] == "ok" and rows[("runners", "onnxruntime")]["reason"] is None
+    shown = cli("plugins")
+    assert shown.code == 0 and "unavailable" in shown.stdout
+
+
+@no_trt
+def test_running_an_engine_without_a_gpu_is_one_clear_line(cli, tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 64)
+    result = cli("benchmark", engine, "--iterations", "1")
+    _refused(result, "running a TensorRT engine needs an NVIDIA GPU and the tensorrt package")
