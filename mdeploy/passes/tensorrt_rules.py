@@ -24,8 +24,9 @@ _SHOWN = 3  # nodes named in require_trt_qdq's one line
 def check_qdq(model_path: Path) -> list[str]:
     """One readable problem per Q/DQ node that TensorRT would refuse; empty when the model is fine (or has no Q/DQ)."""
     onnx = _onnx()
-    model = onnx_models.load_proto(Path(model_path), with_data=True)
-    graph = _Graph(model, onnx)
+    # weights stay on disk: only scales and zero points are read (external data too), so a 2 GB model costs little
+    model = onnx_models.load_proto(Path(model_path))
+    graph = _Graph(model, onnx, Path(model_path).resolve().parent)
     problems = []
     for node in model.graph.node:
         if node.op_type not in QDQ_OPS:
@@ -59,14 +60,15 @@ def _onnx() -> Any:
 class _Graph:
     """What the checks need to know about tensors: constant values, element types, and producers."""
 
-    def __init__(self, model: Any, onnx: Any) -> None:
-        numpy_helper = onnx.numpy_helper
-        self.constants: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    def __init__(self, model: Any, onnx: Any, folder: Path) -> None:
+        self._to_array, self._folder = onnx.numpy_helper.to_array, str(folder)
+        self._tensors: dict[str, Any] = {i.name: i for i in model.graph.initializer}
         for node in model.graph.node:
             if node.op_type == "Constant" and node.output:
                 for attr in node.attribute:
                     if attr.name == "value" and attr.HasField("t"):
-                        self.constants[node.output[0]] = numpy_helper.to_array(attr.t)
+                        self._tensors[node.output[0]] = attr.t
+        self.constants = _Constants(self)
         self.producers = {out: node for node in model.graph.node for out in node.output}
         self.types: dict[str, int] = {}
         try:
@@ -79,6 +81,9 @@ class _Graph:
         for init in model.graph.initializer:
             self.types[init.name] = init.data_type
 
+    def value(self, name: str) -> Any:
+        return self._to_array(self._tensors[name], base_dir=self._folder)
+
     def is_weight(self, name: str) -> bool:
         """A constant, or a constant reached through QuantizeLinear / Cast / Identity (weights kept as float + Q)."""
         seen = 0
@@ -88,6 +93,25 @@ class _Graph:
                 return False
             name, seen = node.input[0], seen + 1
         return True
+
+
+class _Constants:
+    """Constant tensors by name, read from the model (or its external data) only when a check asks for one."""
+
+    def __init__(self, graph: _Graph) -> None:
+        self._graph = graph
+        self._cache: dict[str, Any] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._graph._tensors
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._cache:
+            self._cache[name] = self._graph.value(name)
+        return self._cache[name]
+
+    def get(self, name: str) -> Any:
+        return self[name] if name in self else None
 
 
 def _input(node: Any, index: int) -> str:

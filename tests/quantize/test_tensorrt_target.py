@@ -170,3 +170,14 @@ def test_what_tensorrt_cannot_take_is_exit_2_and_no_file(graphs, tmp_path, cli, 
     assert all(line.startswith(("error: ", "hint: ")) for line in lines)
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_scales_in_external_data_are_read(tmp_path):
+    """A large model keeps its tensors beside it: the check reads the scales from there (weights stay on disk)."""
+    path = _hand_made(tmp_path / "negative.onnx", np.array(-0.05), None)
+    external = tmp_path / "ext" / "negative.onnx"
+    external.parent.mkdir()
+    onnx.save_model(onnx.load(str(path)), str(external), save_as_external_data=True, location="negative.onnx.data",
+                    size_threshold=0)
+    assert not onnx.load(str(external), load_external_data=False).graph.initializer[0].raw_data
+    assert check_qdq(external) == check_qdq(path) != []
