@@ -31,6 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mdeploy import machine  # noqa: E402  (after the path is set)
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "fixtures" / "models" / "bert_base.py"
 DYNAMIC = ["input_ids:0", "input_ids:1:sequence", "attention_mask:0", "attention_mask:1:sequence"]
@@ -52,21 +55,11 @@ session.run(None, {{k: v.numpy() for k, v in kwargs.items()}})
 
 OPTIMUM_MODEL = """
 import sys, torch, transformers
+
 torch.manual_seed(0)
 config = transformers.BertConfig()  # BERT-base: 12 layers, hidden 768, 12 heads, FFN 3072, vocab 30522
 transformers.BertModel(config).eval().save_pretrained(sys.argv[1])
 """
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"]
-    return f"{model}; {os.cpu_count()} CPUs; " + " ".join(f for f in wanted if f in flags)
 
 
 def measure(cmd: list[str], cwd: Path, logs: Path) -> tuple[float, float, str]:
@@ -100,7 +93,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--optimum-cli", default=shutil.which("optimum-cli"), help="optimum-cli to compare with, if installed")
     args = parser.parse_args()
-    print(f"CPU: {cpu_flags()}")
+    print(f"CPU: {machine.describe()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tools: dict[str, list[str]] = {

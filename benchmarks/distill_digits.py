@@ -37,16 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"]
-    return f"{model}; " + " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
+from mdeploy import machine  # noqa: E402  (after the path is set)
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:  # noqa: ANN001
@@ -117,7 +108,7 @@ def main() -> None:
     from mdeploy.training.loss import kd_loss
     from mdeploy.verbs.distill import HELD_OUT_FRACTION, Options
 
-    print(f"cpu: {cpu_flags()}")
+    print(f"cpu: {machine.describe()}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     d = Options(teacher="", student="", output="", data="")
     x_train, x_test, y_train, y_test = digits.load()

@@ -39,7 +39,6 @@ import numpy as np
 from _common import latencies, mdeploy_quantize, session, size
 
 THREADS = (1, 2)
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 GEMM_OPS = {"MatMul", "FusedMatMul", "Gemm", "FusedGemm"}
 CONV_OPS = {"Conv", "FusedConv"}
 INT8_KERNELS = {
@@ -54,17 +53,6 @@ INT8_KERNELS = {
 }
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 TARGET = 1.15
-
-
-def cpu() -> tuple[str, list[str]]:
-    """The CPU's model name and the ISA flags that decide int8 speed (from /proc/cpuinfo)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown", []
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return name, [f for f in ISA_FLAGS if f in flags]
 
 
 @dataclass
@@ -452,10 +440,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-int8-limit-"))
     work.mkdir(parents=True, exist_ok=True)
-    name, flags = cpu()
     import onnxruntime
 
-    print(f"CPU: {name}; ISA flags: {' '.join(flags) or 'none of ' + ' '.join(ISA_FLAGS)}; onnxruntime {onnxruntime.__version__}")
+    print(f"CPU: {machine.describe()}; onnxruntime {onnxruntime.__version__}")
     results = {"cpu": name, "flags": flags, "onnxruntime": onnxruntime.__version__, "models": []}
     for model in args.models.split(","):
         start = time.time()

@@ -35,16 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"]
-    return f"{model}; {os.cpu_count()} CPUs; " + " ".join(f for f in wanted if f in flags)
+from mdeploy import machine  # noqa: E402  (after the path is set)
 
 
 def cli_args(verb: str, options: dict[str, Any]) -> list[str]:
@@ -144,7 +135,7 @@ def main() -> None:
     from mdeploy import __version__
     from mdeploy.pipeline.cache import versions
 
-    print(f"CPU: {cpu_flags()}")
+    print(f"CPU: {machine.describe()}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + f" (mdeploy {__version__})")
     work = Path(tempfile.mkdtemp(prefix="mdeploy-pipeline-bench-"))
     times: dict[str, list[float]] = {"by hand": [], "by hand, one process": [], "mdeploy run": [], "re-run (cached)": []}

@@ -70,7 +70,8 @@ def cli(*args: object) -> dict:
 
 
 def main() -> None:
-    from mdeploy.pruning.measure import cpu_flags, side_by_side_latency
+    from mdeploy.machine import cpu_flags
+    from mdeploy.pruning.measure import side_by_side_latency
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

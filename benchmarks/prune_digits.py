@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from fixtures import prune_data
-    from mdeploy.pruning.measure import cpu_flags
+    from mdeploy.machine import cpu_flags
 
     epochs = sys.argv[1] if len(sys.argv) > 1 else "30"
     with tempfile.TemporaryDirectory() as tmp:

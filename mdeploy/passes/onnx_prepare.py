@@ -311,11 +311,9 @@ def _infer_shapes(current: Path, workdir: Path, large: bool, notes: list[str]) -
 
 def cpu_has_vnni() -> bool:
     """Whether this x86 CPU has the VNNI dot-product instructions (no saturation risk for u8*s8 products)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "vnni" in flags
+    from mdeploy import machine
+
+    return machine.has_vnni()
 
 
 def is_arm() -> bool:

@@ -80,18 +80,3 @@ def side_by_side_latency(models: list[Path], threads: int = 2, rounds: int = 30,
                 times[i].append(time.perf_counter() - start)
     return [{"median_ms": statistics.median(t) * 1000, "p90_ms": float(np.percentile(t, 90)) * 1000, "runs": len(t)}
             for t in times]
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features that decide which kernels onnxruntime runs (printed with every figure)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
-    return [f for f in wanted if f in flags]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mdeploy import registry
+from mdeploy import machine, registry
 from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.outputs import atomic_output, check_output, size_of
@@ -250,7 +250,7 @@ class Job:
             before, after = measure.side_by_side_latency([onnx_before, onnx_after], threads=o.threads, seed=o.seed)
             report.data["latency"] = {"before_ms": before["median_ms"], "after_ms": after["median_ms"],
                                       "ratio": after["median_ms"] / before["median_ms"], "threads": o.threads, "batch": 1,
-                                      "runs": before["runs"], "cpu_flags": measure.cpu_flags()}
+                                      "runs": before["runs"], "cpu_flags": machine.cpu_flags()}
             report.steps.append(Step("latency (onnxruntime, side by side)", "done", report.data["latency"],
                                      time.perf_counter() - start))
         self._prove(tmp, report)
