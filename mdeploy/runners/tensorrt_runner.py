@@ -92,7 +92,7 @@ class TensorRTRunner(Runner):
     def describe(cls, ref: ModelRef) -> dict[str, Any]:
         """What the sidecar says (no GPU needed): where it was built, its profiles and I/O."""
         sidecar = tensorrt_env.read_sidecar(ref.path)
-        info: dict[str, Any] = {"format": Format.TENSORRT.value, "notes": [], "problems": []}
+        info: dict[str, Any] = {"path": str(ref.path), "format": Format.TENSORRT.value, "notes": [], "problems": []}
         if sidecar is None:
             info["notes"].append("no mdeploy sidecar beside the engine: its build is unknown without TensorRT")
             return info
