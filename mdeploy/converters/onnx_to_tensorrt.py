@@ -39,7 +39,7 @@ class OnnxToTensorRTOptions:
     precision: str = field(default="fp32", metadata={"help": "fp32 | fp16 (float16 ONNX first) | int8 (the model's Q/DQ)"})
     workspace: str | None = field(default=None, metadata={"help": "builder workspace limit, e.g. 2G or 512M"})
     timing_cache: str | None = field(default=None, metadata={"help": "timing cache file: read when it exists, saved after"})
-    version_compatible: bool = field(default=False, metadata={"help": "engine runs on later TensorRT versions of the major"})
+    version_compatible: bool = field(default=False, metadata={"help": "engine also runs on later TensorRT versions"})
     hardware_compatibility: str | None = field(default=None, metadata={"help": "none | ampere+ | same-cc"})
     builder_optimization_level: int | None = field(default=None, metadata={"help": "0-5 (TensorRT's default 3)"})
     refittable: bool = field(default=False, metadata={"help": "weights can be refitted without a rebuild"})
@@ -155,6 +155,16 @@ def _network(trt: Any, builder: Any) -> Any:
     return builder.create_network(0)
 
 
+def _member(trt: Any, enum: str, name: str, flag: str) -> Any:
+    """trt.<enum>.<name>, or an InputError when this TensorRT release does not have it (SAME_COMPUTE_CAPABILITY is
+    newer than 10.0)."""
+    value = getattr(getattr(trt, enum, None), name, None)
+    if value is None:
+        raise InputError(f"{flag}: TensorRT {trt.__version__} has no {enum}.{name}",
+                         hint="leave the option out or update TensorRT")
+    return value
+
+
 def parser_errors(parser: Any) -> str:
     """Every parser error as `node NAME (OP): description`, joined for one error line."""
     parts = []
@@ -185,12 +195,13 @@ def build_engine(trt: Any, model: Path, plan: dict[str, Any], o: OnnxToTensorRTO
         profile.set_shape(p.name, p.min, p.opt, p.max)
     config.add_optimization_profile(profile)
     if o.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        config.set_flag(_member(trt, "BuilderFlag", "VERSION_COMPATIBLE", "--version-compatible"))
     if o.refittable:
-        config.set_flag(trt.BuilderFlag.REFIT)
+        config.set_flag(_member(trt, "BuilderFlag", "REFIT", "--refittable"))
     if o.hardware_compatibility:
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                      tensorrt_env.HARDWARE_LEVELS[o.hardware_compatibility])
+        config.hardware_compatibility_level = _member(trt, "HardwareCompatibilityLevel",
+                                                      tensorrt_env.HARDWARE_LEVELS[o.hardware_compatibility],
+                                                      f"--hardware-compatibility {o.hardware_compatibility}")
     if o.builder_optimization_level is not None:
         config.builder_optimization_level = o.builder_optimization_level
     notes = []

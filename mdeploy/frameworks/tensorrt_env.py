@@ -98,10 +98,10 @@ def check_sidecar(engine_name: str, sidecar: dict[str, Any], tensorrt_version: s
     """Can the engine the sidecar describes run with this TensorRT on this GPU? Raise one ModelLoadError that says
     what differs; return notes for what may work but is worth knowing (another GPU of the same compute capability).
 
-    TensorRT's rules: a plain engine runs only with the exact TensorRT version that built it; a version-compatible one
-    with that version or a later one of the same major. Hardware: `none` ties the engine to the compute capability it
-    was built on (and, strictly, to that GPU model), `same-cc` to the compute capability, `ampere+` to any GPU of
-    compute capability 8.0 or newer.
+    TensorRT's rules: a plain engine runs only with the exact TensorRT version that built it (major, minor, patch and
+    build); a version-compatible one with that version or any later one (a 10.x one on 11.x too). Hardware: `none`
+    ties the engine to the compute capability it was built on (and, strictly, to that GPU model), `same-cc` to the
+    compute capability, `ampere+` to any GPU of compute capability 8.0 or newer.
     """
     flags = sidecar.get("flags", {})
     built_trt = str(sidecar.get("tensorrt_version"))
@@ -109,10 +109,10 @@ def check_sidecar(engine_name: str, sidecar: dict[str, Any], tensorrt_version: s
     rebuild = "rebuild it here: mdeploy convert MODEL.onnx -o " + engine_name
     if flags.get("version_compatible"):
         built, now = _version(built_trt), _version(tensorrt_version)
-        if built[0] != now[0] or now < built:
+        if now < built:
             raise ModelLoadError(
                 f"{engine_name} was built with TensorRT {built_trt} (version compatible) and this is TensorRT "
-                f"{tensorrt_version}: it runs with TensorRT {built_trt} or a later {built[0]}.x only", hint=rebuild)
+                f"{tensorrt_version}: it runs with TensorRT {built_trt} or later only", hint=rebuild)
     elif built_trt != str(tensorrt_version):
         raise ModelLoadError(
             f"{engine_name} was built with TensorRT {built_trt} and this is TensorRT {tensorrt_version}: an engine runs only "

@@ -43,7 +43,7 @@ class Options:
                                "(repeatable).")
     workspace: str | None = option(None, help="TensorRT builder workspace limit, e.g. 2G or 512M.")
     timing_cache: str | None = option(None, help="TensorRT timing cache file: read when it exists, saved after the build.")
-    version_compatible: bool = option(False, help="TensorRT engine that runs on later TensorRT versions of the same major.")
+    version_compatible: bool = option(False, help="TensorRT engine that also runs on later TensorRT versions.")
     hardware_compatibility: str | None = option(None, help="TensorRT engine portability: none | ampere+ | same-cc.",
                                                 choices=("none", "ampere+", "same-cc"))
     builder_optimization_level: int | None = option(None, help="TensorRT builder optimization level 0-5.", min=0)

@@ -51,7 +51,8 @@ def test_a_dynamic_input_without_a_range_is_named(cli, models, out):
     result = cli("convert", models["mlp"], "-o", out / "m.plan")
     _refused(result, "input x[batch, 16] has dynamic axis 0 and nothing sets its range")
     assert "hint: give --shapes x:1x16:8x16:32x16" in result.stderr
-    result = cli("convert", models["two_inputs"], "-o", out / "m.engine", "--shapes", "tokens:1x1:2x8:4x16", "--dynamic", "bias:0")
+    result = cli("convert", models["two_inputs"], "-o", out / "m.engine", "--shapes", "tokens:1x1:2x8:4x16",
+                 "--dynamic", "bias:0")
     _refused(result, "input bias[4] has dynamic axis 0")  # --dynamic on an axis the model fixes still needs a range
     assert os.listdir(out) == []
 
