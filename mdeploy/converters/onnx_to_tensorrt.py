@@ -24,7 +24,7 @@ from mdeploy.converters.base import ConversionResult, Converter
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import ConversionError, InputError, first_line
 from mdeploy.frameworks import onnx_models, tensorrt_env
-from mdeploy.frameworks.tensorrt_profiles import Profile, derive_profiles
+from mdeploy.frameworks.tensorrt_profiles import Profile, derive_profiles, validation_specs
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -87,9 +87,7 @@ class OnnxToTensorRT(Converter):
         tensorrt_env.write_sidecar(out, record)
         notes.append(f"TensorRT {trt.__version__} on {device['name']} (compute capability {device['compute_capability']}) "
                      f"in {time.perf_counter() - start:.1f}s")
-        specs = [TensorSpec(p.name, p.opt, next(s.dtype for s in plan["specs"] if s.name == p.name)) for p in plan["profiles"]]
-        dynamic = {f"{p.name}:{axis}": [(p.name, axis)] for p in plan["profiles"] for axis in range(len(p.opt))
-                   if p.min[axis] != p.max[axis]}
+        specs, dynamic = validation_specs(plan["specs"], plan["profiles"])  # convert validates inside the profile
         return ConversionResult(ModelRef(out, Format.TENSORRT), notes=notes, input_specs=specs, dynamic_axes=dynamic,
                                 details={**details, "sidecar": record})
 

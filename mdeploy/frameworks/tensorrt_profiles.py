@@ -160,3 +160,39 @@ def _example(spec: TensorSpec) -> str:
         return "x".join(str(d) if isinstance(d, int) and d > 0 else str(size) for d in spec.shape)
 
     return f"{spec.name}:{shape(1)}:{shape(8)}:{shape(32)}"
+
+
+def _resized(size: int, axis: int) -> int:
+    """The second size convert's validation gives a dynamic axis (validation.run.resized_feed: n+2 on a batch axis;
+    elsewhere halved, or +2 when below 4)."""
+    return size + 2 if axis == 0 or size < 4 else size // 2
+
+
+def validation_specs(specs: list[TensorSpec], profiles: list[Profile]) -> tuple[list[TensorSpec],
+                                                                                  dict[str, list[tuple[str, int]]]]:
+    """Shapes for validating the engine inside its profile: per dynamic dim (inputs sharing a dim name share it), a
+    first size, OPT when it can, whose second size (resized_feed's) also lies in every range; a dim with no such
+    pair (MIN = MAX, or a range too narrow) is validated at one size only and left out of the dynamic axes."""
+    by_name = {p.name: p for p in profiles}
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for spec in specs:
+        p = by_name[spec.name]
+        for axis, declared in enumerate(spec.shape):
+            if p.min[axis] != p.max[axis]:
+                dim = declared if isinstance(declared, str) and declared != "?" else f"{spec.name}:{axis}"
+                groups.setdefault(dim, []).append((spec.name, axis))
+    shapes = {p.name: list(p.opt) for p in profiles}
+    dynamic: dict[str, list[tuple[str, int]]] = {}
+    for dim, members in groups.items():
+        ranges = [(by_name[n].min[a], by_name[n].max[a]) for n, a in members]
+        low, high = max(r[0] for r in ranges), min(r[1] for r in ranges)
+        first_name, first_axis = members[0]
+        opt = min(max(by_name[first_name].opt[first_axis], low), high)
+        candidates = [opt, *range(low, min(high, low + 64) + 1), high]
+        chosen = next((b for b in candidates if low <= b <= high and low <= _resized(b, first_axis) <= high), None)
+        for name, axis in members:
+            shapes[name][axis] = chosen if chosen is not None else opt
+        if chosen is not None:
+            dynamic[dim] = members
+    out = [TensorSpec(s.name, tuple(shapes[s.name]), s.dtype, s.value_range) for s in specs]
+    return out, dynamic

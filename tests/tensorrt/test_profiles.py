@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from mdeploy.core import TensorSpec
@@ -72,3 +73,24 @@ def test_dynamic_keeps_an_axis_that_then_needs_a_range():
 def test_shapes_that_do_not_fit_the_model(kwargs, says):
     with pytest.raises(InputError, match=says):
         derive_profiles([IMAGES], **kwargs)
+
+
+def test_validation_stays_inside_the_profile():
+    from mdeploy.frameworks.tensorrt_profiles import validation_specs
+    from mdeploy.validation.run import resized_feed
+
+    mask = TensorSpec("mask", ("batch", "seq"), "int64")
+    specs = [TOKENS, mask, FIXED]
+    profiles = derive_profiles(specs, shapes=["tokens:1x8:4x64:16x128", "mask:1x8:4x64:16x128"])
+    shaped, dynamic = validation_specs(specs, profiles)
+    assert [s.shape for s in shaped] == [(4, 64), (4, 64), (4,)]  # OPT, whose second size is inside the range too
+    assert dynamic == {"batch": [("tokens", 0), ("mask", 0)], "seq": [("tokens", 1), ("mask", 1)]}
+    # OPT at MAX on the batch: the first size moves down so that n+2 fits; a range too narrow is validated once
+    profiles = derive_profiles([IMAGES], shapes=["images:1x3x224x224:8x3x224x224:8x3x224x224"])
+    shaped, dynamic = validation_specs([IMAGES], profiles)
+    assert shaped[0].shape == (1, 3, 224, 224) and dynamic == {"batch": [("images", 0)]}
+    feed = {"images": np.zeros(shaped[0].shape, np.float32)}
+    resized, _ = resized_feed(shaped, dynamic, feed, np.random.default_rng(0))
+    assert resized["images"].shape == (3, 3, 224, 224)
+    narrow = derive_profiles([IMAGES], shapes=["images:1x3x224x224:2x3x224x224:2x3x224x224"])
+    assert validation_specs([IMAGES], narrow) == ([TensorSpec("images", (2, 3, 224, 224))], {})
