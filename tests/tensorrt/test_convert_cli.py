@@ -115,3 +115,13 @@ def test_running_an_engine_without_a_gpu_is_one_clear_line(cli, tmp_path):
     engine.write_bytes(b"\0" * 64)
     result = cli("benchmark", engine, "--iterations", "1")
     _refused(result, "running a TensorRT engine needs an NVIDIA GPU and the tensorrt package")
+
+
+@no_trt
+def test_a_torch_model_goes_through_onnx_to_the_same_checks(cli, out):
+    from tests.conftest import factory
+
+    args = ["convert", factory("tiny_cnn"), "-o", out / "cnn.engine", "--dynamic", "image:0"]
+    _refused(cli(*args), "input image[batch, 3, 32, 32] has dynamic axis 0 and nothing sets its range")
+    _refused(cli(*args, "--shapes", "image:1x3x32x32:4x3x32x32:8x3x32x32"), "building a TensorRT engine needs an NVIDIA GPU")
+    assert os.listdir(out) == []  # the intermediate ONNX lived in the staging folder only
