@@ -60,6 +60,8 @@ class OnnxToTensorRT(Converter):
         o = options
         plan = check_inputs(src.path, o)
         notes = [f"profile: {p.text()}" for p in plan["profiles"]]
+        if plan["qdq"] and o.precision != "int8":
+            notes.append("the model carries Q/DQ nodes: its quantized parts are int8 in the engine whatever --precision says")
         model_path = src.path
         details: dict[str, Any] = {"profiles": [p.as_dict() for p in plan["profiles"]], "precision": o.precision}
         if o.precision == "fp16":
@@ -138,10 +140,13 @@ def check_inputs(path: Path, o: OnnxToTensorRTOptions) -> dict[str, Any]:
                 f"quantize it first: mdeploy quantize {path} -o {path.stem}.qdq.onnx --target tensorrt, then convert that",
             )
     if ops & _QDQ_OPS:  # a Q/DQ model is int8 whatever --precision says: it must follow TensorRT's rules
+        if o.precision == "fp16":
+            raise InputError(f"{path.name} carries Q/DQ nodes and --precision fp16 would convert it to float16 first",
+                             hint="build a Q/DQ model with --precision int8 (its Q/DQ nodes set the int8 parts)")
         from mdeploy.passes.tensorrt_rules import require_trt_qdq
 
         require_trt_qdq(path)
-    return {"specs": specs, "profiles": profiles, "workspace": workspace}
+    return {"specs": specs, "profiles": profiles, "workspace": workspace, "qdq": bool(ops & _QDQ_OPS)}
 
 
 def _network(trt: Any, builder: Any) -> Any:

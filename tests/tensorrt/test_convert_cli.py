@@ -71,6 +71,12 @@ def test_a_qdq_model_for_the_cpu_breaks_tensorrt_rules_before_the_environment(cl
     assert os.listdir(out) == []
 
 
+def test_a_qdq_model_is_not_converted_to_float16(cli, models, out):
+    result = cli("convert", models["qdq_tensorrt"], "-o", out / "m.engine", "--input", "x:4x16", "--precision", "fp16")
+    _refused(result, "carries Q/DQ nodes and --precision fp16 would convert it to float16 first")
+    assert os.listdir(out) == []
+
+
 @no_trt
 @pytest.mark.parametrize("case", ["fp32", "fp16", "int8", "existing"])
 def test_then_the_missing_gpu_is_the_error_and_nothing_is_written(cli, models, out, case):
