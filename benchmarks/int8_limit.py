@@ -36,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import latencies, mdeploy_quantize, session, size
+from _common import latencies, mdeploy_quantize, size
+
+from mdeploy import machine  # noqa: E402  (_common puts the repository on the path)
 
 THREADS = (1, 2)
 GEMM_OPS = {"MatMul", "FusedMatMul", "Gemm", "FusedGemm"}
@@ -443,7 +445,7 @@ def main() -> None:
     import onnxruntime
 
     print(f"CPU: {machine.describe()}; onnxruntime {onnxruntime.__version__}")
-    results = {"cpu": name, "flags": flags, "onnxruntime": onnxruntime.__version__, "models": []}
+    results = {"cpu": machine.cpu_name(), "flags": machine.cpu_flags(), "onnxruntime": onnxruntime.__version__, "models": []}
     for model in args.models.split(","):
         start = time.time()
         results["models"].append({"cnn": cnn, "transformer": transformer}[model](work, args))

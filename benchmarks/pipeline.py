@@ -22,7 +22,6 @@ ISA flags. Figures, not tests: a noisy machine moves them; run it on an idle one
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
