@@ -23,6 +23,7 @@ from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.deps import require
 from mdeploy.errors import ConversionError, InputError, first_line
 from mdeploy.frameworks import onnx_models, torch_models
+from mdeploy.frameworks.onnx_skeleton import varint
 from mdeploy.logs import framework_output
 from mdeploy.runners.torch_runner import integer_hint
 from mdeploy.validation.inputs import random_feed
@@ -337,24 +338,15 @@ def save_streamed(model: Any, out: Path, min_bytes: int = 1024) -> None:
             size = tensor.nbytes
             body = len(head) + 1 + _varint_len(size) + size  # TensorProto: header fields, then raw_data (field 9)
             record = 1 + _varint_len(body) + body  # GraphProto.initializer (field 5)
-            f.write(b"\x3a" + _varint(record) + b"\x2a" + _varint(body) + head + b"\x4a" + _varint(size))  # ModelProto.graph (7)
+            f.write(b"\x3a" + varint(record) + b"\x2a" + varint(body) + head + b"\x4a" + varint(size))  # ModelProto.graph (7)
             start = f.tell()
             tensor.tofile(f)
             if f.tell() - start != size:
                 raise ConversionError(f"writing the weight {value.name} wrote {f.tell() - start} bytes, not {size}")
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _varint_len(n: int) -> int:
-    return len(_varint(n))
+    return len(varint(n))
 
 
 def _script_to_graph_module(module: Any, args: tuple) -> Any:

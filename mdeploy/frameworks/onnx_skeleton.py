@@ -78,7 +78,7 @@ def _tensor(data: mmap.mmap, begin: int, stop: int) -> bytes:
 
 def _record(out: bytearray, tag: bytes, body: bytes) -> None:
     out += tag
-    out += _varint(len(body))
+    out += varint(len(body))
     out += body
 
 
@@ -123,7 +123,8 @@ def _read_varint(data: mmap.mmap, pos: int, stop: int) -> tuple[int, int]:
         shift += 7
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """`n` as a protobuf varint (the length and tag encoding of every field)."""
     out = bytearray()
     while True:
         low, n = n & 0x7F, n >> 7

@@ -141,6 +141,23 @@ def align_batch(specs: list[TensorSpec], dynamic_batch: set[str] | None = None) 
             for s in specs]
 
 
+def read_labels(path: str | Path, what: str = "labels") -> np.ndarray:
+    """Class ids from a .npy file (read without pickle), checked with `class_ids`."""
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read labels {path}: {exc}") from None
+    return class_ids(labels, what)
+
+
+def class_ids(labels: np.ndarray, what: str = "labels") -> np.ndarray:
+    """`labels` as given, after checking it is a 1-D integer array (one class id per sample)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise InputError(f"{what} must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
+    return labels
+
+
 def feeds_hash(feeds: list[Feed]) -> str:
     """A sha256 over names, dtypes, shapes and bytes, so that a CI run's inputs can be compared over time."""
     digest = hashlib.sha256()

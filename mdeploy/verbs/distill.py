@@ -130,15 +130,9 @@ def _load(path: str | None, labels_path: str | None, flag: str) -> tuple[dict[st
     if labels_path:
         if not Path(labels_path).is_file():
             raise InputError(f"labels file not found: {labels_path}")
-        try:
-            labels = np.load(labels_path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"cannot read labels {labels_path}: {exc}") from None
+        labels = vinputs.read_labels(labels_path, f"labels for {flag}")
     if labels is not None:
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise InputError(f"labels for {flag} must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
-        labels = labels.astype(np.int64)
+        labels = vinputs.class_ids(labels, f"labels for {flag}").astype(np.int64)
     return arrays, labels
 
 

@@ -462,13 +462,7 @@ class Job:
 
 
 def _labels(path: str) -> np.ndarray:
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot read labels {path}: {exc}") from None
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise InputError(f"labels must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
-    return labels.astype(np.int64)
+    return vinputs.read_labels(path).astype(np.int64)
 
 
 def _taylor_loss(train: tuple[dict[str, np.ndarray], np.ndarray | None]) -> Any:

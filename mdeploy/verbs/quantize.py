@@ -229,14 +229,9 @@ class Plan:
                 "validated on random inputs: give --eval-data (or --calib-data) with real inputs for a real proof"
             )
         if self.labels_path:
-            try:
-                labels = np.load(self.labels_path, allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise InputError(f"cannot read labels {self.labels_path}: {exc}") from None
+            labels = vinputs.read_labels(self.labels_path)
         if labels is not None:
-            labels = np.asarray(labels)
-            if labels.ndim != 1 or labels.dtype.kind not in "iu":
-                raise InputError(f"labels must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
+            labels = vinputs.class_ids(labels)
             if not self.data:
                 raise InputError("--labels needs the data they label", hint="give --eval-data or --calib-data")
         return feeds, labels, source

@@ -126,27 +126,14 @@ def _outputs(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec]
 
 def _labels(o: Options) -> Any:
     """Class ids for the data: `--labels`, or a `labels` array in the --data .npz; None without either."""
-    import numpy as np
+    from mdeploy.validation.inputs import class_ids, load_arrays, read_labels
 
     if o.labels and not o.data:
         raise InputError("--labels needs the data they label", hint="give --data")
     if o.labels:
-        try:
-            labels = np.load(o.labels, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"cannot read labels {o.labels}: {exc}") from None
-    elif o.data and Path(o.data).suffix == ".npz":
-        from mdeploy.validation.inputs import load_arrays
-
-        labels = load_arrays(Path(o.data)).get("labels")
-        if labels is None:
-            return None
-    else:
-        return None
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise InputError(f"labels must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
-    return labels
+        return read_labels(o.labels)
+    labels = load_arrays(Path(o.data)).get("labels") if o.data and Path(o.data).suffix == ".npz" else None
+    return None if labels is None else class_ids(labels)
 
 
 def _layerwise(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec], tolerance: Tolerance,
