@@ -17,11 +17,12 @@ from mdeploy.verbs import benchmark as _benchmark
 from mdeploy.verbs import convert as _convert
 from mdeploy.verbs import distill as _distill
 from mdeploy.verbs import inspect as _inspect
+from mdeploy.verbs import package as _package
 from mdeploy.verbs import prune as _prune
 from mdeploy.verbs import quantize as _quantize
 from mdeploy.verbs import validate as _validate
 
-__all__ = ["convert", "quantize", "prune", "distill", "validate", "benchmark", "inspect", "open_runner"]
+__all__ = ["convert", "quantize", "prune", "distill", "validate", "benchmark", "inspect", "package", "open_runner"]
 
 
 def convert(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
@@ -44,6 +45,12 @@ def distill(teacher: str, student: str, output: str, data: str, *, progress: Pro
 def prune(src: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
     """Prune the PyTorch model `src`, recover it, export it to `output` (.onnx or .pt2) and prove what it kept (as `mdeploy prune`)."""
     return _prune.run(_prune.Options(src=src, output=output, **options), progress)
+
+
+def package(model: str, target: str, output: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:
+    """Write a model-server package for `model` (mlflow, triton, tfserving, kserve) to the folder `output`, checked against
+    the model (options as `mdeploy package --help`; `smoke_test=True` starts the server)."""
+    return _package.run(_package.Options(model=model, target=target, output=output, **options), progress)
 
 
 def validate(reference: str, candidate: str, *, progress: ProgressFactory = no_progress, **options: Any) -> Report:

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - older typer depends on click itself
     from click import exceptions as click_exceptions
 
 from mdeploy import __version__
-from mdeploy.cli import benchmark, convert, distill, inspect, plugins, prune, quantize, validate
+from mdeploy.cli import benchmark, convert, distill, inspect, package, plugins, prune, quantize, validate
 from mdeploy.cli import report as report_cmd
 from mdeploy.cli import run as run_cmd
 from mdeploy.errors import MdeployError
@@ -39,6 +39,7 @@ app.command("quantize")(quantize.command)
 app.command("benchmark")(benchmark.command)
 app.command("prune")(prune.command)
 app.command("distill")(distill.command)
+app.command("package")(package.command)
 app.command("run")(run_cmd.command)
 app.add_typer(report_cmd.app, name="report")
 

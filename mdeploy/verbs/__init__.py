@@ -5,4 +5,4 @@ functions, so there is one way to run a verb. Heavy frameworks are imported insi
 never here: `mdeploy --help` builds its flags from these modules.
 """
 
-VERBS = ("convert", "quantize", "validate", "benchmark", "inspect")
+VERBS = ("convert", "quantize", "validate", "benchmark", "inspect", "prune", "distill", "package")
