@@ -16,7 +16,7 @@ try:
     main()
 except SystemExit as exc:
     code = exc.code
-heavy = [m for m in ("torch", "tensorflow", "keras", "tf2onnx", "tensorrt") if m in sys.modules]
+heavy = [m for m in ("torch", "tensorflow", "keras", "tf2onnx", "tensorrt", "mlflow", "tritonclient") if m in sys.modules]
 with open(os.environ["PROBE_OUT"], "w") as f:
     json.dump({"code": code, "heavy": heavy}, f)
 """
@@ -32,6 +32,10 @@ def _probe(tmp_path, *args):
 
 def test_help_imports_no_heavy_framework(tmp_path):
     assert _probe(tmp_path, "--help") == {"code": 0, "heavy": []}
+
+
+def test_package_help_imports_no_serving_framework(tmp_path):
+    assert _probe(tmp_path, "package", "--help") == {"code": 0, "heavy": []}
 
 
 def test_inspect_onnx_imports_no_heavy_framework(tmp_path, cnn_onnx):
