@@ -18,7 +18,14 @@ def _show(report: Report) -> None:
     if acc:
         stdout.print(f"accuracy on {acc['samples']} labelled samples: reference {acc['float']:.4f}, candidate "
                      f"{acc['quantized']:.4f} (drop {acc['drop'] * 100:+.2f} points)")
-    verdict(report, f"{report.data['candidate']} against {report.data['reference']}")
+    data = report.data
+    verdict(report, f"{data['candidate']}{_on(report, 'candidate')} against {data['reference']}{_on(report, 'reference')}")
+
+
+def _on(report: Report, side: str) -> str:
+    """` (cuda)` after a model's name when the two sides did not both run on the CPU."""
+    ref, cand = report.data.get("reference_device", "cpu"), report.data.get("candidate_device", "cpu")
+    return "" if ref == cand == "cpu" else f" ({report.data[side + '_device']})"
 
 
 def _show_layerwise(report: Report) -> None:

@@ -4,6 +4,7 @@ how to load a model and how to run it (Polygraphy's runner design).
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, ClassVar
 
@@ -26,6 +27,10 @@ class Runner:
 
     formats: ClassVar[tuple[Format, ...]] = ()
     framework: ClassVar[str] = ""
+    # Who allocates the model's GPU memory with --device cuda: "torch" (its caching allocator counts every byte, so a
+    # benchmark reads torch.cuda.max_memory_allocated) or "process" (a runtime's own allocator: only the process's
+    # device memory, from NVML, shows it)
+    gpu_memory: ClassVar[str] = "process"
 
     def __init__(
         self,
@@ -105,10 +110,32 @@ class Runner:
             if problem:
                 raise InputError(f"input '{name}' does not fit {self.ref.name}: {problem}")
 
+    def synchronize(self) -> None:
+        """Wait until the work this runner queued on its device is done (CUDA kernels run asynchronously).
+
+        The default waits on torch's CUDA streams when torch has started CUDA in this process (the TensorRT runner runs
+        on torch's stream); a runtime whose run() hands back host arrays (onnxruntime) is already synchronous, and on
+        the CPU there is nothing to wait for.
+        """
+        if self.device != "cuda":
+            return
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
     def infer(self, feed: Feed) -> dict[str, np.ndarray]:
-        """Run the model on one feed; outputs keyed by name, as numpy arrays."""
+        """Run the model on one feed; outputs keyed by name, as numpy arrays.
+
+        `last_latency_s` is the backend call alone; on CUDA the device is synchronized before the clock starts and
+        before it stops, so the time is that of this run's own work, the copies to and from the GPU included.
+        """
         self.check_feed(feed)
+        cuda = self.device == "cuda"
+        if cuda:
+            self.synchronize()
         start = time.perf_counter()
         out = self._infer(feed)
+        if cuda:
+            self.synchronize()
         self.last_latency_s = time.perf_counter() - start
         return out

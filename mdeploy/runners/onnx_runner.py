@@ -1,7 +1,15 @@
-"""ONNX models on onnxruntime (CPU, or the CUDA provider with `--device cuda`)."""
+"""ONNX models on onnxruntime (CPU, or the CUDA provider with `--device cuda`).
+
+The CUDA provider ships only in the `onnxruntime-gpu` package (the `onnxruntime` package is CPU-only), and it
+needs CUDA and cuDNN libraries at run time: where torch's CUDA wheels brought them (nvidia-* packages), they are
+preloaded from there. A session that silently fell back to the CPU is refused. TF32 is off (`use_tf32=0`, the
+provider's default is on): a float32 model computes in float32, as on the CPU.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,6 +28,8 @@ class OnnxRuntimeRunner(Runner):
 
     def _load(self) -> None:
         ort = require("onnxruntime", extra="onnx")
+        if self.device not in ("cpu", "cuda"):
+            raise InputError(f"--device {self.device}: onnxruntime runs here on cpu or cuda")
         # inputs, outputs and id ranges come from the graph: its weights' bytes are left for the runtime to read
         model = onnx_skeleton.load_without_weights(self.ref.path)
         self._specs = self.apply_overrides(onnx_models.graph_inputs(model))
@@ -33,21 +43,23 @@ class OnnxRuntimeRunner(Runner):
         self.session = self._session(ort, options, None)
 
     def _session(self, ort: Any, options: Any, model: Any) -> Any:
-        providers = ["CPUExecutionProvider"]
+        providers: list[Any] = ["CPUExecutionProvider"]
         if self.device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise InputError(
-                    "--device cuda: onnxruntime's CUDA provider is not available here",
-                    hint="install onnxruntime-gpu on a machine with an NVIDIA GPU, or use --device cpu",
-                )
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            providers = [cuda_provider(ort), "CPUExecutionProvider"]
         opened = ort_sessions.open_session(self.ref.path, options, providers, proto=model)
         self.notes.extend(opened.notes)
         session = opened.session
-        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-            raise InputError("--device cuda: onnxruntime fell back to the CPU (CUDA libraries missing?)")
+        if self.device == "cuda":
+            if "CUDAExecutionProvider" not in session.get_providers():
+                raise InputError(
+                    f"--device cuda: onnxruntime-gpu {ort.__version__} could not start its CUDA provider for {self.ref.name} "
+                    "and fell back to the CPU",
+                    hint="its CUDA 12 and cuDNN 9 libraries were not found: install torch's CUDA build or nvidia-cudnn-cu12 "
+                    "and nvidia-cublas-cu12, or put them on LD_LIBRARY_PATH (--verbose shows onnxruntime's log)",
+                )
+            self.notes.append(f"onnxruntime {ort.__version__} on CUDAExecutionProvider (TF32 off), CPU provider for "
+                              "the nodes CUDA lacks")
         return session
-
     def input_specs(self) -> list[TensorSpec]:
         return self._specs
 
@@ -77,3 +89,19 @@ class OnnxRuntimeRunner(Runner):
         elif fitted.ir_version:
             info["notes"].append(ort_sessions.lowered_note(model, fitted, ref.path))
         return info
+
+
+def cuda_provider(ort: Any) -> tuple[str, dict[str, str]]:
+    """The CUDA provider with its options, or one line naming onnxruntime-gpu when this onnxruntime has none."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise InputError(
+            f"--device cuda: onnxruntime {ort.__version__} here has no CUDA provider; CUDA needs the onnxruntime-gpu package",
+            hint="pip uninstall onnxruntime && pip install onnxruntime-gpu (on a machine with an NVIDIA GPU), "
+            "or use --device cpu",
+        )
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:  # onnxruntime-gpu >= 1.21: CUDA/cuDNN from the nvidia-* wheels torch installed
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+            preload(cuda=True, cudnn=True, msvc=False)
+    version = tuple(int(p) for p in ort.__version__.split(".")[:2] if p.isdigit())
+    return "CUDAExecutionProvider", ({"use_tf32": "0"} if version >= (1, 18) else {})

@@ -24,9 +24,13 @@ class TFLiteRunner(Runner):
     framework: ClassVar[str] = "ai_edge_litert"
 
     def _load(self) -> None:
-        if self.device == "cuda":
-            raise InputError("--device cuda: the TFLite runner runs on the CPU only", hint="use --device cpu")
-        self.interpreter = tflite_models.interpreter(self.ref.path, self.threads)
+        self.interpreter = tflite_models.interpreter(self.ref.path, self.threads)  # a bad model is reported first
+        if self.device != "cpu":
+            raise InputError(
+                f"--device {self.device}: TFLite models run on the CPU only here (LiteRT's GPU delegate is for phones, "
+                "not CUDA)",
+                hint="use --device cpu; for CUDA, run the ONNX or TensorFlow form of the model",
+            )
         self._inputs, self._outputs, self.signature = tflite_models.io(self.interpreter)
         self._specs = self.apply_overrides([t.spec() for t in self._inputs])
         self._shapes = {t.index: tuple(self.interpreter.get_tensor_details()[t.index]["shape"]) for t in self._inputs}

@@ -1,4 +1,10 @@
-"""PyTorch models (ExportedProgram, TorchScript, or a factory's nn.Module) in eager mode."""
+"""PyTorch models (ExportedProgram, TorchScript, or a factory's nn.Module) in eager mode, on the CPU or on CUDA.
+
+With `--device cuda` the whole model goes to the GPU before the first run (an ExportedProgram through
+torch.export's move_to_device_pass, which also rewrites devices burnt into its graph), feeds are copied to the GPU
+for each run and outputs come back as numpy arrays. TF32 is switched off on CUDA: a float32 model then computes in
+float32 as it does on the CPU, so a CPU-vs-CUDA validation measures the device and not a silently lower precision.
+"""
 
 from __future__ import annotations
 
@@ -18,22 +24,47 @@ from mdeploy.runners.base import Feed, Runner
 class TorchRunner(Runner):
     formats: ClassVar[tuple[Format, ...]] = (Format.PYTORCH_EXPORTED, Format.TORCHSCRIPT, Format.PYTORCH_MODULE)
     framework: ClassVar[str] = "torch"
+    gpu_memory: ClassVar[str] = "torch"
 
     def _load(self) -> None:
         t = torch_models.torch()
-        if self.device == "cuda" and not t.cuda.is_available():
-            raise InputError("--device cuda: torch sees no CUDA device here", hint="use --device cpu, or a CUDA build of torch on a GPU machine")
+        if self.device not in ("cpu", "cuda"):
+            raise InputError(f"--device {self.device}: the torch runner runs on cpu or cuda")
         if self.threads:
             t.set_num_threads(self.threads)
         with framework_output():
-            self.model = torch_models.load(self.ref)
+            self.model = torch_models.load(self.ref)  # a bad model is reported before a missing GPU
         if self.device == "cuda":
-            self.model.module = self.model.module.to("cuda")
+            check_cuda(t)
+            self._to_cuda(t)
         if self.model.exported_program is not None:
             self._specs = self.apply_overrides(self.model.specs)
         else:
             self._specs = self._eager_specs()
         self._outputs: list[str] | None = None
+
+    def _to_cuda(self, t: Any) -> None:
+        """Move the model's weights, buffers and constants to the GPU, with TF32 off (see the module's docstring)."""
+        t.backends.cuda.matmul.allow_tf32 = False
+        t.backends.cudnn.allow_tf32 = False
+        model = self.model
+        try:
+            with framework_output():
+                if model.exported_program is not None:
+                    from torch.export.passes import move_to_device_pass
+
+                    model.exported_program = move_to_device_pass(model.exported_program, "cuda")
+                    model.module = model.exported_program.module()
+                else:
+                    model.module = model.module.to("cuda")
+        except t.cuda.OutOfMemoryError:
+            raise InputError(f"{self.ref.name} does not fit in the GPU's free memory",
+                             hint="use --device cpu, or free the GPU") from None
+        self.notes.append("torch on cuda: TF32 off (float32 matmuls and convolutions in full float32, as on the CPU)")
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            torch_models.torch().cuda.synchronize()
 
     def _eager_specs(self) -> list[TensorSpec]:
         """An eager module accepts any shape: its example inputs are a default, `--input` replaces them."""
@@ -102,8 +133,14 @@ class TorchRunner(Runner):
         try:
             with t.inference_mode(), framework_output():
                 result = self.model.call(tensors)
+        except t.cuda.OutOfMemoryError:
+            raise InputError(f"{self.ref.name} ran out of GPU memory on inputs of "
+                             + ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items()),
+                             hint="give smaller inputs (--batch, --input), or use --device cpu") from None
         except Exception as exc:
-            raise InputError(f"{self.ref.name} fails on these inputs: {first_line(exc)}", hint=integer_hint(exc, self._specs)) from None
+            hint = device_hint(exc) if self.device == "cuda" else None
+            raise InputError(f"{self.ref.name} fails on these inputs: {first_line(exc)}",
+                             hint=hint or integer_hint(exc, self._specs)) from None
         named = torch_models.flatten_outputs(result)
         self._outputs = [n for n, _ in named]
         return {n: v.detach().cpu().numpy() for n, v in named}
@@ -132,6 +169,26 @@ class TorchRunner(Runner):
             ops = Counter(str(n.target) for n in loaded.exported_program.graph.nodes if n.op == "call_function")
             info["operators"] = dict(ops.most_common())
         return info
+
+
+def check_cuda(t: Any) -> None:
+    """One line that says why torch cannot run on CUDA here: a CPU-only build of torch, or no device it can see."""
+    if t.cuda.is_available():
+        return
+    if not t.version.cuda:
+        raise InputError(f"--device cuda: torch {t.__version__} is a CPU-only build, it cannot run models on CUDA",
+                         hint="install a CUDA build of torch on a machine with an NVIDIA GPU, or use --device cpu")
+    raise InputError(f"--device cuda: torch {t.__version__} (CUDA {t.version.cuda}) sees no CUDA device here",
+                     hint="check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu")
+
+
+def device_hint(exc: BaseException) -> str | None:
+    """A model that makes its own tensors on a fixed device (a traced TorchScript records `cpu`) fails on CUDA."""
+    text = str(exc)
+    if "same device" in text or ("cuda" in text and "cpu" in text):
+        return ("the model creates tensors on a device of its own (TorchScript traces record it): save it with "
+                "torch.export.save (.pt2), which mdeploy moves to CUDA whole, or validate it with --device cpu")
+    return None
 
 
 def integer_hint(exc: BaseException, specs: list[TensorSpec]) -> str | None:

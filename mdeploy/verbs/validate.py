@@ -3,6 +3,10 @@
 With `layerwise` (two ONNX models), every intermediate tensor they share is compared instead, in graph order, and
 the report names the first layer beyond tolerance. Top-1 agreement is judged only on outputs that are class
 scores (validation/scores.py).
+
+Devices: `--device cuda` checks what the GPU computes against what the CPU computes, so it runs the candidate on
+CUDA and the reference on the CPU; `--ref-device` / `--cand-device` choose each side's device themselves (both on
+CUDA, or a CUDA reference). The report records which device ran which side.
 """
 
 from __future__ import annotations
@@ -36,7 +40,10 @@ class Options:
     atol: float | None = option(None, help="Absolute tolerance (default per precision).")
     rtol: float | None = option(None, help="Relative tolerance (default per precision).")
     precision: str = option("fp32", help="Default tolerances for fp32, fp16 or int8 candidates.", choices=PRECISIONS)
-    device: str = option("cpu", help="cpu or cuda.", choices=DEVICES)
+    device: str = option("cpu", help="cpu or cuda: cuda runs the candidate on the GPU against the reference on the CPU "
+                         "(unless --ref-device / --cand-device say otherwise).", choices=DEVICES)
+    ref_device: str | None = option(None, help="Device of the reference (default cpu).", choices=DEVICES)
+    cand_device: str | None = option(None, help="Device of the candidate (default --device).", choices=DEVICES)
     seed: int = option(0, help="Seed for random inputs (recorded in the report).")
     ref_format: str | None = option(None, flag="--ref-from", help="Format of the reference, when its name does not tell.")
     cand_format: str | None = option(None, flag="--cand-from", help="Format of the candidate, when its name does not tell.")
@@ -95,13 +102,13 @@ def _feeds(specs: list[TensorSpec], o: Options) -> tuple[list[dict], dict[str, A
 
 def _outputs(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec], tolerance: Tolerance,
              progress: ProgressFactory) -> Report:
-    from mdeploy.registry import open_runner
     from mdeploy.reports.report import Report
     from mdeploy.validation import inputs as vinputs
     from mdeploy.validation.run import compare, merged_specs
 
-    ref_runner = open_runner(ref, o.device, inputs)
-    cand_runner = open_runner(cand, o.device)
+    ref_device, cand_device = devices(o)
+    ref_runner = _open(ref, ref_device, "--ref-device" if o.ref_device else None, inputs)
+    cand_runner = _open(cand, cand_device, "--cand-device" if o.cand_device else None, None)
     feeds, source = _feeds(merged_specs(ref_runner, cand_runner), o)
     labels = _labels(o)
     accuracy = None
@@ -115,13 +122,33 @@ def _outputs(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec]
             comparison, accuracy = proof.comparison, proof.accuracy
     report = Report(
         command="validate",
-        data={"reference": ref.name, "candidate": cand.name, "device": o.device, "seed": o.seed,
-              "inputs_sha256": vinputs.feeds_hash(feeds), **source},
+        data={"reference": ref.name, "candidate": cand.name, "device": cand_device, "reference_device": ref_device,
+              "candidate_device": cand_device, "seed": o.seed, "inputs_sha256": vinputs.feeds_hash(feeds), **source},
         comparisons=[comparison],
     )
     if accuracy is not None:
         report.data["accuracy"] = accuracy.to_dict()
     return report
+
+
+def devices(o: Options) -> tuple[str, str]:
+    """(reference device, candidate device): the reference on the CPU and the candidate on --device, unless
+    --ref-device / --cand-device say otherwise."""
+    return o.ref_device or "cpu", o.cand_device or o.device
+
+
+def _open(ref: ModelRef, device: str, flag: str | None, inputs: list[TensorSpec] | None) -> Any:
+    """The runner for one side; a device error names the flag that chose the device (runners say `--device`)."""
+    from mdeploy.errors import MdeployError
+    from mdeploy.registry import open_runner
+
+    try:
+        return open_runner(ref, device, inputs)
+    except MdeployError as exc:
+        if flag and exc.message.startswith("--device "):
+            exc.message = flag + exc.message[len("--device"):]
+            exc.args = (exc.message,)
+        raise
 
 
 def _labels(o: Options) -> Any:
@@ -147,8 +174,8 @@ def _layerwise(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpe
 
     if ref.format != Format.ONNX or cand.format != Format.ONNX:
         raise InputError("--layerwise compares two ONNX models", hint=f"got {ref.format.value} and {cand.format.value}")
-    if o.device != "cpu":
-        raise InputError("--layerwise runs on the CPU", hint="drop --device")
+    if "cuda" in devices(o):
+        raise InputError("--layerwise runs on the CPU", hint="drop --device / --ref-device / --cand-device")
     ref_runner = open_runner(ref, "cpu", inputs)
     specs = ref_runner.input_specs()
     del ref_runner
@@ -168,7 +195,8 @@ def _layerwise(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpe
     first = result.first_failure
     return Report(
         command="validate",
-        data={"reference": ref.name, "candidate": cand.name, "device": "cpu", "seed": o.seed,
+        data={"reference": ref.name, "candidate": cand.name, "device": "cpu", "reference_device": "cpu",
+              "candidate_device": "cpu", "seed": o.seed,
               "inputs_sha256": vinputs.feeds_hash(feeds), **source, "layerwise": result.to_dict()},
         steps=[Step("layerwise", "passed" if result else "failed",
                     {"first_failure": f"{first.node} ({first.op_type}) -> {first.tensor}" if first is not None else None},
