@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 def _show(report: Report) -> None:
     settings = report.data["settings"]
+    gpu = settings["device"] == "cuda"  # host memory is then labelled as such beside the GPU's
     table = Table(title=f"device {settings['device']}, threads {settings['threads'] or 'default'}", title_justify="left")
     for column in (
         "model",
@@ -26,7 +27,7 @@ def _show(report: Report) -> None:
         "p90 ms",
         "p99 ms",
         "items/s",
-        "peak mem",
+        *(("gpu mem", "host mem") if gpu else ("peak mem",)),
         "size",
         "p50 vs first",
         "size vs first",
@@ -42,6 +43,7 @@ def _show(report: Report) -> None:
             f"{lat['p90']:.2f}",
             f"{lat['p99']:.2f}",
             f"{row['throughput_items_per_s']:.1f}",
+            *((_mib(row.get("gpu_memory_bytes")),) if gpu else ()),
             _mib(row["peak_memory_bytes"]),
             _mib(row["size_bytes"]),
             _x(ratio["latency_p50"]),

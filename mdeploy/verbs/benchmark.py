@@ -6,13 +6,25 @@ of the backend call alone (the runner's feed checks are not counted). Peak memor
 process's resident memory while the model is loaded and run, sampled by a thread (onnxruntime releases the
 GIL while it computes); models run one after the other, each in a fresh session, released before the next.
 Ratios are given against the first model.
+
+With `--device cuda` (GpuMemory below): every run is timed with the device synchronized before the clock starts and
+before it stops (Runner.infer: torch.cuda.synchronize for the torch and TensorRT runners, which queue work on torch's
+streams; onnxruntime's CUDA provider returns from run() only once its outputs are copied to host memory, so its call
+is synchronous already). What is measured is then one whole run as a caller sees it: inputs copied to the GPU, the
+model's kernels, outputs copied back to numpy. Each row also gets the GPU memory the model took: where torch owns the
+memory (the torch runner), the peak torch allocated while the model was loaded and run
+(torch.cuda.reset_peak_memory_stats / max_memory_allocated); where a runtime has its own allocator (onnxruntime-gpu,
+TensorRT), the growth of this process's device memory as NVML reports it (nvidia-ml-py), or null with a note when
+pynvml cannot be imported or NVML does not list this process. Host memory is measured as on the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -100,6 +112,82 @@ class MemorySampler:
         return max(self.peak - self.baseline, 0)
 
 
+class GpuMemory:
+    """The GPU memory one model takes (`--device cuda`), read before the model loads and after its timed runs.
+
+    torch's caching allocator counts every byte the torch runner's model holds, so its peak is exact and excludes the
+    CUDA context. onnxruntime and TensorRT allocate outside torch: only the process's total device memory, from NVML,
+    shows what they took; onnxruntime's arena keeps what it grew to, so its value after the runs is its peak.
+    """
+
+    def __init__(self) -> None:
+        self._torch_base = 0
+        self._process_base: int | None = None
+
+    def __enter__(self) -> GpuMemory:
+        torch = _cuda_torch()
+        if torch is not None:
+            torch.cuda.synchronize()
+            self._torch_base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        self._process_base, _ = nvml_process_memory()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def measure(self, runner: Any) -> dict[str, Any]:
+        """The row's GPU fields; call after the timed runs, while the runner still holds its memory."""
+        process, why = nvml_process_memory()
+        row: dict[str, Any] = {"gpu_memory_bytes": None, "gpu_memory_source": None, "gpu_process_memory_bytes": process}
+        torch = _cuda_torch()
+        if runner.gpu_memory == "torch" and torch is not None:
+            torch.cuda.synchronize()
+            row["gpu_memory_bytes"] = max(torch.cuda.max_memory_allocated() - self._torch_base, 0)
+            row["gpu_memory_source"] = "torch.cuda.max_memory_allocated"
+        elif process is not None and self._process_base is not None:
+            row["gpu_memory_bytes"] = max(process - self._process_base, 0)
+            row["gpu_memory_source"] = "nvml"
+        else:
+            row["gpu_memory_note"] = f"GPU memory of {runner.framework} not measured: {why}"
+        return row
+
+
+def _cuda_torch() -> Any:
+    """torch, when it has started CUDA in this process (the torch and TensorRT runners); else None."""
+    torch = sys.modules.get("torch")
+    return torch if torch is not None and torch.cuda.is_initialized() else None
+
+
+_nvml_state: dict[str, Any] = {}
+
+
+def nvml_process_memory() -> tuple[int | None, str | None]:
+    """(bytes of device memory NVML lists for this process on every GPU, None) or (None, why not)."""
+    if "error" in _nvml_state:
+        return None, _nvml_state["error"]
+    try:
+        import pynvml
+    except ImportError:
+        _nvml_state["error"] = "pynvml is not importable (pip install nvidia-ml-py)"
+        return None, _nvml_state["error"]
+    try:
+        if not _nvml_state:
+            pynvml.nvmlInit()
+            _nvml_state["ready"] = True
+        pid, total, found = os.getpid(), 0, False
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(i)):
+                if proc.pid == pid and proc.usedGpuMemory is not None:
+                    total, found = total + int(proc.usedGpuMemory), True
+    except Exception as exc:  # noqa: BLE001 - NVML's own errors (no driver, no permission) mean: not measured
+        _nvml_state["error"] = f"NVML failed: {exc}"
+        return None, _nvml_state["error"]
+    if not found:
+        return None, "NVML lists no GPU memory for this process (in a container, NVML may see the host's process ids)"
+    return total, None
+
+
 def percentiles(seconds: list[float]) -> dict[str, float]:
     import numpy as np
 
@@ -151,7 +239,8 @@ def measure(
     from mdeploy.registry import open_runner
     from mdeploy.validation import inputs as vinputs
 
-    with MemorySampler() as memory:
+    cuda = device == "cuda"
+    with MemorySampler() as memory, (GpuMemory() if cuda else contextlib.nullcontext()) as gpu:
         start = time.perf_counter()
         runner = open_runner(ref, device, inputs or None, threads)
         load_s = time.perf_counter() - start
@@ -176,8 +265,11 @@ def measure(
                 times.append(runner.last_latency_s)
                 advance()
         notes = list(runner.notes)  # how the model had to be loaded (an IR version lowered in memory)
+        gpu_row = gpu.measure(runner) if cuda else {}
         del runner
         gc.collect()
+        if cuda and _cuda_torch() is not None:
+            _cuda_torch().cuda.empty_cache()  # the next model's GPU memory starts from what is really in use
     stats = percentiles(times)
     return {
         "model": ref.name,
@@ -192,7 +284,8 @@ def measure(
         "throughput_items_per_s": items / (stats["mean"] / 1000.0) if stats["mean"] > 0 else None,
         "peak_memory_bytes": memory.growth,
         "peak_rss_bytes": memory.peak,
-        "notes": notes,
+        "notes": notes + ([gpu_row.pop("gpu_memory_note")] if "gpu_memory_note" in gpu_row else []),
+        **gpu_row,
     }
 
 
@@ -256,6 +349,8 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         "device": device,
         "seed": seed,
     }
+    if device == "cuda":
+        settings["timing"] = "CUDA synchronized before and after each run; copies to and from the GPU included"
     report = Report(command="benchmark", data={"settings": settings, "models": results})
     report.steps.extend(Step(f"benchmark {r['model']}", "done", {}, r["seconds"]) for r in results)
     return report
@@ -272,6 +367,11 @@ def _start_frameworks(refs: list[ModelRef], device: str, inputs: list[TensorSpec
             seen.add(ref.format)
             runner = open_runner(ref, device, inputs or None, threads)
             del runner
+    if device == "cuda":
+        gc.collect()
+        if _cuda_torch() is not None:
+            _cuda_torch().cuda.empty_cache()
+        nvml_process_memory()  # NVML's start-up (pynvml's import, nvmlInit) is charged to no model either
     release_freed_memory()
 
 
