@@ -14,6 +14,9 @@ A target module (mdeploy/packaging/<target>.py) defines:
 - `server(request: Request, root: Path, port: int) -> Server`: how to start the real server on the package for
   `--smoke-test`. It raises MissingDependencyError (exit 2, before anything is written: the verb asks first
   with `port=0`) when the server cannot run on this machine, saying why.
+- optional `model_io(ref: ModelRef) -> (inputs, outputs) | None`: the model's TensorSpecs read without loading it
+  (triton: a TensorRT engine's sidecar, since TensorRT needs a GPU); None (or no such function): the verb opens the
+  model's runner. Without a runner the package-vs-model comparison is skipped, saying why.
 """
 
 from __future__ import annotations

@@ -81,10 +81,12 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     if ref.format not in target.FORMATS:
         raise InputError(f"{o.target} cannot serve a {ref.format.value} model ({ref.name})",
                          hint=convert_hint(ref.format, target.FORMATS, o.target))
-    runner = registry.open_runner(ref, "cpu", parse_specs(o.inputs))
-    inputs = runner.input_specs()
+    # a target may read the model's I/O without loading it (triton: a TensorRT engine's sidecar; TensorRT needs a GPU)
+    described = target.model_io(ref) if hasattr(target, "model_io") else None
+    runner = registry.open_runner(ref, "cpu", parse_specs(o.inputs)) if described is None else None
+    inputs, outputs = described if described is not None else (runner.input_specs(), _output_specs(runner))
     request = Request(
-        model=ref, inputs=inputs, outputs=_output_specs(runner), name=o.name or _default_name(ref),
+        model=ref, inputs=inputs, outputs=outputs, name=o.name or _default_name(ref),
         version=o.version, max_batch_size=o.max_batch_size, instances=o.instances,
         feeds=_feeds(inputs, o), extra={"storage_uri": o.storage_uri},
     )
@@ -97,7 +99,7 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         "model": ref.name, "format": ref.format.value, "target": o.target, "output": str(out), "name": request.name,
         "version": request.version, "seed": o.seed, **({"data": o.data} if o.data else {"samples": len(request.feeds)}),
     })
-    report.notes.extend(runner.notes)
+    report.notes.extend(runner.notes if runner is not None else [])
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         started = time.perf_counter()
@@ -182,8 +184,9 @@ def _compare_package(runner: Any, written: Any, request: Any, tolerance: Any, re
     """The package loaded the way its server loads it, against the original model, on the validation inputs."""
     from mdeploy.validation.run import compare
 
-    if written.runner is None:
-        report.steps.append(Step("package vs model", "skipped", {"why": "the package cannot be loaded here"}))
+    if written.runner is None or runner is None:
+        why = "the package cannot be loaded here" if runner is not None else "the model cannot be loaded here"
+        report.steps.append(Step("package vs model", "skipped", {"why": why}))
         return
     with progress("checking the package", len(request.feeds)) as advance:
         comparison = compare(runner, written.runner, request.feeds, tolerance, label="package", progress=advance)
