@@ -1,0 +1,297 @@
+"""`--target mlflow`: an MLflow model folder (MLmodel + the model + its environment) that `mlflow models serve` loads.
+
+ONNX models go through MLflow's own flavor (`mlflow.onnx.save_model`); TFLite has no flavor, so it is served by a
+small pyfunc wrapper (mlflow_tflite_model.py) saved as "models from code": the file is copied into the package and
+MLflow runs it at load, so the server needs mlflow and ai-edge-litert but never mdeploy, and no pickle is written.
+
+What MLflow gets wrong by default, and this module prevents:
+- without a signature, the scoring server parses JSON numbers as float64 and ints as int64 whatever the model takes
+  (the ONNX flavor then casts float64 back to float32 for float inputs, but an int32 or float16 input fails): the
+  package carries a tensor signature with each input's numpy dtype and -1 for every dynamic axis, so the server
+  casts each request to what the model takes, and rejects a wrong rank or fixed size with a 400;
+- `save_model` infers pip requirements by loading the model in a subprocess: here they are written from the
+  versions that ran the checks;
+- the serving process finds `uvicorn` on PATH: the server is started with this interpreter's bin folder first;
+- MLflow sends usage telemetry unless told not to: every MLflow process mdeploy starts (and the README's commands)
+  runs with MLFLOW_DISABLE_TELEMETRY=true and DO_NOT_TRACK=true.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy.core import Format, ModelRef, TensorSpec
+from mdeploy.deps import require
+from mdeploy.errors import InputError, MissingDependencyError, ModelLoadError, first_line
+from mdeploy.logs import is_verbose
+from mdeploy.packaging.base import Feed, Request, Server, Written
+from mdeploy.runners.base import Runner
+
+FORMATS = (Format.ONNX, Format.TFLITE)
+TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+ONNX_FILE = "model.onnx"  # mlflow.onnx's name for the model inside the package
+WRAPPER = Path(__file__).with_name("mlflow_tflite_model.py")
+# numpy dtypes MLflow's tensor schema and its JSON parsing can carry (no bfloat16, strings or complex numbers)
+SERVABLE_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                   "uint64", "bool")
+
+
+def mlflow_module() -> Any:
+    """mlflow, imported with its telemetry off (it reads the switches when it starts sending, in this process too)."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    mlflow = require("mlflow", extra="serving", purpose="write MLflow packages")
+    if not is_verbose():  # e.g. its warning that the package's CUDA provider is missing on this CPU-only machine
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
+    return mlflow
+
+
+def check(request: Request) -> None:
+    """Dtypes MLflow's tensor schema cannot carry; `--max-batch-size` on a fixed batch (MLflow does not batch)."""
+    for spec in [*request.inputs, *request.outputs]:
+        if spec.dtype not in SERVABLE_DTYPES:
+            raise InputError(f"MLflow's tensor signature cannot carry {spec.name}'s dtype {spec.dtype}",
+                             hint="servable dtypes: " + ", ".join(SERVABLE_DTYPES) + "; convert the model so this tensor has one")
+    if request.max_batch_size and not request.batch_is_dynamic:
+        shapes = ", ".join(f"{s.name}{s.shape_text()}" for s in request.inputs)
+        raise InputError(f"--max-batch-size {request.max_batch_size}: the model's batch is fixed ({shapes})",
+                         hint="export it with a dynamic batch axis (mdeploy convert ... --dynamic NAME:0), or leave "
+                         "--max-batch-size out")
+
+
+def write(request: Request, root: Path) -> Written:
+    """The MLflow model folder in `root`, loaded back with mlflow.pyfunc as the server loads it."""
+    mlflow = mlflow_module()
+    signature = _signature(mlflow, request)
+    example = _example(request)
+    notes: list[str] = []
+    if request.model.format is Format.ONNX:
+        _write_onnx(mlflow, request, root, signature, example, notes)
+    else:
+        _write_tflite(mlflow, request, root, signature, example)
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    checks = _static_checks(mlflow, request, root)
+    if request.max_batch_size or request.instances > 1:
+        notes.append("--max-batch-size and --instances do not apply to MLflow's scoring server (it runs one model per "
+                     "worker and does not batch requests); the package ignores them")
+    runner = None
+    if all(c["passed"] for c in checks):
+        runner = PyfuncRunner(_package_ref(request, root), input_specs=request.inputs, request=request)
+    return Written(files=files, readme=_readme(request), checks=checks, notes=notes,
+                   details={"mlflow_version": mlflow.__version__, "flavor": "onnx" if request.model.format is Format.ONNX
+                            else "python_function (mlflow_tflite_model.py)"},
+                   runner=runner)
+
+
+def server(request: Request, root: Path, port: int) -> Server:
+    """`mlflow models serve` from this interpreter's environment, on 127.0.0.1:PORT, telemetry off."""
+    mlflow_module()
+    bindir = Path(sys.executable).parent
+    if not (bindir / "uvicorn").exists():
+        require("uvicorn", extra="serving", purpose="run MLflow's scoring server")
+        raise MissingDependencyError(f"MLflow's scoring server starts `uvicorn`, which is not beside {sys.executable}",
+                                     hint="pip install 'mdeploy[serving]' into the environment mdeploy runs from")
+    base = f"http://127.0.0.1:{port}"
+    outputs = request.outputs
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(Path(root).resolve()), "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port)]
+    return Server(
+        command=command, ready_url=f"{base}/ping", predict_url=f"{base}/invocations",
+        encode=encode_request, decode=lambda body: decode_response(body, outputs),
+        env={**TELEMETRY_OFF, "PATH": str(bindir) + os.pathsep + os.environ.get("PATH", "")},
+    )
+
+
+def encode_request(feed: Feed) -> bytes:
+    """The tensor-input request body MLflow's /invocations takes: {"inputs": {name: nested list}}."""
+    return json.dumps({"inputs": {name: np.asarray(value).tolist() for name, value in feed.items()}}).encode()
+
+
+def decode_response(body: bytes, outputs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    """{"predictions": {name: nested list}} (or a bare list for one output) as arrays of the model's output dtypes."""
+    data = json.loads(body)
+    if not isinstance(data, dict) or "predictions" not in data:
+        raise ValueError(f"the answer has no 'predictions': {body[:200]!r}")
+    predictions = data["predictions"]
+    dtypes = {o.name: o.dtype for o in outputs}
+    if not isinstance(predictions, dict):
+        if len(outputs) != 1:
+            raise ValueError(f"one unnamed prediction for {len(outputs)} outputs")
+        predictions = {outputs[0].name: predictions}
+    return {name: np.asarray(value, dtype=dtypes.get(name)) for name, value in predictions.items()}
+
+
+class PyfuncRunner(Runner):
+    """The package loaded with mlflow.pyfunc.load_model, as the scoring server loads it; predicts on named feeds.
+
+    mlflow enforces the package's signature on every call, as the server does after parsing a request."""
+
+    def __init__(self, ref: ModelRef, input_specs: list[TensorSpec], request: Request) -> None:
+        self._request = request
+        super().__init__(ref, "cpu", input_specs)
+
+    def _load(self) -> None:
+        mlflow = mlflow_module()
+        root = self.ref.path.parent if self.ref.format is Format.ONNX else self.ref.path.parents[1]
+        try:
+            self.model = mlflow.pyfunc.load_model(str(root))
+        except Exception as exc:
+            raise ModelLoadError(f"mlflow.pyfunc cannot load the package {root}: {first_line(exc)}") from None
+        self._specs = list(self._request.inputs)
+        self._outputs = [o.name for o in self._request.outputs]
+
+    def input_specs(self) -> list[TensorSpec]:
+        return self._specs
+
+    def output_names(self) -> list[str]:
+        return self._outputs
+
+    def _infer(self, feed: Feed) -> dict[str, np.ndarray]:
+        try:
+            result = self.model.predict(dict(feed))
+        except Exception as exc:
+            raise InputError(f"the MLflow package failed to predict: {first_line(exc)}") from None
+        if not isinstance(result, dict):
+            result = {self._outputs[0]: result}
+        return {name: np.asarray(result[name]) for name in self._outputs if name in result}
+
+    @classmethod
+    def describe(cls, ref: ModelRef) -> dict[str, Any]:
+        return {}
+
+
+def _package_ref(request: Request, root: Path) -> ModelRef:
+    """The model file inside the package (an ONNX graph there lets comparisons read its output kinds)."""
+    if request.model.format is Format.ONNX:
+        return ModelRef(root / ONNX_FILE, Format.ONNX)
+    return ModelRef(root / "artifacts" / request.model.path.name, Format.TFLITE)
+
+
+def _signature(mlflow: Any, request: Request) -> Any:
+    """A tensor signature: each input's numpy dtype and its shape with -1 on dynamic axes (outputs where known)."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema
+    from mlflow.types.schema import TensorSpec as MlflowTensorSpec
+
+    def spec(s: TensorSpec) -> Any:
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in s.shape)
+        return MlflowTensorSpec(np.dtype(s.dtype), shape, s.name)
+
+    inputs = Schema([spec(s) for s in request.inputs])
+    known = request.outputs and all(o.shape for o in request.outputs)
+    return ModelSignature(inputs=inputs, outputs=Schema([spec(o) for o in request.outputs]) if known else None)
+
+
+def _example(request: Request) -> Feed | None:
+    """The first validation input, cut to one row where the batch is dynamic (the example files stay small)."""
+    if not request.feeds:
+        return None
+    feed = request.feeds[0]
+    return {k: v[:1] for k, v in feed.items()} if request.batch_is_dynamic else dict(feed)
+
+
+def _requirements(*dists: str) -> list[str]:
+    """pip requirements pinned to the versions that ran mdeploy's checks."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for dist in ("mlflow", "numpy", *dists):
+        try:
+            pins.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            pins.append(dist)
+    return pins
+
+
+def _write_onnx(mlflow: Any, request: Request, root: Path, signature: Any, example: Feed | None, notes: list[str]) -> None:
+    from mdeploy.frameworks import onnx_models, ort_sessions
+
+    require("mlflow.onnx", extra="serving")
+    model = onnx_models.load_proto(request.model.path, with_data=True)  # every weight: the package holds its own copy
+    external = bool(onnx_models.external_data_files(model))
+    fitted = ort_sessions.fit(model)
+    if fitted.ir_version:  # the server opens the file with plain onnxruntime, which refuses a newer IR version
+        notes.append(f"the package's model.onnx is stamped IR version {fitted.ir_version} (the source says {model.ir_version}, "
+                     f"newer than onnxruntime {ort_sessions.runtime_version()} reads; every opset it imports is supported)")
+        model.ir_version = fitted.ir_version
+    kwargs: dict[str, Any] = {"save_as_external_data": external}
+    if external:  # one data file beside model.onnx, as mdeploy writes large models
+        kwargs.update(all_tensors_to_one_file=True, location=ONNX_FILE + ".data", size_threshold=1024)
+    try:
+        mlflow.onnx.save_model(model, str(root), signature=signature, input_example=example,
+                               pip_requirements=_requirements("onnx", "onnxruntime"), **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"mlflow.onnx could not save {request.model.name}: {first_line(exc)}") from None
+
+
+def _write_tflite(mlflow: Any, request: Request, root: Path, signature: Any, example: Feed | None) -> None:
+    require("ai_edge_litert.interpreter", extra="tensorflow", purpose="serve TFLite models with MLflow")
+    try:
+        mlflow.pyfunc.save_model(str(root), python_model=str(WRAPPER), artifacts={"tflite_model": str(request.model.path)},
+                                 signature=signature, input_example=example,
+                                 pip_requirements=_requirements("ai-edge-litert"))
+    except Exception as exc:
+        raise ModelLoadError(f"mlflow.pyfunc could not save {request.model.name}: {first_line(exc)}") from None
+
+
+def _static_checks(mlflow: Any, request: Request, root: Path) -> list[dict[str, Any]]:
+    """The MLmodel read back with MLflow: its flavor loads as pyfunc, and its signature says the model's dtypes and axes."""
+    from mlflow.models import Model
+
+    checks: list[dict[str, Any]] = []
+    try:
+        meta = Model.load(str(root / "MLmodel"))
+    except Exception as exc:
+        return [{"check": "MLmodel reads back", "passed": False, "detail": first_line(exc)}]
+    checks.append({"check": "MLmodel has the python_function flavor the server loads",
+                   "passed": "python_function" in meta.flavors, "detail": ", ".join(meta.flavors)})
+    declared = {s.name: s for s in (meta.signature.inputs.inputs if meta.signature else [])}
+    wrong = []
+    for s in request.inputs:
+        d = declared.get(s.name)
+        want = tuple(x if isinstance(x, int) and x >= 0 else -1 for x in s.shape)
+        if d is None or np.dtype(d.type) != np.dtype(s.dtype) or tuple(d.shape) != want:
+            said = "missing" if d is None else f"{d.type}{list(d.shape)}"
+            wrong.append(f"{s.name}: {said}, the model takes {s.dtype}{list(want)}")
+    checks.append({"check": "signature: every input's dtype and shape (-1 on dynamic axes)", "passed": not wrong,
+                   "detail": "; ".join(wrong) or ", ".join(f"{s.name}:{np.dtype(s.dtype).name}" for s in request.inputs)})
+    if request.model.format is Format.ONNX:
+        from mdeploy.frameworks import onnx_models
+
+        files = onnx_models.external_data_files(onnx_models.load_proto(root / ONNX_FILE))
+        missing = [f for f in files if not (root / f).is_file()]
+        checks.append({"check": "model.onnx and its external data are inside the package", "passed": not missing,
+                       "detail": ", ".join(missing)})
+    return checks
+
+
+def _readme(request: Request) -> str:
+    name = request.inputs[0].name if request.inputs else "x"
+    env = " ".join(f"{k}={v}" for k, v in TELEMETRY_OFF.items())
+    return f"""## Serve it with MLflow
+
+```
+pip install -r requirements.txt        # the versions mdeploy checked this package with
+{env} mlflow models serve -m . --env-manager local -h 127.0.0.1 -p 5000
+```
+`--env-manager local` serves from the current environment (the default, virtualenv, builds one from python_env.yaml
+and needs pyenv). `{env}` keeps MLflow from sending usage telemetry.
+
+## A request that works
+
+```
+curl -s http://127.0.0.1:5000/ping
+curl -s http://127.0.0.1:5000/invocations -H 'Content-Type: application/json' -d @serving_input_example.json
+```
+The body is `{{"inputs": {{"{name}": [...], ...}}}}`: one nested list per input, by name. The package's signature
+(in MLmodel) gives each input's dtype and shape (-1 where any size is taken), so the server casts the JSON numbers to
+the dtype the model takes (never float64) and answers `{{"predictions": {{output name: nested list}}}}`.
+In Python: `mlflow.pyfunc.load_model(".").predict({{"{name}": array, ...}})`.
+"""
