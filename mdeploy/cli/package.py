@@ -26,6 +26,10 @@ def _show(report: Report) -> None:
     for step in report.steps:
         if step.status == "skipped":
             stdout.print(f"  [dim]not run: {escape(step.name)} ({escape(str(step.details.get('why', '')))})[/]")
+        elif step.status == "failed" and not step.name.startswith("check: "):  # checks are listed above
+            stdout.print(f"  [red]FAILED[/] {escape(step.name)}: {escape(str(step.details.get('why', '')))}")
+            for line in step.details.get("log", []):  # e.g. the server's last log lines
+                stdout.print(f"    [dim]{escape(line)}[/]")
     for note in report.notes:
         stdout.print(f"  [dim]{escape(note)}[/]")
     show_comparisons(report)

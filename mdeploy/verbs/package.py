@@ -212,6 +212,9 @@ def _readme(request: Any, o: Options, written: Any, report: Report) -> str:
     skipped = [s for s in report.steps if s.status == "skipped"]
     for s in skipped:
         lines.append(f"- not run: {s.name} ({s.details.get('why', '')})")
+    for s in report.steps:
+        if s.status == "failed" and not s.name.startswith("check: "):
+            lines.append(f"- FAILED: {s.name} ({s.details.get('why', '')})")
     smoke = report.data.get("smoke_test")
     if smoke and smoke.get("levels"):
         lines += ["", "## Smoke test over HTTP", "", "| concurrency | requests | p50 ms | p99 ms | requests/s |", "| --- | --- | --- | --- | --- |"]
