@@ -103,12 +103,14 @@ def signature_checks(version_dir: Path, request: Request) -> list[dict[str, Any]
     return checks
 
 
-def write(request: Request, root: Path) -> Written:
+def write(request: Request, root: Path, request_file: str | None = "request.json") -> Written:
+    """`root/NAME/<version>/` (the SavedModel, checked) and a :predict body in `root/request_file`."""
     files = write_base_path(request, root)
     version_dir = root / request.name / str(request.version)
     checks = signature_checks(version_dir, request)
-    (root / "request.json").write_text(json.dumps(predict_request(request.feeds[0]) if request.feeds else {}) + "\n")
-    files.append("request.json")
+    if request_file:
+        (root / request_file).write_text(json.dumps(predict_request(request.feeds[0]) if request.feeds else {}) + "\n")
+        files.append(request_file)
     from mdeploy.runners.tf_runner import TensorFlowRunner
 
     runner = TensorFlowRunner(ModelRef(version_dir, Format.SAVEDMODEL, signature=SIGNATURE))

@@ -239,14 +239,16 @@ def config_checks(text: str, request: Request) -> list[dict[str, Any]]:
 
 
 # --- the package ----------------------------------------------------------------------------------------------
-def write(request: Request, root: Path) -> Written:
-    """`root/NAME/config.pbtxt` and `root/NAME/<version>/model.onnx` (its external data beside it) or `model.plan`."""
+def write(request: Request, root: Path, request_file: str | None = "request.json") -> Written:
+    """`root/NAME/config.pbtxt` and `root/NAME/<version>/model.onnx` (its external data beside it) or `model.plan`,
+    and a v2 request in `root/request_file` (kserve.py lays the repository out inside its package without one)."""
     files = write_repository(request, root)
     text = (root / request.name / "config.pbtxt").read_text()
     checks = config_checks(text, request)
     engine = request.model.format is Format.TENSORRT
-    (root / "request.json").write_text(json.dumps(v2_request(request.feeds[0]) if request.feeds else {}) + "\n")
-    files.append("request.json")
+    if request_file:
+        (root / request_file).write_text(json.dumps(v2_request(request.feeds[0]) if request.feeds else {}) + "\n")
+        files.append(request_file)
     notes = [f"Triton is not installable on these machines (it ships as the container {IMAGE}): the repository was "
              "checked statically" + ("" if engine else " and through onnxruntime on its own model file")]
     runner = None
