@@ -176,7 +176,8 @@ def _feeds(inputs: list[TensorSpec], o: Options) -> list[dict]:
     if o.data:
         return vinputs.feeds_from_data(vinputs.load_arrays(Path(o.data)), inputs)
     rng = np.random.default_rng(o.seed)
-    return [vinputs.random_feed(inputs, rng, batch=VALIDATION_BATCH) for _ in range(VALIDATION_SAMPLES)]
+    batch = min(VALIDATION_BATCH, o.max_batch_size or VALIDATION_BATCH)  # a server refuses batches over --max-batch-size
+    return [vinputs.random_feed(inputs, rng, batch=batch) for _ in range(VALIDATION_SAMPLES)]
 
 
 def _compare_package(runner: Any, written: Any, request: Any, tolerance: Any, report: Report,
