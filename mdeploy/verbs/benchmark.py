@@ -149,6 +149,7 @@ class GpuMemory:
             row["gpu_memory_bytes"] = max(process - self._process_base, 0)
             row["gpu_memory_source"] = "nvml"
         else:
+            why = "torch has not started CUDA in this process" if runner.gpu_memory == "torch" else why
             row["gpu_memory_note"] = f"GPU memory of {runner.framework} not measured: {why}"
         return row
 
