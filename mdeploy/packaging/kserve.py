@@ -99,7 +99,8 @@ def manifest_checks(text: str, request: Request) -> list[dict[str, Any]]:
     name = (doc.get("metadata") or {}).get("name") or ""
     missing = [path for path, value in (
         ("apiVersion", doc.get("apiVersion") == API_VERSION), ("kind", doc.get("kind") == "InferenceService"),
-        ("metadata.name", bool(name)), ("spec.predictor.model.modelFormat.name", bool((model.get("modelFormat") or {}).get("name"))),
+        ("metadata.name", bool(name)),
+        ("spec.predictor.model.modelFormat.name", bool((model.get("modelFormat") or {}).get("name"))),
         ("spec.predictor.model.storageUri", bool(model.get("storageUri")))) if not value]
     checks.append({"check": "the fields KServe requires (apiVersion serving.kserve.io/v1beta1, kind, metadata.name, "
                    "predictor.model.modelFormat, storageUri)", "passed": not missing, "detail": ", ".join(missing)})
@@ -133,10 +134,11 @@ def write(request: Request, root: Path) -> Written:
                      "named model-store) or give --storage-uri where the cluster will find it")
     notes.append("KServe runs on a Kubernetes cluster: the manifest was checked statically, the model inside as "
                  f"--target {'triton' if onnx else 'tfserving'} checks it")
+    spec = manifest(request)["spec"]["predictor"]["model"]
+    details = {**inner.details, "runtime": spec["runtime"], "storage_uri": spec["storageUri"],
+               "service": service_name(request.name)}
     return Written(files=[MANIFEST, example_file, *files], readme=readme(request), checks=checks, notes=notes,
-                   runner=inner.runner, details={**inner.details, "runtime": manifest(request)["spec"]["predictor"]["model"]["runtime"],
-                                                 "storage_uri": manifest(request)["spec"]["predictor"]["model"]["storageUri"],
-                                                 "service": service_name(request.name)})
+                   runner=inner.runner, details=details)
 
 
 def readme(request: Request) -> str:

@@ -86,7 +86,8 @@ def signature_checks(version_dir: Path, request: Request) -> list[dict[str, Any]
     specs, out_names = tf_models.signature_io(fn)
     wanted = {s.name: s for s in request.inputs}
     wrong = [f"{s.name}: {s.dtype} {s.shape_text()} for the model's {wanted[s.name].dtype} {wanted[s.name].shape_text()}"
-             for s in specs if s.name in wanted and (s.dtype != wanted[s.name].dtype or len(s.shape) != len(wanted[s.name].shape))]
+             for s in specs
+             if s.name in wanted and (s.dtype != wanted[s.name].dtype or len(s.shape) != len(wanted[s.name].shape))]
     if sorted(wanted) != sorted(s.name for s in specs):
         wrong.insert(0, f"inputs {sorted(s.name for s in specs)} are not the model's {sorted(wanted)}")
     checks.append({"check": f"{SIGNATURE} inputs: names, dtypes and ranks match the model", "passed": not wrong,

@@ -2,8 +2,9 @@
 checked on the copy and run as the package's runner, the :predict body, and every bad input through the real CLI.
 
 Path tests call mdeploy.api in this process (TensorFlow is imported once); the CLI runs for what a user sees: exit
-codes, errors, --force. Models: fixtures/tf_models.py builders (the multi-input Keras model exported as a SavedModel, the float-only
-tf.Module), and a tf.Module saved with only a `predict` signature (fixtures/serving_graphs.py), built once per session.
+codes, errors, --force. Models: fixtures/tf_models.py builders (the multi-input Keras model exported as a SavedModel,
+the float-only tf.Module), and a tf.Module saved with only a `predict` signature (fixtures/serving_graphs.py), built
+once per session.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def test_predict_decoder_reads_both_answer_shapes():
     from mdeploy.packaging.base import Request
 
     def request(*outputs: str) -> Request:
-        return Request(model=ModelRef(Path("."), Format.SAVEDMODEL), inputs=[], outputs=[TensorSpec(n, ("batch", 2)) for n in outputs],
-                       name="m", version=1, max_batch_size=None, instances=1, feeds=[])
+        return Request(model=ModelRef(Path("."), Format.SAVEDMODEL), inputs=[],
+                       outputs=[TensorSpec(n, ("batch", 2)) for n in outputs], name="m", version=1, max_batch_size=None,
+                       instances=1, feeds=[])
 
     single = tfserving.decoder(request("y"))(b'{"outputs": [[1.0, 2.0]]}')
     assert list(single) == ["y"] and single["y"].dtype == np.float32 and single["y"].shape == (1, 2)

@@ -158,7 +158,8 @@ def test_config_check_finds_a_batch_dim_in_dims_and_a_wrong_type(models):
     assert [c["check"] for c in failed] == ["inputs: names, data types and dims match the model"]
     assert "dims [-1, 16]" in failed[0]["detail"]
     wrong_type = good.replace("TYPE_FP32", "TYPE_INT64", 1)
-    assert "x: TYPE_INT64 for a float32 tensor" in " ".join(c.get("detail", "") for c in triton.config_checks(wrong_type, request))
+    details = " ".join(c.get("detail", "") for c in triton.config_checks(wrong_type, request))
+    assert "x: TYPE_INT64 for a float32 tensor" in details
     assert not triton.config_checks("max_batch_size: eight", request)[0]["passed"]
 
 
