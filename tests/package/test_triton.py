@@ -32,6 +32,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "fixed": serving_graphs.fixed_batch_mlp(d / "fixed.onnx"),
         "tokens": serving_graphs.token_classifier(d / "tokens.onnx"),
         "float8": serving_graphs.float8_output(d / "float8.onnx"),
+        "pooled": serving_graphs.pooled_over_batch(d / "pooled.onnx"),
         "external": onnx_graphs.restamped(mlp, external / "mlp_ext.onnx", external=True),
     }
 
@@ -183,6 +184,31 @@ def test_fixed_batch_with_max_batch_size_is_refused(cli, models, tmp_path):
 def test_a_dtype_triton_cannot_express_is_refused(cli, models, tmp_path):
     out = tmp_path / "repo"
     assert_refused(cli("package", models["float8"], "--target", "triton", "-o", out), out, "FLOAT8E4M3FN", "'y'")
+
+
+def test_an_output_that_does_not_batch_is_refused(cli, models, tmp_path):
+    out = tmp_path / "repo"
+    result = cli("package", models["pooled"], "--target", "triton", "-o", out)
+    assert_refused(result, out, "output 'y'", "fixed first dimension", "--max-batch-size 0")
+    assert cli("package", models["pooled"], "--target", "triton", "-o", out, "--max-batch-size", "0").code == 0
+    c, _ = config(out, "pooled")
+    assert c.max_batch_size == 0 and [list(t.dims) for t in c.output] == [[1, 4]] and [list(t.dims) for t in c.input] == [[-1, 4]]
+
+
+def test_data_types_agree_with_tritonclient():
+    """The v2 datatype and config DataType of every numpy type, held against tritonclient's own mapping."""
+    from tritonclient.grpc import model_config_pb2 as pb
+    from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
+
+    from mdeploy.packaging import triton
+
+    for name, (config_type, v2) in triton.DTYPES.items():
+        assert config_type in pb.DataType.keys()
+        if name in ("bfloat16", "str"):
+            continue  # numpy has no bfloat16; str and object are both BYTES
+        assert np_to_triton_dtype(np.dtype(name)) == v2, name
+        assert np.dtype(triton_to_np_dtype(v2)) == np.dtype(name), name
+        assert config_type == ("TYPE_STRING" if v2 == "BYTES" else f"TYPE_{v2}")
 
 
 @pytest.fixture(scope="session")
