@@ -45,8 +45,7 @@ SERVABLE_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "i
 
 def mlflow_module() -> Any:
     """mlflow, imported with its telemetry off (it reads the switches when it starts sending, in this process too)."""
-    for key, value in TELEMETRY_OFF.items():
-        os.environ.setdefault(key, value)
+    os.environ.update(TELEMETRY_OFF)
     mlflow = require("mlflow", extra="serving", purpose="write MLflow packages")
     if not is_verbose():  # e.g. its warning that the package's CUDA provider is missing on this CPU-only machine
         logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -214,8 +213,12 @@ def _write_onnx(mlflow: Any, request: Request, root: Path, signature: Any, examp
     from mdeploy.frameworks import onnx_models, ort_sessions
 
     require("mlflow.onnx", extra="serving")
-    model = onnx_models.load_proto(request.model.path, with_data=True)  # every weight: the package holds its own copy
-    external = bool(onnx_models.external_data_files(model))
+    model = onnx_models.load_proto(request.model.path)
+    external = bool(onnx_models.external_data_files(model))  # asked before the data is read in (it then reads inline)
+    if external:  # every weight: the package holds its own copy
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(request.model.path.resolve().parent))
     fitted = ort_sessions.fit(model)
     if fitted.ir_version:  # the server opens the file with plain onnxruntime, which refuses a newer IR version
         notes.append(f"the package's model.onnx is stamped IR version {fitted.ir_version} (the source says {model.ir_version}, "

@@ -75,7 +75,8 @@ class TFLiteModel(PythonModel):
             return ((value.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)
         return np.array(value)
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    # no type hints here: MLflow reads predict's hints as a schema (and warns on these); the package's signature is it
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         if not isinstance(model_input, dict):
             if len(self._input_order) != 1:
                 raise ValueError(f"this model takes {len(self._input_order)} named inputs: {self._input_order}")

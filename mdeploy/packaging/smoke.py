@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,6 +42,7 @@ from mdeploy.reports.report import Report, Step
 from mdeploy.runners.base import Runner
 
 LOG_LINES = 20
+_ERROR_LINE = re.compile(r"^\s*[\w.]*(Error|Exception)\b.*:")  # ImportError: ..., OSError: [Errno 98] ...
 REQUEST_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 IN_PROCESS_RUNS = 20
@@ -188,11 +190,16 @@ def _terminated_on_sigterm() -> Iterator[None]:
 
 
 def last_lines(log_path: Path, n: int = LOG_LINES) -> list[str]:
+    """The log's last `n` lines, after the first error lines that came before them: a server that wraps its workers'
+    failures (MLflow's "Command ... returned non zero return code") buries the cause above its own traceback."""
     try:
         text = log_path.read_text(errors="replace")
     except OSError:
         return []
-    return [line for line in text.splitlines() if line.strip()][-n:]
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    tail = lines[-n:]
+    causes = [line for line in lines[:-n] if _ERROR_LINE.match(line)]
+    return [*dict.fromkeys(causes[:3]), *(["..."] if causes else []), *tail]
 
 
 def wait_ready(server: Server, process: subprocess.Popen, log_path: Path) -> None:
