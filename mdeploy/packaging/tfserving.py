@@ -32,7 +32,8 @@ IMAGE = "tensorflow/serving"
 _JSON_KINDS = "biufO"
 
 
-def _signatures(path: Path) -> dict[str, Any]:
+def _signatures(path: Path) -> tuple[dict[str, Any], Any]:
+    """The SavedModel's signatures by name, and the loaded object (kept alive while its functions are used)."""
     from mdeploy.frameworks import tf_models
 
     loaded = tf_models.load_savedmodel(path)
@@ -77,7 +78,7 @@ def signature_checks(version_dir: Path, request: Request) -> list[dict[str, Any]
 
     checks: list[dict[str, Any]] = [{"check": "the version folder is an integer (TF Serving serves no other)",
                                      "passed": version_dir.name.isdigit(), "detail": version_dir.name}]
-    signatures, _ = _signatures(version_dir)
+    signatures, loaded = _signatures(version_dir)  # loaded: kept alive while its signatures are read
     fn = signatures.get(SIGNATURE)
     checks.append({"check": f"the copy loads (tf.saved_model.load) and has '{SIGNATURE}'", "passed": fn is not None,
                    "detail": "" if fn is not None else "signatures: " + ", ".join(signatures)})
