@@ -175,7 +175,7 @@ def check_cuda(t: Any) -> None:
     """One line that says why torch cannot run on CUDA here: a CPU-only build of torch, or no device it can see."""
     if t.cuda.is_available():
         return
-    if not t.version.cuda:
+    if not (t.version.cuda or getattr(t.version, "hip", None)):  # ROCm builds answer to "cuda" too
         raise InputError(f"--device cuda: torch {t.__version__} is a CPU-only build, it cannot run models on CUDA",
                          hint="install a CUDA build of torch on a machine with an NVIDIA GPU, or use --device cpu")
     raise InputError(f"--device cuda: torch {t.__version__} (CUDA {t.version.cuda}) sees no CUDA device here",
