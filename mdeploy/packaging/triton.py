@@ -288,16 +288,20 @@ def write_repository(request: Request, root: Path) -> list[str]:
     return files
 
 
-def readme(request: Request, batch: int, repository: str = "") -> str:
+def readme(request: Request, batch: int) -> str:
     """How to start Triton on the repository and a request that works."""
     name = request.name
+    engine = request.model.format is Format.TENSORRT
+    gpus = " --gpus all" if engine else ""
+    note = ("\nA TensorRT engine runs only on the GPU model and TensorRT version that built it: pick the container whose "
+            "TensorRT is that version (the engine's .json sidecar records it).\n" if engine else "")
     return f"""## Serving with Triton Inference Server
 
 Layout: `{name}/config.pbtxt` and `{name}/{request.version}/` (a model repository; `max_batch_size: {batch}`).
 Triton is not installable on these machines: it ships as a container. From this folder:
 
 ```
-docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "$PWD{repository}":/models {IMAGE} \\
+docker run --rm{gpus} -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "$PWD":/models {IMAGE} \\
     tritonserver --model-repository=/models
 curl -s localhost:8000/v2/health/ready -o /dev/null -w '%{{http_code}}\\n'
 curl -s -X POST localhost:8000/v2/models/{name}/infer -H 'Content-Type: application/json' -d @request.json
@@ -305,7 +309,7 @@ curl -s -X POST localhost:8000/v2/models/{name}/infer -H 'Content-Type: applicat
 
 `request.json` is an Open Inference Protocol (v2) request built from one validation input
 ({", ".join(f"`{s.name}` {s.dtype} {s.shape_text()}" for s in request.inputs)}).
-"""
+{note}"""
 
 
 # --- Open Inference Protocol v2 over HTTP/JSON -----------------------------------------------------------------

@@ -267,5 +267,6 @@ def test_tensorrt_engine_config_from_its_sidecar(cli, tmp_path):
     assert [list(t.dims) for t in c.input] == [[3, 32, 32]] and [list(t.dims) for t in c.output] == [[10]]
     assert pb.ModelInstanceGroup.Kind.Name(c.instance_group[0].kind) == "KIND_GPU"
     assert any(s["name"] == "package vs model" and s["status"] == "skipped" for s in result.json["steps"])
+    assert "docker run --rm --gpus all" in (out / "README.md").read_text()
     too_big = cli("package", engine, "--target", "triton", "-o", tmp_path / "big", "--max-batch-size", "32")
     assert_refused(too_big, tmp_path / "big", "profile", "stops at batch 16")
