@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,23 @@ def _sidecar_specs(entries: list[dict[str, Any]], ref: ModelRef) -> list[TensorS
     return specs
 
 
+def declared(request: Request) -> Request:
+    """The request with the inputs the ONNX model itself declares.
+
+    `--input NAME:SHAPE` fixes dynamic axes for the validation inputs only: the config must take every shape the model
+    takes (a batch axis fixed by `--input` would otherwise turn batching off and pin Triton to one shape).
+    """
+    if request.model.format is not Format.ONNX:
+        return request
+    from mdeploy.frameworks import onnx_models, onnx_skeleton
+
+    own = {s.name: s for s in onnx_models.graph_inputs(onnx_skeleton.load_without_weights(request.model.path))}
+    return replace(request, inputs=[own.get(s.name, s) for s in request.inputs])
+
+
 def check(request: Request) -> None:
     """Every problem Triton would have with this model, before anything is written."""
+    request = declared(request)
     for spec in [*request.inputs, *request.outputs]:
         if spec.dtype not in DTYPES:
             kind = "input" if spec in request.inputs else "output"
@@ -242,6 +258,7 @@ def config_checks(text: str, request: Request) -> list[dict[str, Any]]:
 def write(request: Request, root: Path, request_file: str | None = "request.json") -> Written:
     """`root/NAME/config.pbtxt` and `root/NAME/<version>/model.onnx` (its external data beside it) or `model.plan`,
     and a v2 request in `root/request_file` (kserve.py lays the repository out inside its package without one)."""
+    request = declared(request)
     files = write_repository(request, root)
     text = (root / request.name / "config.pbtxt").read_text()
     checks = config_checks(text, request)

@@ -109,6 +109,17 @@ def test_int64_input_is_declared_int64_with_dynamic_dims(cli, models, tmp_path):
     assert result.json["comparisons"][0]["passed"]
 
 
+def test_input_overrides_shape_the_validation_not_the_config(cli, models, tmp_path):
+    """--input fixes the validation shapes; the config still takes every shape the model takes."""
+    out = tmp_path / "repo"
+    result = cli("package", models["tokens"], "--target", "triton", "-o", out, "--input", "ids:3x5:int64", "--json")
+    assert result.code == 0, result.stderr
+    c, _ = config(out, "tokens")
+    assert c.max_batch_size == 8 and [list(t.dims) for t in c.input] == [[-1]]
+    assert json.loads((out / "request.json").read_text())["inputs"][0]["shape"] == [3, 5]
+    assert result.json["comparisons"][0]["passed"]
+
+
 def test_external_data_travels_with_the_model(cli, models, tmp_path):
     from mdeploy.core import Format, ModelRef
     from mdeploy.errors import MdeployError
