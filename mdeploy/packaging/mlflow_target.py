@@ -173,6 +173,29 @@ def _package_ref(request: Request, root: Path) -> ModelRef:
     return ModelRef(root / "artifacts" / request.model.path.name, Format.TFLITE)
 
 
+def _declared_inputs(request: Request) -> list[TensorSpec]:
+    """The inputs with the shapes the model itself declares: `--input` gives validation inputs concrete sizes, but the
+    package must keep taking every size the model takes (a dynamic axis stays -1 in the signature)."""
+    declared: dict[str, TensorSpec] = {}
+    if request.model.format is Format.ONNX:
+        from mdeploy.frameworks import onnx_models, onnx_skeleton
+
+        declared = {s.name: s for s in onnx_models.graph_inputs(onnx_skeleton.load_without_weights(request.model.path))}
+    elif request.model.format is Format.TFLITE:
+        from mdeploy.frameworks import tflite_models
+
+        declared = {t.name: t.spec() for t in tflite_models.io(tflite_models.interpreter(request.model.path))[0]}
+    out = []
+    for s in request.inputs:
+        d = declared.get(s.name)
+        out.append(TensorSpec(s.name, d.shape, s.dtype) if d is not None and len(d.shape) == len(s.shape) else s)
+    return out
+
+
+def _axes(s: TensorSpec) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in s.shape)
+
+
 def _signature(mlflow: Any, request: Request) -> Any:
     """A tensor signature: each input's numpy dtype and its shape with -1 on dynamic axes (outputs where known)."""
     from mlflow.models.signature import ModelSignature
@@ -180,10 +203,9 @@ def _signature(mlflow: Any, request: Request) -> Any:
     from mlflow.types.schema import TensorSpec as MlflowTensorSpec
 
     def spec(s: TensorSpec) -> Any:
-        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in s.shape)
-        return MlflowTensorSpec(np.dtype(s.dtype), shape, s.name)
+        return MlflowTensorSpec(np.dtype(s.dtype), _axes(s), s.name)
 
-    inputs = Schema([spec(s) for s in request.inputs])
+    inputs = Schema([spec(s) for s in _declared_inputs(request)])
     known = request.outputs and all(o.shape for o in request.outputs)
     return ModelSignature(inputs=inputs, outputs=Schema([spec(o) for o in request.outputs]) if known else None)
 
@@ -257,9 +279,9 @@ def _static_checks(mlflow: Any, request: Request, root: Path) -> list[dict[str, 
                    "passed": "python_function" in meta.flavors, "detail": ", ".join(meta.flavors)})
     declared = {s.name: s for s in (meta.signature.inputs.inputs if meta.signature else [])}
     wrong = []
-    for s in request.inputs:
+    for s in _declared_inputs(request):
         d = declared.get(s.name)
-        want = tuple(x if isinstance(x, int) and x >= 0 else -1 for x in s.shape)
+        want = _axes(s)
         if d is None or np.dtype(d.type) != np.dtype(s.dtype) or tuple(d.shape) != want:
             said = "missing" if d is None else f"{d.type}{list(d.shape)}"
             wrong.append(f"{s.name}: {said}, the model takes {s.dtype}{list(want)}")

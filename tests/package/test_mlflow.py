@@ -256,6 +256,17 @@ def test_tflite_package_is_served_by_the_wrapper(cli, tf_files, tmp_path, which)
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-6)
 
 
+def test_input_sizes_validate_without_fixing_the_signature(cli, onnx_models, tmp_path):
+    """`--input` gives the validation inputs concrete sizes; the package still takes every size the model takes."""
+    out = tmp_path / "sized"
+    result = cli("package", onnx_models["multi_io"], "--target", "mlflow", "-o", out, "--input", "features:5x4",
+                 "--input", "ids:5x3:int64", "--json")
+    assert result.code == 0, result.stderr
+    assert _signature_types(out) == {"features": ("float32", (-1, 4)), "ids": ("int64", (-1, 3))}
+    example = json.loads((out / "serving_input_example.json").read_text())["inputs"]
+    assert np.asarray(example["features"]).shape == (5, 4)  # the example is a validation input, as given
+
+
 def test_force_replaces_the_package_with_the_same_file_set(cli, onnx_models, tmp_path):
     out = tmp_path / "again"
     first = cli("package", onnx_models["multi_io"], "--target", "mlflow", "-o", out)
