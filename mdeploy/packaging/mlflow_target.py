@@ -29,7 +29,7 @@ import numpy as np
 
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.deps import require
-from mdeploy.errors import InputError, MissingDependencyError, ModelLoadError, first_line
+from mdeploy.errors import InputError, MdeployError, MissingDependencyError, ModelLoadError, first_line
 from mdeploy.logs import is_verbose
 from mdeploy.packaging.base import Feed, Request, Server, Written
 from mdeploy.runners.base import Runner
@@ -82,7 +82,10 @@ def write(request: Request, root: Path) -> Written:
                      "worker and does not batch requests); the package ignores them")
     runner = None
     if all(c["passed"] for c in checks):
-        runner = PyfuncRunner(_package_ref(request, root), input_specs=request.inputs, request=request)
+        try:  # a package MLflow cannot load is a failed check (exit 1, the package kept to look at), not bad input
+            runner = PyfuncRunner(_package_ref(request, root), input_specs=request.inputs, request=request)
+        except MdeployError as exc:
+            checks.append({"check": "mlflow.pyfunc loads the package", "passed": False, "detail": exc.message})
     return Written(files=files, readme=_readme(request), checks=checks, notes=notes,
                    details={"mlflow_version": mlflow.__version__, "flavor": "onnx" if request.model.format is Format.ONNX
                             else "python_function (mlflow_tflite_model.py)"},
