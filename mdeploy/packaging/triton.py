@@ -29,8 +29,13 @@ from mdeploy.packaging.base import Feed, Request, Server, Written
 
 FORMATS = (Format.ONNX, Format.TENSORRT)
 
-# The release the README's docker command names (Triton 2.53, onnxruntime 1.20 and TensorRT 10.7 inside).
+# The release the README's docker command names (Triton 2.53; NVIDIA's release notes for 24.12 list ONNX Runtime 1.19.2
+# inside). What that onnxruntime reads: IR version 10 and the default domain up to opset 21 (onnxruntime's own
+# compatibility table for 1.19); a newer model fails to load in the server, so the package is checked against it.
 IMAGE = "nvcr.io/nvidia/tritonserver:24.12-py3"
+IMAGE_ORT = "1.19.2"
+IMAGE_ORT_MAX_IR = 10
+IMAGE_ORT_MAX_OPSET = 21
 
 # Why 8: Triton's dynamic batcher forms batches up to max_batch_size from requests that arrive together; 8 lets it
 # merge a few concurrent requests (the gain on a CPU instance flattens beyond that) while keeping the largest batch,
@@ -254,6 +259,22 @@ def config_checks(text: str, request: Request) -> list[dict[str, Any]]:
     return checks
 
 
+def image_runtime_check(model_file: Path) -> dict[str, Any]:
+    """Can the onnxruntime inside the README's Triton image read this model (IR version, default-domain opset)?"""
+    from mdeploy.frameworks import onnx_skeleton
+
+    proto = onnx_skeleton.load_without_weights(model_file)
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    problems = []
+    if proto.ir_version > IMAGE_ORT_MAX_IR:
+        problems.append(f"IR version {proto.ir_version} > {IMAGE_ORT_MAX_IR}")
+    if opset > IMAGE_ORT_MAX_OPSET:
+        problems.append(f"opset {opset} > {IMAGE_ORT_MAX_OPSET}")
+    detail = "; ".join(problems) + f": mdeploy convert model.onnx -o older.onnx --opset {IMAGE_ORT_MAX_OPSET}, or a newer image" \
+        if problems else f"IR version {proto.ir_version}, opset {opset}"
+    return {"check": f"the onnxruntime {IMAGE_ORT} inside {IMAGE} reads the model", "passed": not problems, "detail": detail}
+
+
 # --- the package ----------------------------------------------------------------------------------------------
 def write(request: Request, root: Path, request_file: str | None = "request.json") -> Written:
     """`root/NAME/config.pbtxt` and `root/NAME/<version>/model.onnx` (its external data beside it) or `model.plan`,
@@ -263,6 +284,8 @@ def write(request: Request, root: Path, request_file: str | None = "request.json
     text = (root / request.name / "config.pbtxt").read_text()
     checks = config_checks(text, request)
     engine = request.model.format is Format.TENSORRT
+    if not engine:
+        checks.append(image_runtime_check(root / request.name / str(request.version) / "model.onnx"))
     if request_file:
         (root / request_file).write_text(json.dumps(v2_request(request.feeds[0]) if request.feeds else {}) + "\n")
         files.append(request_file)

@@ -281,3 +281,18 @@ def test_tensorrt_engine_config_from_its_sidecar(cli, tmp_path):
     assert "docker run --rm --gpus all" in (out / "README.md").read_text()
     too_big = cli("package", engine, "--target", "triton", "-o", tmp_path / "big", "--max-batch-size", "32")
     assert_refused(too_big, tmp_path / "big", "profile", "stops at batch 16")
+
+
+def test_a_model_newer_than_the_images_onnxruntime_fails_its_check(cli, models, tmp_path):
+    """Opset 23 loads in this onnxruntime but not in the one inside the README's Triton image: exit 1, and the check
+    names the fix (the package is still written, as every failed check leaves it, for the user to look at)."""
+    newer = onnx_graphs.restamped(models["mlp"], tmp_path / "newer.onnx", opset=23)
+    out = tmp_path / "repo"
+    result = cli("package", newer, "--target", "triton", "-o", out, "--json")
+    assert result.code == 1, result.stderr
+    [check] = [c for c in result.json["checks"] if "inside" in c["check"]]
+    assert not check["passed"] and "opset 23 > 21" in check["detail"] and "--opset 21" in check["detail"]
+    assert "FAILED" in (out / "README.md").read_text()
+    ok = cli("package", models["mlp"], "--target", "triton", "-o", tmp_path / "ok", "--json")
+    [check] = [c for c in ok.json["checks"] if "inside" in c["check"]]
+    assert check["passed"] and "opset" in check["detail"]
