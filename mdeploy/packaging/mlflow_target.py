@@ -101,7 +101,7 @@ def server(request: Request, root: Path, port: int) -> Server:
         raise MissingDependencyError(f"MLflow's scoring server starts `uvicorn`, which is not beside {sys.executable}",
                                      hint="pip install 'mdeploy[serving]' into the environment mdeploy runs from")
     base = f"http://127.0.0.1:{port}"
-    outputs = request.outputs
+    outputs = _served_outputs(request)
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(Path(root).resolve()), "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port)]
     return Server(
@@ -195,6 +195,17 @@ def _declared_inputs(request: Request) -> list[TensorSpec]:
     return out
 
 
+def _served_outputs(request: Request) -> list[TensorSpec]:
+    """The outputs as the package answers them. A quantized (int8/uint8) TFLite output is described by its raw dtype,
+    but the wrapper answers real float32 values (as mdeploy's TFLite runner does): read as int8, they would be garbage."""
+    if request.model.format is not Format.TFLITE:
+        return list(request.outputs)
+    from mdeploy.frameworks import tflite_models
+
+    served = {t.name: t.spec().dtype for t in tflite_models.io(tflite_models.interpreter(request.model.path))[1]}
+    return [TensorSpec(o.name, o.shape, served.get(o.name, o.dtype)) for o in request.outputs]
+
+
 def _axes(s: TensorSpec) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in s.shape)
 
@@ -209,8 +220,9 @@ def _signature(mlflow: Any, request: Request) -> Any:
         return MlflowTensorSpec(np.dtype(s.dtype), _axes(s), s.name)
 
     inputs = Schema([spec(s) for s in _declared_inputs(request)])
-    known = request.outputs and all(o.shape for o in request.outputs)
-    return ModelSignature(inputs=inputs, outputs=Schema([spec(o) for o in request.outputs]) if known else None)
+    outputs = _served_outputs(request)
+    known = outputs and all(o.shape for o in outputs)
+    return ModelSignature(inputs=inputs, outputs=Schema([spec(o) for o in outputs]) if known else None)
 
 
 def _example(request: Request) -> Feed | None:

@@ -249,6 +249,12 @@ def test_tflite_package_is_served_by_the_wrapper(cli, tf_files, tmp_path, which)
             for s in runner.input_specs()}
     assert _signature_types(out) == {s.name: (s.dtype, tuple(d if isinstance(d, int) and d >= 0 else -1 for d in s.shape))
                                      for s in runner.input_specs()}
+    # the wrapper answers real float32 values, also for the int8 model's quantized output: the signature (and the
+    # smoke test's decoding of the server's JSON) says float32, not the raw int8 that would truncate them
+    from mlflow.models import Model
+
+    answered = {s.name: np.dtype(s.type).name for s in Model.load(str(out / "MLmodel")).signature.outputs.inputs}
+    assert answered == {name: "float32" for name in runner.output_names()}
     got = mlflow.pyfunc.load_model(str(out)).predict(feed)
     want = runner.infer(feed)
     assert set(got) == set(want)
