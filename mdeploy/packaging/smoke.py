@@ -189,13 +189,14 @@ def _terminated_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def last_lines(log_path: Path, n: int = LOG_LINES) -> list[str]:
+def last_lines(log_path: Path, n: int | None = None) -> list[str]:
     """The log's last `n` lines, after the first error lines that came before them: a server that wraps its workers'
     failures (MLflow's "Command ... returned non zero return code") buries the cause above its own traceback."""
     try:
         text = log_path.read_text(errors="replace")
     except OSError:
         return []
+    n = n or LOG_LINES
     lines = [line.rstrip() for line in text.splitlines() if line.strip()]
     tail = lines[-n:]
     causes = [line for line in lines[:-n] if _ERROR_LINE.match(line)]
