@@ -4,7 +4,7 @@ real `mlflow models serve` started, posted to, measured and stopped.
 Models: the tiny CNN (ONNX, dynamic batch), a two-input/three-output ONNX graph with an int64 input and its weights
 in external data (built below with onnx.helper), a fixed-batch ONNX graph, and the Keras multi-input model of
 fixtures/tf_models.py as .keras, SavedModel, float TFLite and full-integer TFLite (TensorFlow builds them once).
-Server starts in this file: one smoke test that passes, one whose server cannot start, one interrupted with SIGTERM.
+Server starts in this file: one smoke test that passes, one whose server cannot start, two interrupted (SIGTERM, Ctrl-C).
 """
 
 from __future__ import annotations
@@ -365,7 +365,8 @@ def test_a_server_that_cannot_start_fails_with_its_log(cli, cnn_onnx, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_to_mdeploy_stops_the_server(cnn_onnx, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_stopping_mdeploy_stops_the_server(cnn_onnx, tmp_path, sig):
     out = tmp_path / "pkg"
     env = {**os.environ, **TELEMETRY_OFF}
     process = subprocess.Popen([sys.executable, "-m", "mdeploy", "package", str(cnn_onnx), "--target", "mlflow", "-o", str(out),
@@ -382,7 +383,7 @@ def test_sigterm_to_mdeploy_stops_the_server(cnn_onnx, tmp_path):
             time.sleep(0.2)
         assert served, process.communicate()[1].decode()
         time.sleep(4)  # inside the comparison or the burst
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
