@@ -78,6 +78,15 @@ class Server:
     startup_timeout_s: float = 120.0
 
 
+def free_port() -> int:
+    """A port nothing listens on now on 127.0.0.1 (the OS picks it; the server binds it a moment later)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def convert_hint(src: Format, formats: tuple[Format, ...], target: str) -> str:
     """The one-line hint for a model the target cannot serve: the conversion that gets there."""
     wanted = {Format.ONNX: "m.onnx", Format.SAVEDMODEL: "m_savedmodel/", Format.TENSORRT: "m.engine", Format.TFLITE: "m.tflite"}

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -36,7 +35,8 @@ import numpy as np
 
 from mdeploy.core import ModelRef, TensorSpec, Tolerance
 from mdeploy.errors import InputError, MdeployError
-from mdeploy.packaging.base import Feed, Request, Server
+from mdeploy.interrupts import sigterm_as_interrupt
+from mdeploy.packaging.base import Feed, Request, Server, free_port
 from mdeploy.progress import ProgressFactory
 from mdeploy.reports.report import Report, Step
 from mdeploy.runners.base import Runner
@@ -71,7 +71,7 @@ def run(target: Any, request: Request, root: Path, runner: Runner, tolerance: To
     log_path = logdir / "server.log"
     started = time.perf_counter()
     try:
-        with _terminated_on_sigterm(), running(server, log_path, logdir) as process:
+        with sigterm_as_interrupt(), running(server, log_path, logdir) as process:
             try:
                 wait_ready(server, process, log_path)
             except ServerFailed as exc:
@@ -116,13 +116,6 @@ def server_name(command: list[str]) -> str:
             break
         name.append(word)
     return " ".join(name)
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the OS picks it; the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -170,23 +163,6 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
-
-
-@contextmanager
-def _terminated_on_sigterm() -> Iterator[None]:
-    """SIGTERM to mdeploy raises KeyboardInterrupt here (as Ctrl-C does), so every `finally` stops the server."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def last_lines(log_path: Path, n: int | None = None) -> list[str]:

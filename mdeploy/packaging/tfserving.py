@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from mdeploy.core import Format, ModelRef
 from mdeploy.errors import InputError, MissingDependencyError
-from mdeploy.packaging.base import Feed, Request, Server, Written
+from mdeploy.packaging.base import free_port, Feed, Request, Server, Written
 
 FORMATS = (Format.SAVEDMODEL,)
 SIGNATURE = "serving_default"
@@ -166,12 +165,6 @@ def decoder(request: Request) -> Any:
     return decode
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def server(request: Request, root: Path, port: int) -> Server:
     """`tensorflow_model_server` on the package, where it is on PATH; else why it cannot run here."""
     binary = shutil.which("tensorflow_model_server")
@@ -183,7 +176,7 @@ def server(request: Request, root: Path, port: int) -> Server:
             "package's README.md")
     base = f"http://127.0.0.1:{port}"
     return Server(
-        command=[binary, f"--port={_free_port()}", f"--rest_api_port={port}", f"--model_name={request.name}",
+        command=[binary, f"--port={free_port()}", f"--rest_api_port={port}", f"--model_name={request.name}",
                  f"--model_base_path={(root / request.name).resolve()}"],
         # the status URL (/v1/models/NAME) answers 200 while a version is still LOADING; the metadata URL answers 200
         # only once a version is loaded and can be called

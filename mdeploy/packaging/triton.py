@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.deps import require
 from mdeploy.errors import InputError, MissingDependencyError
-from mdeploy.packaging.base import Feed, Request, Server, Written
+from mdeploy.packaging.base import free_port, Feed, Request, Server, Written
 
 FORMATS = (Format.ONNX, Format.TENSORRT)
 
@@ -371,12 +370,6 @@ def v2_decode(body: bytes) -> dict[str, np.ndarray]:
             for o in answer.get("outputs", [])}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def server(request: Request, root: Path, port: int) -> Server:
     """`tritonserver` on the repository, where it is on PATH; else why it cannot run here."""
     binary = shutil.which("tritonserver")
@@ -388,8 +381,8 @@ def server(request: Request, root: Path, port: int) -> Server:
             "package's README.md")
     base = f"http://127.0.0.1:{port}"
     return Server(
-        command=[binary, f"--model-repository={root}", f"--http-port={port}", f"--grpc-port={_free_port()}",
-                 f"--metrics-port={_free_port()}", "--http-address=127.0.0.1"],
+        command=[binary, f"--model-repository={root}", f"--http-port={port}", f"--grpc-port={free_port()}",
+                 f"--metrics-port={free_port()}", "--http-address=127.0.0.1"],
         ready_url=f"{base}/v2/health/ready", predict_url=f"{base}/v2/models/{request.name}/infer",
         encode=v2_encode, decode=v2_decode)
 

@@ -25,14 +25,14 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from mdeploy.errors import InputError, MdeployError
+from mdeploy.interrupts import raise_interrupt, sigterm_as_interrupt
 from mdeploy.pipeline import gates as gating
 from mdeploy.pipeline.cache import StepCache, tool_fingerprint, versions, write_atomic
 from mdeploy.pipeline.cache import key as cache_key
@@ -102,7 +102,7 @@ def run(
     say = echo or (lambda line: None)
     results: dict[str, dict[str, Any]] = {}
     try:
-        with _terminate_as_interrupt():
+        with sigterm_as_interrupt():
             if jobs > 1 and len(models) > 1:
                 _run_parallel(plan, models, force, jobs, say, results, manifest)
             else:
@@ -447,7 +447,7 @@ def _worker_init(queue: Any) -> None:
     global _QUEUE
     _QUEUE = queue
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
 
 
 def _worker(plan: Plan, name: str, force: bool) -> dict[str, Any]:
@@ -500,23 +500,6 @@ def _drain(queue: Any, say: Echo, on_step: Callable[[str, dict[str, Any]], None]
             say(message[1])
         else:
             on_step(message[1], message[2])
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI runner cancelling the job) stops the run the way Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --- the report and the manifest ----------------------------------------------------------------------------------

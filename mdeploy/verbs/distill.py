@@ -10,13 +10,10 @@ when the best student misses the bar, and that student is still written.
 
 from __future__ import annotations
 
-import signal
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import numpy as np
 from mdeploy import registry
 from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
 from mdeploy.errors import ConversionError, InputError, MdeployError, first_line
+from mdeploy.interrupts import sigterm_as_interrupt
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.passes.accuracy import parse_bar
 from mdeploy.passes.calibration import batches_from_data, fixed_batch, load_arrays
@@ -116,7 +114,7 @@ def run(options: Options, progress: ProgressFactory = no_progress, echo: Callabl
         raise InputError("--max-error on accuracy needs labels", hint="give --labels (and --eval-labels with --eval-data)")
     report = Report(command="distill", data={"teacher": teacher_ref.name, "student": student_ref.name, "output": str(out),
                                              "seed": o.seed})
-    with _terminate_as_interrupt():
+    with sigterm_as_interrupt():
         return _Distill(o, teacher_ref, student_ref, out, weights_out, bar, progress, echo, report).execute(
             train_x, train_y, eval_x, eval_y)
 
@@ -134,23 +132,6 @@ def _load(path: str | None, labels_path: str | None, flag: str) -> tuple[dict[st
     if labels is not None:
         labels = vinputs.class_ids(labels, f"labels for {flag}").astype(np.int64)
     return arrays, labels
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a CI runner cancelling the job) stops training the way Ctrl-C does: nothing partial is kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
