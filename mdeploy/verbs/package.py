@@ -18,6 +18,7 @@ README says what failed, so the user can look at what the server was given.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -231,6 +232,9 @@ def _readme(request: Any, o: Options, written: Any, report: Report) -> str:
 
 def _move_into_place(staging: Path, out: Path, force: bool) -> None:
     """The staged package becomes `out`: the old folder (only with --force) is moved aside first, then removed."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private; a package is read by servers running as other users
     old = None
     if out.exists():
         if not force:

@@ -10,6 +10,7 @@ converter writes (the config is generated from the sidecar alone: nothing on tha
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -254,6 +255,9 @@ def test_force_rerun_leaves_the_same_file_set(cli, models, tmp_path):
     assert cli("package", models["external"], "--target", "triton", "-o", out, "--force").code == 0
     assert files(out) == first
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not the staging folder's private 0700: servers read it
 
 
 def test_tensorrt_engine_config_from_its_sidecar(cli, tmp_path):
