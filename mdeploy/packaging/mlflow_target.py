@@ -22,6 +22,9 @@ import json
 import logging
 import os
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ import numpy as np
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.deps import require
 from mdeploy.errors import InputError, MdeployError, MissingDependencyError, ModelLoadError, first_line
-from mdeploy.logs import is_verbose
+from mdeploy.logs import framework_output, is_verbose
 from mdeploy.packaging.base import Feed, Request, Server, Written
 from mdeploy.runners.base import Runner
 
@@ -50,6 +53,16 @@ def mlflow_module() -> Any:
     if not is_verbose():  # e.g. its warning that the package's CUDA provider is missing on this CPU-only machine
         logging.getLogger("mlflow").setLevel(logging.ERROR)
     return mlflow
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """MLflow's own output while it saves or loads (its progress bar over artifacts, its advice to type-hint a
+    PythonModel) is not mdeploy's to print: it reaches the terminal only with --verbose."""
+    with framework_output(), warnings.catch_warnings():
+        if not is_verbose():
+            warnings.simplefilter("ignore")
+        yield
 
 
 def check(request: Request) -> None:
@@ -143,7 +156,8 @@ class PyfuncRunner(Runner):
         mlflow = mlflow_module()
         root = self.ref.path.parent if self.ref.format is Format.ONNX else self.ref.path.parents[1]
         try:
-            self.model = mlflow.pyfunc.load_model(str(root))
+            with quiet():
+                self.model = mlflow.pyfunc.load_model(str(root))
         except Exception as exc:
             raise ModelLoadError(f"mlflow.pyfunc cannot load the package {root}: {first_line(exc)}") from None
         self._specs = list(self._request.inputs)
@@ -265,8 +279,9 @@ def _write_onnx(mlflow: Any, request: Request, root: Path, signature: Any, examp
     if external:  # one data file beside model.onnx, as mdeploy writes large models
         kwargs.update(all_tensors_to_one_file=True, location=ONNX_FILE + ".data", size_threshold=1024)
     try:
-        mlflow.onnx.save_model(model, str(root), signature=signature, input_example=example,
-                               pip_requirements=_requirements("onnx", "onnxruntime"), **kwargs)
+        with quiet():
+            mlflow.onnx.save_model(model, str(root), signature=signature, input_example=example,
+                                   pip_requirements=_requirements("onnx", "onnxruntime"), **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"mlflow.onnx could not save {request.model.name}: {first_line(exc)}") from None
 
@@ -274,9 +289,10 @@ def _write_onnx(mlflow: Any, request: Request, root: Path, signature: Any, examp
 def _write_tflite(mlflow: Any, request: Request, root: Path, signature: Any, example: Feed | None) -> None:
     require("ai_edge_litert.interpreter", extra="tensorflow", purpose="serve TFLite models with MLflow")
     try:
-        mlflow.pyfunc.save_model(str(root), python_model=str(WRAPPER), artifacts={"tflite_model": str(request.model.path)},
-                                 signature=signature, input_example=example,
-                                 pip_requirements=_requirements("ai-edge-litert"))
+        with quiet():
+            mlflow.pyfunc.save_model(str(root), python_model=str(WRAPPER), artifacts={"tflite_model": str(request.model.path)},
+                                     signature=signature, input_example=example,
+                                     pip_requirements=_requirements("ai-edge-litert"))
     except Exception as exc:
         raise ModelLoadError(f"mlflow.pyfunc could not save {request.model.name}: {first_line(exc)}") from None
 

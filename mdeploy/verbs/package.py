@@ -198,7 +198,7 @@ def _compare_package(runner: Any, written: Any, request: Any, tolerance: Any, re
 def _readme(request: Any, o: Options, written: Any, report: Report) -> str:
     """README.md of the package: the target's how-to, then what mdeploy checked and measured."""
     lines = [f"# {request.name} (version {request.version}) for {o.target}", "",
-             f"Packaged by `mdeploy package {report.data['model']} --target {o.target}` from a {report.data['format']} model.",
+             f"Packaged by `mdeploy package {report.data['model']} --target {o.target}` ({report.data['format']} model).",
              "", written.readme.strip(), "", "## What mdeploy checked", ""]
     for c in written.checks:
         lines.append(f"- {'passed' if c['passed'] else 'FAILED'}: {c['check']}" + (f" ({c['detail']})" if c.get("detail") else ""))

@@ -236,6 +236,7 @@ def test_tflite_package_is_served_by_the_wrapper(cli, tf_files, tmp_path, which)
     out = tmp_path / f"{which}_mlflow"
     result = cli("package", tf_files[which], "--target", "mlflow", "-o", out, "--json")
     assert result.code == 0, result.stderr
+    assert result.stderr == ""  # MLflow's progress bar and its type-hint advice stay out of the user's terminal
     assert result.json["comparisons"][0]["passed"]
     files = set(result.json["files"])
     assert {"MLmodel", "mlflow_tflite_model.py", f"artifacts/{tf_files[which].name}"} <= files
