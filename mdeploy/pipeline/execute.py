@@ -307,6 +307,10 @@ def _chain_options(plan: Plan, model: PlannedModel, step: PlannedStep, chain: _C
             values["reference"] = baseline
         if not values.get("candidate"):
             values["candidate"] = current
+    elif step.verb == "package":
+        values.setdefault("model", current)
+        values.setdefault("output", str(step.output or folder_of(plan, model) / step.name))
+        values.setdefault("force", True)
     elif step.verb == "benchmark" and not values.get("models"):
         values["models"] = [baseline] if baseline == current else [baseline, current]
     return values
@@ -328,6 +332,8 @@ def _step_key(verb: str, values: dict[str, Any], cache: StepCache, model: str) -
     """The step's cache key, or None when an input cannot be hashed (a pkg.module:FACTORY source: its code is not a
     file the run can name, so the step always runs). The model's name is part of it: a cached report names the
     model's own files, so two models with the same source and options must not share an entry."""
+    if verb == "package":  # its output is a folder the cache does not keep; and a smoke test is a fact of now
+        return None
     material: dict[str, Any] = {}
     try:
         for name, value in sorted(values.items()):
@@ -391,7 +397,8 @@ def _collect(step: PlannedStep, values: dict[str, Any], output: Path | None, rep
             src = Path(values["src"])
             chain.artifacts.append({"step": "source", "path": str(src), "format": _format_of(src), "size_bytes": _size(src)})
         chain.artifacts.append({"step": step.name, "path": str(output), "format": report.get("format"), "size_bytes": size})
-    pair = {"convert": ("src", "output"), "quantize": ("src", "output"), "validate": ("reference", "candidate")}.get(step.verb)
+    pair = {"convert": ("src", "output"), "quantize": ("src", "output"), "validate": ("reference", "candidate"),
+            "package": ("model", "output")}.get(step.verb)
     for comparison in report.get("comparisons") or []:
         ref, cand = (values.get(pair[0]), values.get(pair[1])) if pair else (None, None)
         chain.comparisons.append({"step": step.name, "reference": ref, "candidate": cand, **comparison})

@@ -30,10 +30,10 @@ class PlannedStep:
     """One verb run for one model: its options as the verb's Options fields, and where each value came from."""
 
     index: int  # position in `steps:`
-    verb: str  # convert | quantize | validate | benchmark
+    verb: str  # convert | quantize | validate | benchmark | package
     options: dict[str, Any]  # Options field name -> value, ready for `verbs.<verb>.Options(**options)`
     sources: dict[str, str]  # Options field name -> "pipeline.yaml:12:7 steps[1].quantize.mode" | "default" | "model cnn" | "plan"
-    output: Path | None  # the artifact this step writes (None for validate / benchmark, which write only reports)
+    output: Path | None  # the artifact this step writes: a model, a package folder (None for validate / benchmark)
     report: Path  # where this step's own report (JSON) is written
     where: str  # "pipeline.yaml:12:5 steps[1]"
 

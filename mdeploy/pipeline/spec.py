@@ -23,7 +23,7 @@ from mdeploy.errors import InputError, OutputExistsError
 from mdeploy.pipeline import gates as gating
 from mdeploy.pipeline.plan import VERSION, Gate, Plan, PlannedModel, PlannedStep
 
-STEP_VERBS = ("convert", "quantize", "validate", "benchmark")
+STEP_VERBS = ("convert", "quantize", "validate", "benchmark", "package")
 # Options the plan sets itself: the artifact chain (which model a step reads and where it writes) and the step's own
 # report belong to the run folder, so a pipeline file cannot set them.
 PLAN_SET: dict[str, frozenset[str]] = {
@@ -31,6 +31,7 @@ PLAN_SET: dict[str, frozenset[str]] = {
     "quantize": frozenset({"src", "output", "force"}),
     "validate": frozenset({"reference", "candidate", "report"}),
     "benchmark": frozenset({"models"}),
+    "package": frozenset({"model", "output", "force"}),
 }
 # Short names a pipeline file may use for a verb's option (`quantize: {calib: calib}`), key -> the option's key.
 ALIASES: dict[str, dict[str, str]] = {
@@ -557,6 +558,14 @@ def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any
             if current_from_quantize and "precision" not in values:
                 plan("precision", "int8", f"plan (the candidate is {current_from_quantize}'s INT8 model)")
             plan("report", None, "plan (the step's report is written to the run folder)")
+        elif spec.verb == "package":
+            if source_is_code and not artifacts:
+                doc.fail(spec.node, keypath, "needs a model file to package, and this model's source is Python code",
+                         hint="put a `convert: {to: onnx}` step before it")
+            output = model.folder / name  # a folder: the package
+            plan("model", current, f"plan (the output of {artifacts[-1][1]})" if artifacts else "plan (the model's source)")
+            plan("output", str(output), "plan (the run folder)")
+            plan("force", True, "plan (the run folder is mdeploy's own; a package step always runs)")
         elif spec.verb == "benchmark":
             if not artifacts:
                 plan("models", [current], "plan (the model's source)")
