@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from fixtures import onnx_graphs, serving_graphs
+from tests.package.checks import assert_refused, files
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serving extra is not installed")
 
@@ -23,19 +24,6 @@ pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serving ex
 def onnx_models(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("kserve_models")
     return {"mlp": onnx_graphs.mlp(d / "My_Model.v2.onnx"), "fixed": serving_graphs.fixed_batch_mlp(d / "fixed.onnx")}
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-def assert_refused(result, out: Path, *words: str) -> None:
-    assert result.code == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("error:") and all(line.startswith(("error:", "hint:")) for line in lines), result.stderr
-    assert all(w.lower() in result.stderr.lower() for w in words), result.stderr
-    assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "a staging folder was left"
 
 
 def test_onnx_goes_to_the_triton_runtime(cli, onnx_models, tmp_path):

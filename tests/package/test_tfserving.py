@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.package.checks import assert_refused, files
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 pytest.importorskip("tensorflow", reason="the tensorflow extra is not installed")
@@ -35,19 +37,6 @@ def saved_models(tmp_path_factory) -> dict[str, Path]:
     keras_file = d / "classifier.keras"
     tf_models.image_classifier().save(keras_file)
     return {"multi": multi, "periodic": periodic, "predict_only": predict_only, "keras": keras_file}
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-def assert_refused(result, out: Path, *words: str) -> None:
-    assert result.code == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("error:") and all(line.startswith(("error:", "hint:")) for line in lines), result.stderr
-    assert all(w.lower() in result.stderr.lower() for w in words), result.stderr
-    assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "a staging folder was left"
 
 
 def package(model: Path, out: Path, **options) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from fixtures import onnx_graphs, serving_graphs
+from tests.package.checks import assert_refused, files
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the serving extra is not installed")
 
@@ -44,21 +45,6 @@ def config(package: Path, name: str):
     from tritonclient.grpc import model_config_pb2 as pb
 
     return text_format.Parse((package / name / "config.pbtxt").read_text(), pb.ModelConfig()), pb
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-
-
-def assert_refused(result, out: Path, *words: str) -> None:
-    assert result.code == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("error:") and all(line.startswith(("error:", "hint:")) for line in lines), result.stderr
-    assert "Traceback" not in result.stderr
-    text = result.stderr.lower()
-    assert all(w.lower() in text for w in words), result.stderr
-    assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "a staging folder was left"
 
 
 def test_dynamic_batch_repository(cli, models, tmp_path):
