@@ -78,6 +78,22 @@ class Server:
     startup_timeout_s: float = 120.0
 
 
+def server_program(program: str, product: str, image: str, still_checked: str) -> str:
+    """The server's program on PATH, or why `--smoke-test` cannot start it here (raised before anything is written)."""
+    import shutil
+
+    from mdeploy.errors import MissingDependencyError
+
+    found = shutil.which(program)
+    if found is None:
+        raise MissingDependencyError(
+            f"--smoke-test: {program} is not on PATH, and {product} is not installable on these machines (it ships as the "
+            f"container {image})",
+            hint=f"package without --smoke-test ({still_checked} is still checked) and run the docker command from the "
+            "package's README.md")
+    return found
+
+
 def free_port() -> int:
     """A port nothing listens on now on 127.0.0.1 (the OS picks it; the server binds it a moment later)."""
     import socket

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from mdeploy.core import Format, ModelRef
-from mdeploy.errors import InputError, MissingDependencyError
-from mdeploy.packaging.base import free_port, Feed, Request, Server, Written
+from mdeploy.errors import InputError
+from mdeploy.packaging.base import free_port, server_program, Feed, Request, Server, Written
 
 FORMATS = (Format.SAVEDMODEL,)
 SIGNATURE = "serving_default"
@@ -167,13 +167,7 @@ def decoder(request: Request) -> Any:
 
 def server(request: Request, root: Path, port: int) -> Server:
     """`tensorflow_model_server` on the package, where it is on PATH; else why it cannot run here."""
-    binary = shutil.which("tensorflow_model_server")
-    if binary is None:
-        raise MissingDependencyError(
-            "--smoke-test: tensorflow_model_server is not on PATH, and TF Serving is not installable on these machines "
-            f"(it ships as the {IMAGE} container)",
-            hint="package without --smoke-test (the signature is still checked) and run the docker command from the "
-            "package's README.md")
+    binary = server_program("tensorflow_model_server", "TF Serving", IMAGE, "the signature")
     base = f"http://127.0.0.1:{port}"
     return Server(
         command=[binary, f"--port={free_port()}", f"--rest_api_port={port}", f"--model_name={request.name}",

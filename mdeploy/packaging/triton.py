@@ -23,8 +23,8 @@ import numpy as np
 
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.deps import require
-from mdeploy.errors import InputError, MissingDependencyError
-from mdeploy.packaging.base import free_port, Feed, Request, Server, Written
+from mdeploy.errors import InputError
+from mdeploy.packaging.base import free_port, server_program, Feed, Request, Server, Written
 
 FORMATS = (Format.ONNX, Format.TENSORRT)
 
@@ -372,13 +372,7 @@ def v2_decode(body: bytes) -> dict[str, np.ndarray]:
 
 def server(request: Request, root: Path, port: int) -> Server:
     """`tritonserver` on the repository, where it is on PATH; else why it cannot run here."""
-    binary = shutil.which("tritonserver")
-    if binary is None:
-        raise MissingDependencyError(
-            "--smoke-test: tritonserver is not on PATH, and Triton is not installable on these machines (it ships as the "
-            f"container {IMAGE})",
-            hint="package without --smoke-test (the config is still checked) and run the docker command from the "
-            "package's README.md")
+    binary = server_program("tritonserver", "Triton", IMAGE, "the config")
     base = f"http://127.0.0.1:{port}"
     return Server(
         command=[binary, f"--model-repository={root}", f"--http-port={port}", f"--grpc-port={free_port()}",

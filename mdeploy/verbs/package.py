@@ -29,6 +29,7 @@ from typing import Any
 
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import InputError, OutputExistsError
+from mdeploy.outputs import check_output
 from mdeploy.packaging import TARGETS
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
@@ -125,11 +126,8 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
 
 
 def _check_output_folder(out: Path, force: bool) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output folder does not exist: {parent}", hint=f"create it first (mkdir -p {parent})")
-    if out.exists() and not force:
-        raise OutputExistsError(f"output exists: {out}", hint="give --force to replace it")
+    """outputs.check_output's rules (parent exists and is writable, --force to replace), and a package is a folder."""
+    check_output(out, force)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; a package is a folder", hint="give another -o")
 
