@@ -62,10 +62,6 @@ class TorchRunner(Runner):
                              hint="use --device cpu, or free the GPU") from None
         self.notes.append("torch on cuda: TF32 off (float32 matmuls and convolutions in full float32, as on the CPU)")
 
-    def synchronize(self) -> None:
-        if self.device == "cuda":
-            torch_models.torch().cuda.synchronize()
-
     def _eager_specs(self) -> list[TensorSpec]:
         """An eager module accepts any shape: its example inputs are a default, `--input` replaces them."""
         names = self.model.input_names or list(self._overrides)
