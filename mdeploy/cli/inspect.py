@@ -37,7 +37,7 @@ def _show(report: Report) -> None:
                 table.add_column(column)
             for spec in info[key]:
                 shape = "?" if spec.get("shape") is None else "[" + ", ".join(str(d) for d in spec["shape"]) + "]"
-                table.add_row(escape(spec["name"]), escape(shape), str(spec.get("dtype")))
+                table.add_row(escape(spec["name"]), escape(shape), escape(str(spec.get("dtype"))))
             stdout.print(table)
     skip = {"inputs", "outputs", "operators", "path", "format", "notes", "problems"}
     for key, value in info.items():

@@ -96,6 +96,38 @@ def value_info_spec(value: Any) -> TensorSpec:
     return TensorSpec(value.name, shape, _ELEM.get(tt.elem_type, f"onnx-type-{tt.elem_type}"))
 
 
+def type_text(type_proto: Any) -> str:
+    """A value's ONNX type in words, for what is not a plain tensor (a sequence, an optional, a map).
+
+    Inspect shows every output a graph declares, and those types have no shape of their own: the element's
+    type and shape are part of the text, e.g. `sequence<float32[batch, 3]>`, `map<string, float32>`.
+    """
+    kind = type_proto.WhichOneof("value")
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        t = getattr(type_proto, kind)
+        dtype = _ELEM.get(t.elem_type, f"onnx-type-{t.elem_type}")
+        dims = ", ".join(str(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")) for d in t.shape.dim)
+        text = f"{dtype}[{dims}]" if t.HasField("shape") else dtype
+        return f"sparse {text}" if kind == "sparse_tensor_type" else text
+    if kind == "sequence_type":
+        return f"sequence<{type_text(type_proto.sequence_type.elem_type)}>"
+    if kind == "optional_type":
+        return f"optional<{type_text(type_proto.optional_type.elem_type)}>"
+    if kind == "map_type":
+        key_type = type_proto.map_type.key_type
+        key = "string" if key_type == 8 else _ELEM.get(key_type, f"onnx-type-{key_type}")
+        return f"map<{key}, {type_text(type_proto.map_type.value_type)}>"
+    return "unknown type" if kind is None else kind.removesuffix("_type")
+
+
+def _value_dict(value: Any, ranges: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """One input or output as inspect shows it: a tensor's shape and dtype, or another type in words."""
+    if value.type.WhichOneof("value") == "tensor_type":
+        spec = value_info_spec(value)
+        return _spec_dict(TensorSpec(spec.name, spec.shape, spec.dtype, ranges.get(spec.name)))
+    return {"name": value.name, "shape": None, "dtype": type_text(value.type)}
+
+
 def graph_inputs(model: Any) -> list[TensorSpec]:
     """The real inputs (initializers listed as inputs by old exporters are weights, not inputs)."""
     inits = {i.name for i in model.graph.initializer}
@@ -141,6 +173,7 @@ def index_ranges(model: Any) -> dict[str, tuple[int, int]]:
 def describe(path: Path) -> dict[str, Any]:
     """What `mdeploy inspect` shows for an ONNX model."""
     model = load_proto(path)
+    weights, ranges = {i.name for i in model.graph.initializer}, index_ranges(model)
     inits = _all_initializers(model)
     params = sum(_numel(i.dims) for i in inits)
     param_bytes = sum(_numel(i.dims) * _BYTES.get(i.data_type, 0) for i in inits)
@@ -152,8 +185,8 @@ def describe(path: Path) -> dict[str, Any]:
     return {
         "format": "onnx",
         "path": str(path),
-        "inputs": [_spec_dict(s) for s in graph_inputs(model)],
-        "outputs": [_spec_dict(value_info_spec(v)) for v in model.graph.output],
+        "inputs": [_value_dict(v, ranges) for v in model.graph.input if v.name not in weights],
+        "outputs": [_value_dict(v, {}) for v in model.graph.output],
         "opset": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
         "ir_version": model.ir_version,
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
@@ -163,21 +196,36 @@ def describe(path: Path) -> dict[str, Any]:
         "parameter_bytes": param_bytes,
         "size_bytes": disk,
         "external_data": files,
-        "problems": checker_problems(path),
-        "notes": [],
+        "problems": checker_problems(path, model),
+        "notes": _newer_than_onnx(model),
     }
 
 
-def checker_problems(path: Path) -> list[dict[str, str]]:
+def _newer_than_onnx(model: Any) -> list[str]:
+    onnx = require("onnx", extra="onnx")
+    if model.ir_version <= onnx.IR_VERSION:
+        return []
+    return [f"IR version {model.ir_version} is newer than onnx {onnx.__version__} knows ({onnx.IR_VERSION}): what is shown "
+            f"was read with it, and its structure checked as IR version {onnx.IR_VERSION}"]
+
+
+def checker_problems(path: Path, model: Any) -> list[dict[str, str]]:
     """What onnx's checker finds structurally wrong (a node input nothing produces, an unknown operator...).
 
     The structural check only: the full check adds strict shape inference, which rejects models that every
     runtime runs (exporters leave shapes it cannot follow). Given the path, the checker finds external data
-    beside the model and reads a model over 2 GB.
+    beside the model and reads a model over 2 GB. An IR version newer than this onnx (the file format's
+    revision, which onnx reads all the same) is no fault of the model: `model` (read without its weights)
+    is then checked at onnx's own IR version.
     """
     onnx = require("onnx", extra="onnx")
+    source: Any = str(path)
+    if model.ir_version > onnx.IR_VERSION:
+        source = onnx.ModelProto()
+        source.CopyFrom(model)
+        source.ir_version = onnx.IR_VERSION
     try:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(source)
     except Exception as exc:
         return [{"source": "onnx.checker", "message": _whole_message(exc), "hint": "re-export the model from its source"}]
     return []

@@ -137,16 +137,42 @@ def too_new(model: Any, fitted: Fit) -> tuple[str, str]:
     limits = [f"IR version {max_ir_version()}"] + [
         f"{d} opset {best}" if best else f"no {d} opset" for d, (_, best) in fitted.too_new.items()
     ]
-    wanted = ", ".join(f"{d} opset {v}" for d, (v, _) in fitted.too_new.items())
-    hint = f"install an onnxruntime release that supports {wanted}"
-    if "ai.onnx" in fitted.too_new:
-        version, best = fitted.too_new["ai.onnx"]
-        onnx = require("onnx", extra="onnx")
-        if version > onnx.defs.onnx_opset_version():
-            hint = f"onnx {onnx.__version__} defines ai.onnx opsets up to {onnx.defs.onnx_opset_version()}, so opset {version} was probably written by hand"
-        hint += f"; or re-export the model at opset {best} (e.g. `mdeploy convert SOURCE -o MODEL.onnx --opset {best}`)"
     text = f"IR version {model.ir_version} with {opsets}, and onnxruntime {runtime_version()} reads up to " + ", ".join(limits)
-    return text, hint
+    return text, what_would_run(fitted)
+
+
+def what_would_run(fitted: Fit) -> str:
+    """Which onnxruntime would run a model this one cannot, and how else to get there.
+
+    onnxruntime releases implement the opsets of the onnx release they are built on, so the first onnx release
+    that defines each opset (onnx's own VERSION_TABLE) says which runtime to look for; an opset no onnx release
+    known here defines was probably written by hand, or by an onnx newer than the installed one.
+    """
+    onnx = require("onnx", extra="onnx")
+    column = {"ai.onnx": 2, "ai.onnx.ml": 3}
+    wanted, unknown = [], []
+    for domain, (version, _) in fitted.too_new.items():
+        releases = [row[0] for row in onnx.helper.VERSION_TABLE if domain in column and row[column[domain]] >= version]
+        if releases:
+            wanted.append(f"{domain} opset {version} (one built on onnx {releases[0]} or later)")
+        else:  # a domain onnx does not define (com.microsoft, ...) is the runtime's own
+            wanted.append(f"{domain} opset {version}")
+            if domain in column:
+                unknown.append(f"{domain} opset {version}")
+    hint = "install an onnxruntime release that supports " + ", ".join(wanted)
+    if unknown:
+        hint = (f"no onnx release up to the installed onnx {onnx.__version__} defines {', '.join(unknown)}, so it was "
+                f"probably written by hand or by a newer onnx; {hint} when there is one")
+    if "ai.onnx" in fitted.too_new:
+        best = fitted.too_new["ai.onnx"][1]
+        hint += f"; or re-export the model at opset {best} (e.g. `mdeploy convert SOURCE -o MODEL.onnx --opset {best}`)"
+    return hint
+
+
+def cannot_run_note(model: Any, fitted: Fit) -> str:
+    """What `inspect` says of a model it has read but this onnxruntime cannot run: why, and what would."""
+    text, hint = too_new(model, fitted)
+    return f"this onnxruntime cannot run the model, which is {text}: {hint}"
 
 
 def too_new_error(model: Any, path: Path, fitted: Fit) -> ModelLoadError:

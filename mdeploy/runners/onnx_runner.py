@@ -79,13 +79,16 @@ class OnnxRuntimeRunner(Runner):
 
     @classmethod
     def describe(cls, ref: Any) -> dict[str, Any]:
-        """onnx's view of the file, plus whether this runtime can run it (`problems` makes inspect exit 2)."""
+        """onnx's view of the file, plus whether this runtime can run it.
+
+        Inspect reads; it does not run: a model newer than this onnxruntime is shown whole, with a note saying
+        which runtime would run it. Only what onnx itself finds wrong is a problem (inspect exits 2).
+        """
         info = onnx_models.describe(ref.path)
-        model = onnx_models.load_proto(ref.path)
+        model = onnx_skeleton.load_without_weights(ref.path)
         fitted = ort_sessions.fit(model)
         if fitted.too_new:
-            text, hint = ort_sessions.too_new(model, fitted)
-            info["problems"].append({"source": "onnxruntime", "message": text, "hint": hint})
+            info["notes"].append(ort_sessions.cannot_run_note(model, fitted))
         elif fitted.ir_version:
             info["notes"].append(ort_sessions.lowered_note(model, fitted, ref.path))
         return info

@@ -84,14 +84,89 @@ def test_inspect_shows_a_dangling_input_model_then_exits_2_with_the_checker_reas
     assert human.code == 2 and "MatMul" in human.stdout and "invalid (onnx.checker)" in human.stdout
 
 
-def test_inspect_of_an_opset_no_runtime_knows_exits_2_with_the_runtime_limits(broken_onnx):
-    result = run_cli("inspect", broken_onnx["opset999"], "--json")
-    assert result.code == 2
+def _future_model(path: Path, opset: int, ir_version: int = 10) -> Path:
+    """A model no runtime here runs: `opset` for the default domain, and outputs of every non-tensor kind."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    tensor = helper.make_tensor_type_proto(TensorProto.FLOAT, ["batch", 3])
+    nodes = [
+        helper.make_node("Identity", ["x"], ["y"]),
+        helper.make_node("SequenceConstruct", ["x"], ["s"]),
+        helper.make_node("Optional", ["x"], ["o"]),
+        helper.make_node("ZipMap", ["x"], ["z"], domain="ai.onnx.ml", classlabels_strings=["a", "b", "c"]),
+    ]
+    scores = helper.make_map_type_proto(TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+        helper.make_value_info("s", helper.make_sequence_type_proto(tensor)),
+        helper.make_value_info("o", helper.make_optional_type_proto(tensor)),
+        helper.make_value_info("z", helper.make_sequence_type_proto(scores)),
+    ]
+    graph = helper.make_graph(nodes, "future", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])], outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = ir_version
+    onnx.save(model, str(path))
+    return path
+
+
+_FUTURE_OUTPUTS = [
+    {"name": "y", "shape": ["batch", 3], "dtype": "float32"},
+    {"name": "s", "shape": None, "dtype": "sequence<float32[batch, 3]>"},
+    {"name": "o", "shape": None, "dtype": "optional<float32[batch, 3]>"},
+    {"name": "z", "shape": None, "dtype": "sequence<map<string, float32[]>>"},
+]
+
+
+@pytest.mark.parametrize("opset", [30, 999])
+def test_inspect_reads_a_model_too_new_for_the_runtime_and_says_what_would_run_it(tmp_path, opset):
+    model = _future_model(tmp_path / "future.onnx", opset)
+    result = run_cli("inspect", model, "--json")
+    assert result.code == 0, result.stderr
     info = result.json["model"]
-    assert info["opset"] == {"ai.onnx": 999}
-    assert [p["source"] for p in info["problems"]] == ["onnxruntime"]
-    error = _one_error(result.stderr)
-    assert "ai.onnx opset 999" in error and "reads up to" in error
+    assert info["inputs"] == [{"name": "x", "shape": ["batch", 3], "dtype": "float32"}]
+    assert info["outputs"] == _FUTURE_OUTPUTS
+    assert info["opset"] == {"ai.onnx": opset, "ai.onnx.ml": 3} and info["problems"] == []
+    [note] = info["notes"]
+    assert "this onnxruntime cannot run" in note and f"ai.onnx opset {opset}" in note and "reads up to" in note
+    assert "install an onnxruntime release that supports" in note and "--opset" in note
+    human = run_cli("inspect", model)
+    assert human.code == 0 and "sequence<float32[batch, 3]>" in human.stdout and "cannot run" in human.stdout
+    assert "Traceback" not in human.stderr
+
+
+def test_inspect_names_the_onnx_release_whose_runtimes_run_the_opset(tmp_path):
+    """An opset onnx defines but this onnxruntime does not read: the note names the first onnx release with it."""
+    import onnx
+    import onnxruntime
+
+    from mdeploy.frameworks import ort_sessions
+
+    newest = ort_sessions._highest(lambda v: ort_sessions.reads_opset("ai.onnx", v), 200)
+    if newest >= onnx.defs.onnx_opset_version():
+        pytest.skip(f"onnxruntime {onnxruntime.__version__} reads every opset onnx {onnx.__version__} defines")
+    first = next(row[0] for row in onnx.helper.VERSION_TABLE if row[2] > newest)
+    info = run_cli("inspect", _future_model(tmp_path / "next.onnx", newest + 1), "--json").json["model"]
+    assert f"one built on onnx {first} or later" in info["notes"][0] and f"--opset {newest}" in info["notes"][0]
+
+
+def test_inspect_reads_an_ir_version_newer_than_onnx_itself(tmp_path):
+    import onnx
+
+    result = run_cli("inspect", _future_model(tmp_path / "ir.onnx", 30, ir_version=onnx.IR_VERSION + 6), "--json")
+    assert result.code == 0, result.stderr
+    info = result.json["model"]
+    assert info["outputs"] == _FUTURE_OUTPUTS and info["problems"] == []
+    assert any(f"newer than onnx {onnx.__version__} knows" in n for n in info["notes"])
+    assert any("cannot run" in n for n in info["notes"])
+
+
+def test_inspect_of_a_file_onnx_cannot_read_stays_exit_2(tmp_path):
+    model = _future_model(tmp_path / "cut.onnx", 30)
+    model.write_bytes(model.read_bytes()[:-40])
+    result = run_cli("inspect", model, "--json")
+    assert result.code == 2
+    assert "not a valid ONNX model" in _one_error(result.stderr)
 
 
 def test_inspect_of_an_ir_newer_than_the_runtime_notes_how_it_will_run(broken_onnx):
