@@ -38,7 +38,7 @@ def quantize(src: str, output: str, *, progress: ProgressFactory = no_progress, 
 def distill(teacher: str, student: str, output: str, data: str, *, progress: ProgressFactory = no_progress,
             **options: Any) -> Report:
     """Train the torch `student` (FILE.py:FACTORY) on `teacher`'s outputs over `data`, write it to `output` and prove
-    it against the teacher on held-out data (options as `mdeploy distill --help`; `distill_output` for `--output`)."""
+    it against the teacher on held-out data (options as `mdeploy distill --help`)."""
     return _distill.run(_distill.Options(teacher=teacher, student=student, output=output, data=data, **options), progress)
 
 

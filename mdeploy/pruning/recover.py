@@ -55,7 +55,8 @@ def distil(student: Any, teacher: Any, inputs: dict[str, np.ndarray], labels: np
     teach = training.TorchTeacher(teacher, input_names)
     probe = teach.infer({k: inputs[k][:2] for k in input_names})
     output, kind = scored_output(probe)
-    targets = training.teacher_outputs(teach, {k: inputs[k] for k in input_names}, output=output, workdir=workdir)
+    targets = training.teacher_outputs(teach, {k: inputs[k] for k in input_names}, output=output, workdir=workdir,
+                                       what="the unpruned model")
     names = list(probe)
     data = training.Dataset({k: inputs[k] for k in input_names}, targets, labels)
     train_set, held_out = training.split(data, fraction=0.15, seed=seed)

@@ -50,11 +50,14 @@ def teacher_outputs(
     workdir: Path | None = None,
     advance: Advance | None = None,
     fixed_batch: int | None = None,
+    what: str = "the teacher",
 ) -> np.ndarray:
     """The teacher's `output` for every sample of `inputs` (arrays keyed by the teacher's input names), as float32.
 
     `fixed_batch`: the teacher only takes batches of exactly this size (the data's length must be a multiple).
-    Large results go to an np.memmap in `workdir` (deleted with it)."""
+    Large results go to an np.memmap in `workdir` (deleted with it). `what` names the teacher in errors (prune's is
+    "the unpruned model"). The inputs are checked finite by the caller (training/checks.py, naming the flag), so a
+    NaN/Inf here is the teacher's own."""
     n = int(next(iter(inputs.values())).shape[0])
     step = fixed_batch or batch_size
     result: np.ndarray | None = None
@@ -82,5 +85,6 @@ def teacher_outputs(
         raise InputError("the data set is empty (0 samples)")
     bad = int(np.size(result) - np.isfinite(result).sum())
     if bad:
-        raise InputError(f"the teacher produces NaN/Inf in '{output}' ({bad} values) on this data", hint="check the data and the teacher")
+        raise InputError(f"{what} computes NaN/Inf in '{output}' ({bad} values) on this data",
+                         hint=f"{what} overflows on these inputs: check its weights, or scale the inputs as it was trained on")
     return result

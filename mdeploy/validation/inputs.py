@@ -154,7 +154,9 @@ def class_ids(labels: np.ndarray, what: str = "labels") -> np.ndarray:
     """`labels` as given, after checking it is a 1-D integer array (one class id per sample)."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise InputError(f"{what} must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}")
+        raise InputError(f"{what} must be a 1-D integer array (class ids), got {labels.dtype} {list(labels.shape)}",
+                         hint="one integer class id per sample: save y.astype(np.int64) (y.argmax(axis=1) for one-hot or "
+                              "score rows)")
     return labels
 
 

@@ -22,11 +22,11 @@ import numpy as np
 
 from mdeploy import registry
 from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
-from mdeploy.errors import ConversionError, InputError, MdeployError, first_line
+from mdeploy.errors import ConversionError, InputError, MdeployError
 from mdeploy.interrupts import sigterm_as_interrupt
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.passes.accuracy import parse_bar
-from mdeploy.passes.calibration import batches_from_data, fixed_batch, load_arrays
+from mdeploy.passes.calibration import batches_from_data, fixed_batch
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
@@ -54,8 +54,8 @@ class Options:
     teacher_from: str | None = option(None, help="Teacher format, when the name does not tell.")
     student_weights: str | None = option(None, help="Initial state_dict for the student (loaded with weights_only=True).")
     save_weights: str | None = option(None, help="Also write the trained student's state_dict here (for FACTORY --weights).")
-    distill_output: str | None = option(None, flag="--output", help="The teacher output to distill (default: the first "
-                                        "that is class scores, else the first).")
+    teacher_output: str | None = option(None, help="The teacher output to distill (default: the first that is class "
+                                        "scores, else the first).")
     epochs: int = option(30, help="Training epochs (at most: early stopping may end sooner).", min=1)
     batch_size: int = option(64, help="Samples per training step.", min=1)
     lr: float = option(1e-2, help="Peak AdamW learning rate (linear warm-up, then cosine decay).")
@@ -102,12 +102,14 @@ def run(options: Options, progress: ProgressFactory = no_progress, echo: Callabl
         if weights_out.resolve() == out.resolve():
             raise InputError("--save-weights and -o name the same file")
     bar = parse_bar(o.max_error) if o.max_error is not None else None
-    teacher_ref = ModelRef.parse(o.teacher, o.teacher_from, o.teacher_weights)
-    student_ref = ModelRef.parse(o.student, Format.PYTORCH_MODULE, o.student_weights)
+    teacher_ref = _model("--teacher", o.teacher, o.teacher_from, o.teacher_weights)
+    student_ref = _model("--student", o.student, Format.PYTORCH_MODULE, o.student_weights)
     if teacher_ref.path.exists() and out.resolve() == teacher_ref.path.resolve():
         raise InputError("the output would overwrite the teacher", hint="choose another output path")
-    train_x, train_y = _load(o.data, o.labels, "--data")
-    eval_x, eval_y = _load(o.eval_data, o.eval_labels, "--eval-data") if o.eval_data else (None, None)
+    from mdeploy.training.checks import load_data
+
+    train_x, train_y = load_data(o.data, o.labels, "--data", "--labels")
+    eval_x, eval_y = load_data(o.eval_data, o.eval_labels, "--eval-data", "--eval-labels") if o.eval_data else (None, None)
     if o.eval_labels and not o.eval_data:
         raise InputError("--eval-labels needs --eval-data")
     if bar and bar.needs_labels and train_y is None and eval_y is None:
@@ -119,19 +121,20 @@ def run(options: Options, progress: ProgressFactory = no_progress, echo: Callabl
             train_x, train_y, eval_x, eval_y)
 
 
-def _load(path: str | None, labels_path: str | None, flag: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    assert path is not None
-    if not Path(path).exists():
-        raise InputError(f"{flag} not found: {path}")
-    arrays = load_arrays(Path(path))
-    labels = arrays.pop("labels", None)
-    if labels_path:
-        if not Path(labels_path).is_file():
-            raise InputError(f"labels file not found: {labels_path}")
-        labels = vinputs.read_labels(labels_path, f"labels for {flag}")
-    if labels is not None:
-        labels = vinputs.class_ids(labels, f"labels for {flag}").astype(np.int64)
-    return arrays, labels
+def _model(flag: str, spec: str, fmt: Format | str | None, weights: str | None) -> ModelRef:
+    """ModelRef.parse, its refusal naming the flag that gave the model (or its weights)."""
+    try:
+        return ModelRef.parse(spec, fmt, weights)
+    except InputError as exc:
+        weights_flag = f"{flag}-weights"
+        message = exc.message.replace("--weights", weights_flag)
+        if message.startswith("weights file"):
+            raise InputError(f"{weights_flag}: {message}", hint="a state_dict saved with torch.save(model.state_dict(), "
+                             "PATH)") from None
+        named = f"{flag}-from" if message.startswith("unknown format") else flag
+        raise InputError(f"{named}: {message}", hint=exc.hint or (
+            f"{flag} is a model file (.onnx, .pt2, .pt, .keras, .tflite), a SavedModel folder or FILE.py:FACTORY"
+            if flag == "--teacher" else f"{flag} is FILE.py:FACTORY or package.module:FACTORY")) from None
 
 
 @dataclass
@@ -148,7 +151,7 @@ class _Distill:
 
     def execute(self, train_x: dict, train_y: np.ndarray | None, eval_x: dict | None, eval_y: np.ndarray | None) -> Report:
         from mdeploy.frameworks import torch_models
-        from mdeploy.training import Dataset, TrainConfig, fit, split, teacher_outputs, train
+        from mdeploy.training import Dataset, TrainConfig, checks, fit, split, teacher_outputs, train
 
         o, report = self.o, self.report
         start = time.perf_counter()
@@ -162,10 +165,11 @@ class _Distill:
         output, kind, classes = self._choose_output(teacher, teacher_probe)
         for flag, x, y in (("--labels", train_x, train_y), ("--eval-labels", eval_x, eval_y)):
             if y is not None:
-                _check_labels(y, _count(x), classes, flag, output)
+                checks.check_labels(y, _count(x), classes, flag, output)
         torch_models.torch().manual_seed(o.seed)  # the student's initial weights follow --seed too
         student = torch_models.load(self.student_ref)
-        student_index = _check_student(student, probe, teacher_probe, output, self.student_ref.name, self.teacher_ref.name)
+        student_index = checks.check_student(student, probe, teacher_probe, output, self.student_ref.name,
+                                             self.teacher_ref.name)
         report.data.update({"distilled_output": output, "loss": "kd" if kind == "scores" else "mse"})
         if kind != "scores":
             report.notes.append(f"'{output}' is not class scores: the student learns it with MSE to the teacher (no KD, no "
@@ -239,11 +243,11 @@ class _Distill:
         names = list(probe)
         declared = classifier_choice(self.o.classifier_output, self.o.no_classifier)
         kinds = scores.decide(names, probe, declared, scores.graphs_of(teacher, pairs=[(n, n) for n in names]))
-        if self.o.distill_output:
-            if self.o.distill_output not in probe:
-                raise InputError(f"--output '{self.o.distill_output}' is not an output of the teacher",
+        if self.o.teacher_output:
+            if self.o.teacher_output not in probe:
+                raise InputError(f"--teacher-output '{self.o.teacher_output}' is not an output of the teacher",
                                  hint="its outputs are: " + ", ".join(names))
-            output = self.o.distill_output
+            output = self.o.teacher_output
         else:
             output = next((n for n in names if kinds[n].scores and probe[n].ndim == 2), names[0])
         is_scores = kinds[output].scores and probe[output].ndim == 2
@@ -353,52 +357,6 @@ def _checked(arrays: dict[str, np.ndarray], specs: list[TensorSpec], flag: str) 
 
 def _count(arrays: dict[str, np.ndarray] | None) -> int:
     return int(next(iter(arrays.values())).shape[0]) if arrays else 0
-
-
-def _check_labels(labels: np.ndarray, n: int, classes: int | None, flag: str, output: str) -> None:
-    if classes is None:
-        raise InputError(f"{flag} given, but the distilled output '{output}' is not class scores",
-                         hint="name the class-score output with --output / --classifier-output, or drop the labels")
-    if len(labels) != n:
-        raise InputError(f"{flag} holds {len(labels)} labels for {n} samples", hint="give one class id per sample")
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= classes:
-        raise InputError(f"{flag} holds class ids {low}..{high}, but the teacher's '{output}' scores {classes} classes (0..{classes - 1})",
-                         hint="labels are class indices into the teacher's output")
-
-
-def _check_student(student: Any, probe: dict[str, np.ndarray], teacher_out: dict[str, np.ndarray], output: str,
-                   student_name: str, teacher_name: str) -> int:
-    """Run the student once on the probe; its outputs must match the teacher's shapes. Returns the position of the
-    distilled output among the student's outputs."""
-    from mdeploy.frameworks.torch_models import flatten_outputs, to_torch, torch
-
-    tensors = to_torch(probe)
-    try:
-        with torch().no_grad():
-            got = student.module(*tensors.values())
-    except Exception as exc:
-        raise InputError(f"the student {student_name} fails on the teacher's inputs ({_shapes(probe)}): {first_line(exc)}",
-                         hint="the student takes the teacher's inputs, in the teacher's order") from None
-    named = [(n, tuple(v.shape)) for n, v in flatten_outputs(got)]
-    teacher_shapes = [(n, tuple(v.shape)) for n, v in teacher_out.items()]
-    if len(named) != len(teacher_shapes):
-        raise InputError(f"the student {student_name} has {len(named)} outputs ({_names(named)}), the teacher {teacher_name} "
-                         f"{len(teacher_shapes)} ({_names(teacher_shapes)})", hint="the student's outputs must match the teacher's")
-    for (sn, ss), (tn, ts) in zip(named, teacher_shapes):
-        if ss != ts:
-            what = (f"class counts differ ({ts[-1]} vs {ss[-1]})" if len(ss) == len(ts) == 2 and ss[0] == ts[0] else "shapes differ")
-            raise InputError(f"the student's output '{sn}' is {list(ss)} and the teacher's '{tn}' is {list(ts)}: {what}",
-                             hint=f"build the student ({student_name}) with the teacher's output shapes")
-    return [n for n, _ in teacher_shapes].index(output)
-
-
-def _shapes(feed: dict[str, np.ndarray]) -> str:
-    return ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items())
-
-
-def _names(items: list[tuple[str, tuple]]) -> str:
-    return ", ".join(f"{n}{list(s)}" for n, s in items)
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:

@@ -197,6 +197,10 @@ class Job:
         macs_before, params_before = measure.macs_and_params(module, sample)
         widths_before = measure.widths(module)
         train = self._training_data(names)
+        if o.eval_data:  # refused now, not after pruning: NaN/Inf, labels that are not class ids
+            from mdeploy.training.checks import load_data
+
+            load_data(o.eval_data, o.eval_labels, "--eval-data", "--eval-labels")
 
         start = time.perf_counter()
         record, details = self._prune(module, examples, train, report)
@@ -287,15 +291,14 @@ class Job:
     def _training_data(self, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None] | None:
         if not self.o.data:
             return None
-        arrays = load_arrays(Path(self.o.data))
-        labels = arrays.pop("labels", None)
+        from mdeploy.training.checks import load_data
+
+        arrays, labels = load_data(self.o.data, self.o.labels, "--data", "--labels")  # finite; labels are class ids
         if list(arrays) == [""] and len(names) == 1:
             arrays = {names[0]: arrays[""]}
         missing = [n for n in names if n not in arrays]
         if missing:
             raise InputError(f"--data has no array for input {', '.join(missing)}", hint="arrays in it: " + ", ".join(arrays))
-        if self.o.labels:
-            labels = _labels(self.o.labels)
         n = int(arrays[names[0]].shape[0])
         if labels is not None and len(labels) != n:
             raise InputError(f"{len(labels)} labels for {n} samples in --data", hint="give one label per sample")
@@ -428,8 +431,9 @@ class Job:
         ref_runner = registry.open_runner(self.ref, input_specs=specs)  # the exported batch axis is dynamic
         labels = None
         if o.eval_data:
-            arrays = load_arrays(Path(o.eval_data))
-            labels = arrays.pop("labels", None)
+            from mdeploy.training.checks import load_data
+
+            arrays, labels = load_data(o.eval_data, o.eval_labels, "--eval-data", "--eval-labels")
             feeds = batches_from_data(arrays, specs, EVAL_BATCH)
             source = o.eval_data
         else:
@@ -437,8 +441,6 @@ class Job:
             feeds = [vinputs.random_feed(specs, rng, batch=RANDOM_SAMPLES)]
             source = f"{RANDOM_SAMPLES} random samples"
             report.notes.append("proved on random inputs only: give --eval-data (with labels) for a real proof")
-        if o.eval_labels:
-            labels = _labels(o.eval_labels)
         tolerance = self.bar.tolerance() if self.bar else Tolerance(atol=None, rtol=None, source="measured, not judged")
         tolerance = Tolerance(tolerance.atol, tolerance.rtol, tolerance.min_cosine, tolerance.min_top1, tolerance.source,
                               classifier_choice(o.classifier_output, False))
@@ -459,10 +461,6 @@ class Job:
                                      {"missed": missed} if missed else {}))
             if margin < 0:
                 report.notes.append(f"the bar {self.bar} is not met ({'; '.join(missed)}); the pruned model is written anyway")
-
-
-def _labels(path: str) -> np.ndarray:
-    return vinputs.read_labels(path).astype(np.int64)
 
 
 def _taylor_loss(train: tuple[dict[str, np.ndarray], np.ndarray | None]) -> Any:

@@ -20,9 +20,104 @@ def _bad(cli, tmp_path, *args):  # noqa: ANN001, ANN202
     return lines
 
 
+def _named(lines: list[str], *words: str) -> None:
+    """The error line names each of `words` (the flag and its bad value), and a hint follows."""
+    assert all(w in lines[0] for w in words), lines
+    assert len(lines) == 2 and lines[1].startswith("hint: "), lines
+
+
 def test_student_class_count_differs(digits_kd, cli, tmp_path):
+    """Said one way, the student's first: its shape, the teacher's, both class counts, and the fix."""
     lines = _bad(cli, tmp_path, "--teacher", digits_kd["onnx"], "--student", f"{STUDENTS}:wrong_classes", "--data", digits_kd["train"])
-    assert "'output' is [2, 5]" in lines[0] and "'logits' is [2, 10]" in lines[0] and "class counts differ (10 vs 5)" in lines[0]
+    assert lines[0] == ("error: the student's output 'output' is [2, 5] and the teacher's 'logits' is [2, 10] on a batch of "
+                        "2: the student scores 5 classes, the teacher 10")
+    assert lines[1] == f"hint: build the student ({STUDENTS}:wrong_classes) with 10 classes in its last layer"
+
+
+def test_output_is_the_written_file_and_teacher_output_the_distilled_one(digits_kd, cli, tmp_path):
+    """`--output` is `-o`'s long name, as in every verb; the teacher output to distill is `--teacher-output`."""
+    out = tmp_path / "student.onnx"
+    r = cli("distill", "--output", out, "--teacher", digits_kd["onnx"], "--student", digits_kd["student"],
+            "--data", digits_kd["train"], "--teacher-output", "nosuch")
+    assert r.code == 2 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == ["error: --teacher-output 'nosuch' is not an output of the teacher", "hint: its outputs are: logits"]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_missing_teacher_names_the_flag(digits_kd, cli, tmp_path, device):
+    lines = _bad(cli, tmp_path, "--teacher", tmp_path / "nope.onnx", "--student", digits_kd["student"], "--data",
+                 digits_kd["train"], "--device", device)
+    _named(lines, "--teacher:", "model not found", "nope.onnx")
+
+
+@pytest.mark.parametrize(("flag", "words"), [
+    ("--teacher-weights", ["--teacher-weights:", "gone.pt"]),
+    ("--student-weights", ["--student-weights:", "gone.pt"]),
+])
+def test_missing_weights_name_their_flag(digits_kd, cli, tmp_path, flag, words):
+    teacher = ["--teacher", digits_kd["factory"]] if flag == "--teacher-weights" else ["--teacher", digits_kd["onnx"]]
+    lines = _bad(cli, tmp_path, *teacher, "--student", digits_kd["student"], "--data", digits_kd["train"],
+                 flag, tmp_path / "gone.pt")
+    _named(lines, *words)
+
+
+def test_a_missing_student_names_the_flag(digits_kd, cli, tmp_path):
+    lines = _bad(cli, tmp_path, "--teacher", digits_kd["onnx"], "--student", f"{tmp_path / 'gone.py'}:build",
+                 "--data", digits_kd["train"])
+    _named(lines, "--student:", "gone.py")
+
+
+@pytest.mark.parametrize("flag", ["--data", "--eval-data"])
+def test_data_holding_nan_names_its_flag_not_the_teacher(digits_kd, cli, tmp_path, flag):
+    with np.load(digits_kd["train"]) as data:
+        x = data["image"].copy()
+    x[7, 0, 3, 3] = np.nan
+    x[9, 0, 0, 0] = np.inf
+    bad = tmp_path / "holes.npz"
+    np.savez(bad, image=x)
+    data = ["--data", bad] if flag == "--data" else ["--data", digits_kd["train"], "--eval-data", bad]
+    lines = _bad(cli, tmp_path, "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], *data)
+    _named(lines, f"{flag} {bad}", "'image' holds 2 NaN/Inf values", "sample 7")
+    assert "teacher" not in lines[0]
+    assert bad.exists()
+
+
+def test_float_labels_name_their_flag(digits_kd, cli, tmp_path):
+    y = np.load(digits_kd["train_labels"])
+    np.save(tmp_path / "float.npy", y.astype(np.float32))
+    lines = _bad(cli, tmp_path, "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "--data", digits_kd["train"],
+                 "--labels", tmp_path / "float.npy")
+    _named(lines, f"--labels {tmp_path / 'float.npy'}", "integer", "float32 [1257]")
+    assert "astype(np.int64)" in lines[1]
+    with np.load(digits_kd["train"]) as data:
+        np.savez(tmp_path / "inside.npz", image=data["image"], labels=y.astype(np.float64))
+    lines = _bad(cli, tmp_path, "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "--data",
+                 tmp_path / "inside.npz")
+    _named(lines, f"the `labels` array in --data {tmp_path / 'inside.npz'}", "float64 [1257]")
+
+
+def test_a_teacher_that_overflows_on_finite_data_is_named_as_such(digits_kd, cli, tmp_path):
+    """Finite data, a teacher computing Inf (its logits scaled past float32's largest number): the error says the
+    teacher computes it, not that the data holds it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["scores"]),
+         helper.make_node("Mul", ["scores", "k"], ["logits"])],
+        "overflows",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(np.ones((64, 10), np.float32), "w"), numpy_helper.from_array(np.float32(1e38), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    teacher = tmp_path / "overflows.onnx"
+    onnx.save(model, str(teacher))
+    lines = _bad(cli, tmp_path, "--teacher", teacher, "--student", digits_kd["student"], "--data", digits_kd["train"])
+    _named(lines, "the teacher computes NaN/Inf in 'logits'", "on this data")
 
 
 @pytest.mark.parametrize("factory, words", [("not_a_module", "returned dict, not a torch.nn.Module"),
