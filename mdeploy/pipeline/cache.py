@@ -86,9 +86,21 @@ class Hasher:
             except (OSError, ValueError):
                 self.memo = {}
 
-    def file(self, path: Path) -> str:
+    @staticmethod
+    def stamp(path: Path) -> str:
         st = path.stat()
-        stamp = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+        return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+
+    def remember(self, path: Path, digest: str) -> None:
+        """A file whose hash is known (a cache entry's file, hashed under its staging name before the rename)."""
+        stamp = self.stamp(path)
+        self.used.add(stamp)
+        if self.memo.get(stamp) != digest:
+            self.memo[stamp] = digest
+            self.dirty = True
+
+    def file(self, path: Path) -> str:
+        stamp = self.stamp(path)
         self.used.add(stamp)
         if stamp in self.memo:
             return self.memo[stamp]
@@ -110,9 +122,14 @@ class Hasher:
         return self.file(path)
 
     def save(self) -> None:
-        if self.store is None or not self.dirty:
+        if self.store is None:
             return
-        if len(self.memo) > MEMO_LIMIT:  # stamps of files long gone or changed: keep what this run used
+        current = {k: v for k, v in self.memo.items() if _still(k)}  # files gone (staging, temporary) or changed go
+        if len(current) != len(self.memo):
+            self.memo, self.dirty = current, True
+        if not self.dirty:
+            return
+        if len(self.memo) > MEMO_LIMIT:  # more files than a memo should hold: keep what this run used
             self.memo = {k: v for k, v in self.memo.items() if k in self.used}
         try:
             self.store.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +137,15 @@ class Hasher:
             self.dirty = False
         except OSError:
             pass  # a memo that cannot be saved only costs hashing again next time
+
+
+def _still(stamp: str) -> bool:
+    """Whether a memo stamp still describes a file on disk (same path, size, mtime and inode)."""
+    path = stamp.rsplit("|", 3)[0]
+    try:
+        return Hasher.stamp(Path(path)) == stamp
+    except (OSError, ValueError):
+        return False
 
 
 def key(material: dict[str, Any]) -> str:
@@ -153,6 +179,7 @@ class StepCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.hasher = Hasher(root / "hashes.json")
+        self.sources: dict[str, dict[str, Any] | None] = {}  # FILE.py:FACTORY -> what it depends on (sources.py)
 
     def get(self, step_key: str) -> Entry | None:
         """The entry for a key, when it is complete and its files are intact (same hashes as when stored)."""
@@ -194,6 +221,8 @@ class StepCache:
             if final.exists():
                 shutil.rmtree(final, ignore_errors=True)
             os.replace(staging, final)
+            for rel, digest in digests.items():  # the staging names are gone: the hashes hold under the final names
+                self.hasher.remember(final / "files" / rel, digest)
         except OSError:
             pass  # a cache that cannot be written only costs running the step again next time
         finally:

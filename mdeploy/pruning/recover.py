@@ -46,6 +46,23 @@ def scored_output(outputs: dict[str, np.ndarray]) -> tuple[str, str]:
     return next(iter(outputs)), "regression"
 
 
+def check_labels_apply(module: Any, inputs: dict[str, np.ndarray], input_names: list[str], flag: str) -> None:
+    """Labels train the class-score output: refuse them, before any pruning, for a model that has none (its
+    outputs on two samples of the data decide, as they decide what recovery distils on)."""
+    from mdeploy.errors import InputError
+    from mdeploy.frameworks.torch_models import flatten_outputs
+
+    torch = require("torch", extra="torch")
+    with torch.no_grad():
+        got = module(**{k: torch.from_numpy(np.ascontiguousarray(inputs[k][:2])) for k in input_names})
+    outputs = {name: value.detach().numpy() for name, value in flatten_outputs(got)}
+    if scored_output(outputs)[1] != "scores":
+        shapes = ", ".join(f"{name} {list(v.shape)}" for name, v in outputs.items())
+        raise InputError(f"{flag} holds class labels, but the model has no class-score output to train on them ({shapes})",
+                         hint="recovery then distils the outputs alone: drop the labels (class scores are a float "
+                              "[batch, classes] output)")
+
+
 def distil(student: Any, teacher: Any, inputs: dict[str, np.ndarray], labels: np.ndarray | None, input_names: list[str],
            epochs: int, lr: float | None, seed: int, workdir: Path, progress: ProgressFactory = no_progress) -> dict[str, Any]:
     """Fine-tune `student` (the pruned module, changed in place) to match `teacher` (the unpruned module) on

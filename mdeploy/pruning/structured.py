@@ -22,6 +22,7 @@ from typing import Any
 from mdeploy.deps import require
 from mdeploy.errors import ConversionError, InputError, MdeployError, first_line
 from mdeploy.pruning.measure import first_sample, macs_and_params
+from mdeploy.pruning.outputs import producers
 
 MACS_STEPS = 40  # --target-macs: channels go in steps of 1/40 of the reachable ratio until MACs reach the target
 MAX_RATIO = 0.95
@@ -106,28 +107,12 @@ def resolve_ignored(module: Any, names: list[str]) -> list[Any]:
 
 
 def output_layers(module: Any, examples: dict[str, Any]) -> list[str]:
-    """The leaf modules whose output is returned by the model as it is (a classifier head, a final norm): pruning
-    their outputs would change the model's outputs, so they are always ignored."""
-    torch = require("torch", extra="torch")
-    from mdeploy.frameworks.torch_models import flatten_outputs
+    """The layers that set the width of a model output (a classifier head, BERT's pooler.dense under its tanh, the
+    last convolutions and BatchNorms before a ResNet's residual add and pooling): pruning their outputs would change
+    the model's outputs, so they are always ignored (outputs.py traces them)."""
+    from mdeploy.pruning.outputs import producers
 
-    produced: dict[int, str] = {}
-    alive: list[Any] = []  # every output stays referenced, so no id is reused by a later tensor during the run
-
-    def record(name: str) -> Callable[..., None]:
-        def hook(mod: Any, args: Any, out: Any) -> None:  # returns None: a hook's return value would replace the output
-            alive.append(out)
-            produced[id(out)] = name  # the last module to return a tensor is the one that produced it last
-        return hook
-
-    hooks = [m.register_forward_hook(record(name)) for name, m in module.named_modules() if name and not list(m.children())]
-    try:
-        with torch.no_grad():
-            outputs = module(**examples)
-    finally:
-        for h in hooks:
-            h.remove()
-    return sorted({produced[id(t)] for _, t in flatten_outputs(outputs) if id(t) in produced})
+    return sorted({layer for layers in producers(module, examples).values() for layer in layers})
 
 
 def output_shapes(module: Any, examples: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -144,7 +129,8 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
     tp = require("torch_pruning", extra="torch", purpose="prune channels (torch-pruning)")
     module.eval()
     sample = first_sample(examples)
-    heads = output_layers(module, examples)
+    traced = producers(module, examples)
+    heads = sorted({layer for layers in traced.values() for layer in layers})
     by_name = dict(module.named_modules())
     ignored_names = sorted(set(heads) | set(settings.ignore))
     ignored = resolve_ignored(module, settings.ignore) + [by_name[n] for n in heads]
@@ -165,6 +151,10 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
     if attentions:
         head_options = {"num_heads": {layer: a.heads for a in attentions for layer in a.qkv}, "prune_num_heads": True,
                         "prune_head_dims": False, "head_pruning_ratio": head_ratio}
+        if not iterative and not settings.sparsity and head_ratio > 0:
+            # heads only (--sparsity 0): the library skips a group whose channel ratio removes no channel, heads and
+            # all, so the q/k/v groups get a ratio of their own; their channels within a head stay (prune_head_dims)
+            head_options["pruning_ratio_dict"] = {tuple(a.qkv): head_ratio for a in attentions}
     try:
         with torch.enable_grad():  # DepGraph traces autograd: no_grad here would find no dependencies at all
             pruner = tp.pruner.MetaPruner(
@@ -198,16 +188,27 @@ def prune(module: Any, examples: dict[str, Any], settings: Settings, loss: Calla
     new_shapes = output_shapes(module, examples)
     if new_shapes != shapes:
         diff = [f"{k} {list(shapes[k])} -> {list(new_shapes.get(k, ()))}" for k in shapes if new_shapes.get(k) != shapes[k]]
-        suspects = grouped_convolutions(module)
-        where = f" around the grouped convolution {', '.join(repr(n) for n in suspects)} (a known case)" if suspects else ""
-        raise ConversionError(f"torch-pruning cannot prune this model{where}: it would change the outputs ({'; '.join(diff)})",
-                              hint=f"leave it out with --ignore {suspects[0]}" if suspects else "--ignore the layers that produce these outputs")
+        raise _changed_outputs(diff, [k for k in shapes if new_shapes.get(k) != shapes[k]], traced, grouped_convolutions(module))
     if iterative and macs_after > settings.target_macs * macs_before:
         raise ConversionError(
             f"--target-macs {settings.target_macs:g} cannot be reached: pruning stops at {macs_after / macs_before:.3f}x "
             "the original MACs", hint="ask for a higher --target-macs, or --ignore fewer layers")
     history = pruner.pruning_history()
     return Outcome(history, macs_before, macs_after, steps, ignored_names, head_counts)
+
+
+def _changed_outputs(diff: list[str], changed: list[str], traced: dict[str, list[str]], grouped: list[str]) -> ConversionError:
+    """Pruning changed an output although the layers traced to it were kept: name what to --ignore."""
+    where = f" around the grouped convolution {', '.join(repr(n) for n in grouped)} (a known case)" if grouped else ""
+    message = f"torch-pruning cannot prune this model{where}: it would change the outputs ({'; '.join(diff)})"
+    if grouped:
+        return ConversionError(message, hint=f"leave it out with --ignore {grouped[0]}")
+    layers = sorted({layer for name in changed for layer in traced.get(name, [])})
+    if layers:
+        return ConversionError(message, hint=f"the layers that set their width ({', '.join(layers)}) were kept; --ignore the "
+                               "layers that feed them, as in model.named_modules()")
+    return ConversionError(message, hint=f"no layer with parameters produces {', '.join(changed)} (computed by functions "
+                           "only): --ignore the layers that set its width, as in model.named_modules()")
 
 
 def _within(name: str, ignored: str) -> bool:

@@ -140,8 +140,7 @@ def run(d: dict[str, Any], limit: int = MAX_BYTES) -> str:
     figure_rows = []
     for m in models:
         base, _ = view.baseline_and_current(m)
-        last = (m.get("comparisons") or [None])[-1]
-        w = view.worst(last) if last else {"cosine": None, "max_abs": None, "top1": None}
+        w = view.worst(view.judged(m))
         accuracy = (m.get("accuracy") or {}).get("quantized")
         for row in m.get("benchmark") or [{}]:
             lat = row.get("latency_ms") or {}

@@ -29,7 +29,11 @@ def number(value: float | None, digits: int = 3) -> str:
     magnitude = abs(value)
     if magnitude < 1e-3 or magnitude >= 1e5:
         return f"{value:.{digits - 1}e}"
-    return f"{value:.{digits}g}"
+    text = f"{value:.{digits}g}"
+    while float(text) in (1.0, -1.0) and float(text) != value and digits < 17:  # a cosine of 0.9999996 is not "1"
+        digits += 1
+        text = f"{value:.{digits}g}"
+    return text
 
 
 def size(value: float | None) -> str:

@@ -66,9 +66,29 @@ def as_float(value: Any) -> float | None:
         return None
 
 
-def worst(comparison: dict[str, Any]) -> dict[str, float | None]:
-    """Worst output of one comparison: the lowest cosine and top-1, the highest max abs error."""
-    outs = comparison.get("outputs") or []
+def judged(model: dict[str, Any]) -> list[dict[str, Any]]:
+    """The comparisons that say how far the current artifact is from the baseline: the last step's comparisons of the
+    current artifact against the baseline, chosen as the gates choose them (pipeline/gates.py), so a later comparison
+    of something else (a package step's server against the artifact it serves: 0 error by design) never shows as the
+    model's error. A single verb's report (no artifacts) has one subject: its last step's comparisons."""
+    comparisons = [c for c in model.get("comparisons") or [] if isinstance(c, dict)]
+    artifacts = model.get("artifacts") or []
+    if not artifacts:
+        return comparisons[-1:]
+    baseline, current = artifacts[0].get("path"), artifacts[-1].get("path")
+    chosen: list[dict[str, Any]] = []
+    for c in comparisons:
+        if _same(c.get("candidate"), current) and (len(artifacts) == 1 or _same(c.get("reference"), baseline)):
+            if chosen and chosen[0].get("step") != c.get("step"):
+                chosen = []
+            chosen.append(c)
+    return chosen
+
+
+def worst(comparison: dict[str, Any] | list[dict[str, Any]]) -> dict[str, float | None]:
+    """Worst output of one comparison (or of several): the lowest cosine and top-1, the highest max abs error."""
+    group = comparison if isinstance(comparison, list) else [comparison]
+    outs = [o for c in group for o in c.get("outputs") or []]
     cos = [v for v in (as_float(o.get("cosine")) for o in outs) if v is not None]
     err = [v for v in (as_float(o.get("max_abs_error")) for o in outs) if v is not None]
     top = [v for v in (as_float(o.get("top1_agreement")) for o in outs) if v is not None]
@@ -95,9 +115,9 @@ def changes(model: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         drop = as_float(accuracy.get("drop"))
         rows.append((f"accuracy ({accuracy.get('samples', '?')} samples)", svg.number(as_float(accuracy.get("float")), 4),
                      svg.number(as_float(accuracy.get("quantized")), 4), f"{0.0 - drop + 0.0:+.4f}" if drop is not None else "-"))
-    comparisons = model.get("comparisons") or []
+    comparisons = judged(model)
     if comparisons:
-        w = worst(comparisons[-1])
+        w = worst(comparisons)
         rows.append(("outputs: lowest cosine", "1", svg.number(w["cosine"], 6), "-"))
         rows.append(("outputs: max abs error", "0", svg.number(w["max_abs"]), "-"))
         if w["top1"] is not None:
