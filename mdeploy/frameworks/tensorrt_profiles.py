@@ -43,39 +43,55 @@ class Profile:
         return f"{self.name} min {dims(self.min)} opt {dims(self.opt)} max {dims(self.max)} ({self.source})"
 
 
-def _dims(text: str, where: str) -> tuple[int, ...]:
+GENERIC_EXAMPLE = "images:1x3x224x224:8x3x224x224:32x3x224x224"
+
+
+def _dims(text: str, where: str, example: str) -> tuple[int, ...]:
     """`1x3x224x224` as a tuple of positive ints (an empty text is a scalar)."""
     if text == "":
         return ()
     try:
         dims = tuple(int(d) for d in text.lower().split("x"))
     except ValueError:
-        raise InputError(f"cannot parse the shape '{text}' in --shapes '{where}'",
-                         hint="dims are positive integers joined by x, e.g. 8x3x224x224") from None
+        raise InputError(f"--shapes '{where}': cannot read the shape '{text}'",
+                         hint=f"dims are positive integers joined by x, e.g. --shapes {example}") from None
     if any(d < 1 for d in dims):
-        raise InputError(f"the shape '{text}' in --shapes '{where}' has a dim below 1", hint="every dim is >= 1")
+        raise InputError(f"--shapes '{where}': the shape '{text}' has a dim below 1",
+                         hint=f"every dim is >= 1, e.g. --shapes {example}")
     return dims
 
 
-def parse_shapes(values: list[str]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+def parse_shapes(values: list[str], specs: list[TensorSpec] | None = None,
+                 ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """`--shapes NAME:MIN:OPT:MAX` (repeatable) -> {name: (min, opt, max)}; each shape like 1x3x224x224.
 
     The name is everything before the last three colons, so an input named `images:0` (TensorFlow style) works.
-    Per axis MIN <= OPT <= MAX, and all three have the same rank.
+    Per axis MIN <= OPT <= MAX, and all three have the same rank. Every refusal quotes the value as given and hints at
+    a value of the right form: for the named input of `specs` (the model's inputs) when it is one, else a generic one.
     """
+    by_name = {s.name: s for s in specs or []}
+
+    def example(name: str) -> str:
+        spec = by_name.get(name) or (specs[0] if specs and len(specs) == 1 else None)
+        return _example(spec) if spec is not None else GENERIC_EXAMPLE
+
     parsed: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {}
     for value in values:
         parts = value.rsplit(":", 3)
         if len(parts) != 4 or not parts[0]:
-            raise InputError(f"cannot parse --shapes '{value}'",
-                             hint="write NAME:MIN:OPT:MAX, e.g. images:1x3x224x224:8x3x224x224:32x3x224x224")
+            guess = next((n for n in by_name if value.startswith(n + ":")), "")
+            raise InputError(f"--shapes '{value}': not NAME:MIN:OPT:MAX",
+                             hint=f"one shape for each of MIN, OPT and MAX, e.g. --shapes {example(guess)}")
         name, *texts = parts
-        low, opt, high = (_dims(t, value) for t in texts)
+        low, opt, high = (_dims(t, value, example(name)) for t in texts)
         if not len(low) == len(opt) == len(high):
-            raise InputError(f"--shapes '{value}': MIN, OPT and MAX have different ranks ({len(low)}, {len(opt)}, {len(high)})")
+            raise InputError(f"--shapes '{value}': MIN, OPT and MAX have different ranks ({len(low)}, {len(opt)}, {len(high)})",
+                             hint=f"each shape has every dim of the input, e.g. --shapes {example(name)}")
         bad = [axis for axis, (a, b, c) in enumerate(zip(low, opt, high)) if not a <= b <= c]
         if bad:
-            raise InputError(f"--shapes '{value}': MIN <= OPT <= MAX does not hold on axis {', '.join(map(str, bad))}")
+            sizes = "; ".join(f"axis {a}: {low[a]}, {opt[a]}, {high[a]}" for a in bad)
+            raise InputError(f"--shapes '{value}': MIN <= OPT <= MAX does not hold ({sizes})",
+                             hint=f"each dim grows from MIN to MAX, e.g. --shapes {example(name)}")
         if name in parsed:
             raise InputError(f"--shapes names {name} twice", hint="one MIN:OPT:MAX range per input")
         parsed[name] = (low, opt, high)
@@ -93,14 +109,15 @@ def derive_profiles(specs: list[TensorSpec], shapes: list[str] | None = None, in
     A dynamic axis with none of these is an InputError naming the input and the axis (never a silent 1).
     """
     by_name = {s.name: s for s in specs}
-    ranges = parse_shapes(shapes or [])
+    ranges = parse_shapes(shapes or [], specs)
     fixed = {s.name: s for s in inputs or []}
     kept_dynamic = {(name, axis) for name, axis, _ in dynamic or []}
     for flag, names in (("--shapes", ranges), ("--input", fixed), ("--dynamic", {n for n, _ in kept_dynamic})):
         unknown = sorted(set(names) - set(by_name))
         if unknown:
             raise InputError(f"{flag} names {', '.join(unknown)}, which is not an input of the model",
-                             hint="inputs are: " + ", ".join(f"{s.name}{s.shape_text()}" for s in specs))
+                             hint="inputs are: " + ", ".join(f"{s.name}{s.shape_text()}" for s in specs)
+                             + (f"; e.g. --shapes {_example(specs[0])}" if flag == "--shapes" and specs else ""))
     both = sorted(set(ranges) & set(fixed))
     if both:
         raise InputError(f"{', '.join(both)} given both a --shapes range and an --input shape", hint="give one of the two")
@@ -112,8 +129,9 @@ def derive_profiles(specs: list[TensorSpec], shapes: list[str] | None = None, in
                 raise InputError(f"--dynamic {name}:{axis}: {name} has {len(declared)} axes {spec.shape_text()}")
         if spec.name in ranges:
             low, opt, high = ranges[spec.name]
-            _check_fits(spec, low, "--shapes", "MIN")
-            _check_fits(spec, high, "--shapes", "MAX")
+            given = next(v for v in shapes or [] if v.rsplit(":", 3)[0] == spec.name)
+            for which, shape in (("MIN", low), ("OPT", opt), ("MAX", high)):
+                _check_fits(spec, shape, f"--shapes '{given}'", which, f"--shapes {_example(spec)}")
             profiles.append(Profile(spec.name, low, opt, high, "--shapes"))
             continue
         unset = [axis for axis, d in enumerate(declared) if not (isinstance(d, int) and d > 0)]
@@ -123,7 +141,9 @@ def derive_profiles(specs: list[TensorSpec], shapes: list[str] | None = None, in
             if not all(isinstance(d, int) and d > 0 for d in given):
                 raise InputError(f"--input {spec.name}{fixed[spec.name].shape_text()}: a TensorRT profile needs every dim "
                                  "as a number", hint=f"give a range with --shapes {_example(spec)}")
-            _check_fits(spec, given, "--input", "shape")
+            _check_fits(spec, given, f"--input {spec.name}:{_dims_text(given)}", "the shape",
+                        f"--input {spec.name}:{_dims_text(tuple(d if isinstance(d, int) and d > 0 else 1 for d in declared))} "
+                        f"(one shape) or --shapes {_example(spec)} (a range)")
             if wanted:
                 raise InputError(f"--dynamic keeps axis {', '.join(map(str, wanted))} of {spec.name} dynamic, which needs "
                                  "a range", hint=f"give it with --shapes {_example(spec)}")
@@ -143,15 +163,21 @@ def derive_profiles(specs: list[TensorSpec], shapes: list[str] | None = None, in
     return profiles
 
 
-def _check_fits(spec: TensorSpec, shape: tuple, flag: str, which: str) -> None:
-    """The user's shape has the input's rank and keeps the dims the model fixes."""
+def _check_fits(spec: TensorSpec, shape: tuple, given: str, which: str, example: str) -> None:
+    """The user's shape (`which` of the value `given`) has the input's rank and keeps the dims the model fixes."""
     if len(shape) != len(spec.shape):
-        raise InputError(f"{flag} {spec.name}: {which} has {len(shape)} dims, the model's input {spec.shape_text()} has "
-                         f"{len(spec.shape)}")
-    for axis, (given, declared) in enumerate(zip(shape, spec.shape)):
-        if isinstance(declared, int) and declared > 0 and given != declared:
-            raise InputError(f"{flag} {spec.name}: {which} has {given} on axis {axis}, where the model fixes {declared} "
-                             f"{spec.shape_text()}")
+        raise InputError(f"{given}: {which} {_dims_text(shape)} has {len(shape)} dim{'s' if len(shape) != 1 else ''}, "
+                         f"but input {spec.name}{spec.shape_text()} has {len(spec.shape)}",
+                         hint=f"give every dim of the input, joined by x: e.g. {example}")
+    for axis, (size, declared) in enumerate(zip(shape, spec.shape)):
+        if isinstance(declared, int) and declared > 0 and size != declared:
+            raise InputError(f"{given}: {which} {_dims_text(shape)} has {size} on axis {axis}, where input "
+                             f"{spec.name}{spec.shape_text()} fixes {declared}",
+                             hint=f"keep the dims the model fixes: e.g. {example}")
+
+
+def _dims_text(shape: tuple) -> str:
+    return "x".join(str(d) for d in shape) or "(scalar)"
 
 
 def _example(spec: TensorSpec) -> str:

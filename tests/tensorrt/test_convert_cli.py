@@ -36,14 +36,31 @@ def test_a_corrupt_model_is_refused_before_anything(cli, out):
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["--shapes", "x:1x16:8x16"], "cannot parse --shapes 'x:1x16:8x16'"),
-    (["--shapes", "x:1x15:8x16:32x16"], "MIN has 15 on axis 1, where the model fixes 16"),
+    (["--shapes", "x:1x16:8x16"], "--shapes 'x:1x16:8x16': not NAME:MIN:OPT:MAX"),
+    (["--shapes", "x:1x15:8x16:32x16"], "MIN 1x15 has 15 on axis 1, where input x[batch, 16] fixes 16"),
     (["--shapes", "y:1x16:8x16:32x16"], "--shapes names y, which is not an input"),
     (["--shapes", "x:1x16:8x16:32x16", "--workspace", "lots"], "cannot read --workspace 'lots'"),
     (["--shapes", "x:1x16:8x16:32x16", "--builder-optimization-level", "6"], "TensorRT's levels are 0 to 5"),
 ])
 def test_bad_shapes_and_options_are_input_errors(cli, models, out, args, says):
     _refused(cli("convert", models["mlp"], "-o", out / "m.engine", *args), says)
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("x:1:4:8", "error: --shapes 'x:1:4:8': MIN 1 has 1 dim, but input x[batch, 16] has 2"),
+    ("x:1x16:4x16:8", "error: --shapes 'x:1x16:4x16:8': MIN, OPT and MAX have different ranks (2, 2, 1)"),
+    ("x:8x16:4x16:32x16", "error: --shapes 'x:8x16:4x16:32x16': MIN <= OPT <= MAX does not hold (axis 0: 8, 4, 32)"),
+    ("x:0x16:4x16:8x16", "error: --shapes 'x:0x16:4x16:8x16': the shape '0x16' has a dim below 1"),
+    ("1x16:4x16:8x16", "error: --shapes '1x16:4x16:8x16': not NAME:MIN:OPT:MAX"),
+])
+def test_a_spec_of_the_wrong_form_is_quoted_with_an_example_for_the_input(cli, models, out, value, says):
+    """The spec as given, what is wrong with it, and a spec of the right form for this model's input: all before
+    TensorRT is needed (it is not installed here)."""
+    result = cli("convert", models["mlp"], "-o", out / "m.engine", "--shapes", value)
+    _refused(result, says)
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == says and lines[1].startswith("hint: ") and lines[1].endswith("e.g. --shapes x:1x16:8x16:32x16")
     assert os.listdir(out) == []
 
 

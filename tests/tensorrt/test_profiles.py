@@ -21,15 +21,24 @@ def test_shapes_parse_into_min_opt_max():
 
 
 @pytest.mark.parametrize(("text", "says"), [
-    ("images:1x3:8x3", "cannot parse --shapes"),
-    ("images:1x3:8xa:9x3", "cannot parse the shape '8xa'"),
+    ("images:1x3:8x3", "--shapes 'images:1x3:8x3': not NAME:MIN:OPT:MAX"),
+    ("images:1x3:8xa:9x3", "cannot read the shape '8xa'"),
     ("images:0x3:8x3:9x3", "dim below 1"),
     ("images:1x3:8x3:9x3x1", "different ranks"),
-    ("images:4x3:2x3:9x3", "MIN <= OPT <= MAX does not hold on axis 0"),
+    ("images:4x3:2x3:9x3", r"MIN <= OPT <= MAX does not hold \(axis 0: 4, 2, 9\)"),
 ])
 def test_bad_shapes_are_input_errors(text, says):
-    with pytest.raises(InputError, match=says):
+    with pytest.raises(InputError, match=says) as err:
         parse_shapes([text])
+    assert "e.g. --shapes images:1x3x224x224:8x3x224x224:32x3x224x224" in err.value.hint  # no model: a generic example
+
+
+def test_bad_shapes_hint_at_the_named_input_of_the_model():
+    """With the model's inputs known, the example is the named input's own range, its fixed dims kept."""
+    for text in ("tokens:1:4:8", "tokens:1x8:4x8", "tokens:4x8:1x8:8x8", "tokens:ax8:4x8:8x8"):
+        with pytest.raises(InputError, match=f"--shapes '{text}'") as err:
+            derive_profiles([TOKENS, FIXED], shapes=[text])
+        assert err.value.hint.endswith("e.g. --shapes tokens:1x1:8x8:32x32"), err.value.hint
 
 
 def test_shapes_fill_dynamic_axes_and_fixed_inputs_keep_their_shape():
@@ -62,9 +71,9 @@ def test_dynamic_keeps_an_axis_that_then_needs_a_range():
 
 @pytest.mark.parametrize(("kwargs", "says"), [
     ({"shapes": ["pixels:1x3:1x3:1x3"]}, "--shapes names pixels, which is not an input"),
-    ({"shapes": ["images:1x3x224:1x3x224:1x3x224"]}, "MIN has 3 dims"),
-    ({"shapes": ["images:1x1x224x224:1x3x224x224:1x3x224x224"]}, "MIN has 1 on axis 1, where the model fixes 3"),
-    ({"inputs": [TensorSpec("images", (1, 3, 112, 224))]}, "shape has 112 on axis 2"),
+    ({"shapes": ["images:1x3x224:1x3x224:1x3x224"]}, r"MIN 1x3x224 has 3 dims, but input images\[batch, 3, 224, 224\] has 4"),
+    ({"shapes": ["images:1x1x224x224:1x3x224x224:1x3x224x224"]}, "MIN 1x1x224x224 has 1 on axis 1, where input images.* fixes 3"),
+    ({"inputs": [TensorSpec("images", (1, 3, 112, 224))]}, "--input images:1x3x112x224: the shape 1x3x112x224 has 112 on axis 2"),
     ({"inputs": [TensorSpec("images", ("n", 3, 224, 224))]}, "needs every dim as a number"),
     ({"shapes": ["images:1x3x224x224:1x3x224x224:1x3x224x224"], "inputs": [TensorSpec("images", (1, 3, 224, 224))]},
      "both a --shapes range and an --input shape"),
