@@ -41,6 +41,7 @@ DEFAULT_SPARSITY = 0.5
 EVAL_BATCH = 64
 RANDOM_SAMPLES = 16
 TAYLOR_SAMPLES = 128
+RECOVERY_LR = 1e-2  # distill's --lr default and the training loop's (TrainConfig.lr): a test holds the three equal
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Options:
     output: str = option(help="Where to write the pruned model (.onnx, or .pt2 with torch.export).", short="-o")
     weights: str | None = option(None, help="state_dict for the factory's module (loaded with weights_only=True).")
     sparsity: float | None = option(None, help="Fraction of channels (structured) or weights (unstructured) removed "
-                                    "(default 0.5).", min=0.0)
+                                    "(default 0.5; 0 with --head-sparsity removes attention heads only).", min=0.0)
     target_macs: float | None = option(None, help="Structured: prune until MACs reach this fraction of the original.",
                                        min=0.0)
     head_sparsity: float | None = option(None, help="Structured: fraction of attention heads removed whole, in attention "
@@ -66,7 +67,8 @@ class Options:
     data: str | None = option(None, help=".npz of training inputs for recovery (distillation from the unpruned model).")
     labels: str | None = option(None, help=".npy of class ids for --data: adds cross-entropy to the distillation.")
     epochs: int = option(10, help="Recovery epochs on --data; 0 only recalibrates BatchNorm statistics.", min=0)
-    lr: float | None = option(None, help="Recovery learning rate (default: the training loop's, 3e-3).", min=0.0)
+    lr: float = option(RECOVERY_LR, help="Recovery learning rate: AdamW's peak (linear warm-up, then cosine decay), as "
+                       "distill's --lr.", above=0)
     eval_data: str | None = option(None, help=".npz of inputs to prove the result on against the unpruned model.")
     eval_labels: str | None = option(None, help=".npy of class ids for --eval-data (or a `labels` array in it).")
     max_error: str | None = option(None, help="The bar, e.g. accuracy-drop<=0.005, top1>=0.95, cosine>=0.99.")
@@ -157,9 +159,11 @@ def _amount(o: Options) -> tuple[float | None, float | None]:
             raise InputError("--method 2:4 is 50% sparsity by definition: drop --sparsity")
         return 0.5, None
     sparsity = DEFAULT_SPARSITY if o.sparsity is None else o.sparsity
-    if not 0 < sparsity < 1:
+    heads_only = sparsity == 0 and o.method == "structured" and bool(o.head_sparsity)
+    if not (0 < sparsity < 1 or heads_only):
         raise InputError(f"--sparsity {sparsity:g} is not a fraction between 0 and 1 (exclusive)",
-                         hint="e.g. --sparsity 0.5 removes half the channels")
+                         hint="e.g. --sparsity 0.5 removes half the channels"
+                         + ("; --sparsity 0 --head-sparsity F removes attention heads only" if sparsity == 0 else ""))
     return sparsity, None
 
 
@@ -197,6 +201,10 @@ class Job:
         macs_before, params_before = measure.macs_and_params(module, sample)
         widths_before = measure.widths(module)
         train = self._training_data(names)
+        if train is not None and train[1] is not None:  # found now, not after pruning and an export
+            from mdeploy.pruning import recover
+
+            recover.check_labels_apply(module, train[0], names, "--labels" if o.labels else "the `labels` array in --data")
         if o.eval_data:  # refused now, not after pruning: NaN/Inf, labels that are not class ids
             from mdeploy.training.checks import load_data
 
@@ -257,6 +265,9 @@ class Job:
                                       "runs": before["runs"], "cpu_flags": machine.cpu_flags()}
             report.steps.append(Step("latency (onnxruntime, side by side)", "done", report.data["latency"],
                                      time.perf_counter() - start))
+            slower = _slower(report.data["latency"], o.method)
+            if slower:
+                report.notes.append(slower)
         self._prove(tmp, report)
         if weights_tmp is not None:
             staged.replace(weights_tmp)
@@ -461,6 +472,20 @@ class Job:
                                      {"missed": missed} if missed else {}))
             if margin < 0:
                 report.notes.append(f"the bar {self.bar} is not met ({'; '.join(missed)}); the pruned model is written anyway")
+
+
+def _slower(latency: dict[str, Any], method: str) -> str | None:
+    """A WARNING when the pruned model runs slower than the original (measured side by side): fewer MACs do not make
+    a model faster when the channel counts left defeat the runtime's fast kernels, and a user pruning for speed must
+    not learn it in production."""
+    ratio = latency["ratio"]
+    if ratio <= 1.0:
+        return None
+    fix = ("keep channel counts kernel-friendly with --round-to 8 (or 16), or prune less (--sparsity / --target-macs)"
+           if method == "structured" else "masks keep every channel: only a sparse runtime can gain from them")
+    return (f"WARNING: the pruned model is slower than the original: {latency['after_ms']:.3g} ms vs "
+            f"{latency['before_ms']:.3g} ms median ({ratio:.2f}x, onnxruntime, batch 1, {latency['threads']} threads, "
+            f"measured side by side); {fix}")
 
 
 def _taylor_loss(train: tuple[dict[str, np.ndarray], np.ndarray | None]) -> Any:
