@@ -11,9 +11,11 @@ A target module (mdeploy/packaging/<target>.py) defines:
   becomes `-o DIR` once everything passed); static checks of what was written (e.g. Triton's config parsed with
   the official protobuf and held against the model); and, where it can be loaded here, a Runner that loads the
   package the way its server does, so the verb can compare it with the original model.
+- `server_check(model: ModelRef) -> None`: raises MissingDependencyError (exit 2) when `--smoke-test` cannot start
+  the server on this machine, saying why. The verb asks it before the model is even loaded: a refusal must not cost
+  loading TensorFlow and a SavedModel (seconds, hundreds of MB) first.
 - `server(request: Request, root: Path, port: int) -> Server`: how to start the real server on the package for
-  `--smoke-test`. It raises MissingDependencyError (exit 2, before anything is written: the verb asks first
-  with `port=0`) when the server cannot run on this machine, saying why.
+  `--smoke-test` (asked after `server_check` passed).
 - optional `model_io(ref: ModelRef) -> (inputs, outputs) | None`: the model's TensorSpecs read without loading it
   (triton: a TensorRT engine's sidecar, since TensorRT needs a GPU); None (or no such function): the verb opens the
   model's runner. Without a runner the package-vs-model comparison is skipped, saying why.

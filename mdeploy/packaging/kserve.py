@@ -18,9 +18,9 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from mdeploy.core import Format
+from mdeploy.core import Format, ModelRef
 from mdeploy.deps import require
 from mdeploy.errors import InputError, MissingDependencyError
 from mdeploy.packaging import tfserving, triton
@@ -172,8 +172,13 @@ KServe needs a Kubernetes cluster: nothing here started it. The model inside is 
 """
 
 
-def server(request: Request, root: Path, port: int) -> Server:
+def server_check(model: ModelRef) -> NoReturn:
+    """KServe needs a cluster: `--smoke-test` is refused before the model loads."""
     raise MissingDependencyError(
         "--smoke-test: KServe runs on a Kubernetes cluster, which mdeploy cannot start here",
         hint=f"package without --smoke-test, and smoke-test the model inside with --target "
-        f"{'triton' if request.model.format is Format.ONNX else 'tfserving'} --smoke-test where that server runs")
+        f"{'triton' if model.format is Format.ONNX else 'tfserving'} --smoke-test where that server runs")
+
+
+def server(request: Request, root: Path, port: int) -> Server:
+    server_check(request.model)

@@ -105,14 +105,19 @@ def write(request: Request, root: Path) -> Written:
                    runner=runner)
 
 
-def server(request: Request, root: Path, port: int) -> Server:
-    """`mlflow models serve` from this interpreter's environment, on 127.0.0.1:PORT, telemetry off."""
+def server_check(model: ModelRef) -> None:
+    """`mlflow models serve` needs MLflow and `uvicorn` beside this interpreter: asked before the model loads."""
     mlflow_module()
-    bindir = Path(sys.executable).parent
-    if not (bindir / "uvicorn").exists():
+    if not (Path(sys.executable).parent / "uvicorn").exists():
         require("uvicorn", extra="serving", purpose="run MLflow's scoring server")
         raise MissingDependencyError(f"MLflow's scoring server starts `uvicorn`, which is not beside {sys.executable}",
                                      hint="pip install 'mdeploy[serving]' into the environment mdeploy runs from")
+
+
+def server(request: Request, root: Path, port: int) -> Server:
+    """`mlflow models serve` from this interpreter's environment, on 127.0.0.1:PORT, telemetry off."""
+    server_check(request.model)
+    bindir = Path(sys.executable).parent
     base = f"http://127.0.0.1:{port}"
     outputs = _served_outputs(request)
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(Path(root).resolve()), "--env-manager", "local",

@@ -165,9 +165,18 @@ def decoder(request: Request) -> Any:
     return decode
 
 
+def server_check(model: ModelRef) -> None:
+    """`--smoke-test` needs `tensorflow_model_server` on PATH: asked before TensorFlow and the SavedModel load."""
+    _program()
+
+
+def _program() -> str:
+    return server_program("tensorflow_model_server", "TF Serving", IMAGE, "the signature")
+
+
 def server(request: Request, root: Path, port: int) -> Server:
     """`tensorflow_model_server` on the package, where it is on PATH; else why it cannot run here."""
-    binary = server_program("tensorflow_model_server", "TF Serving", IMAGE, "the signature")
+    binary = _program()
     base = f"http://127.0.0.1:{port}"
     return Server(
         command=[binary, f"--port={free_port()}", f"--rest_api_port={port}", f"--model_name={request.name}",

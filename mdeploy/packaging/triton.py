@@ -370,9 +370,18 @@ def v2_decode(body: bytes) -> dict[str, np.ndarray]:
             for o in answer.get("outputs", [])}
 
 
+def server_check(model: ModelRef) -> None:
+    """`--smoke-test` needs `tritonserver` on PATH: asked before the model loads."""
+    _program()
+
+
+def _program() -> str:
+    return server_program("tritonserver", "Triton", IMAGE, "the config")
+
+
 def server(request: Request, root: Path, port: int) -> Server:
     """`tritonserver` on the repository, where it is on PATH; else why it cannot run here."""
-    binary = server_program("tritonserver", "Triton", IMAGE, "the config")
+    binary = _program()
     base = f"http://127.0.0.1:{port}"
     return Server(
         command=[binary, f"--model-repository={root}", f"--http-port={port}", f"--grpc-port={free_port()}",

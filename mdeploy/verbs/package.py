@@ -1,8 +1,9 @@
 """`package MODEL --target mlflow|triton|tfserving|kserve -o DIR`: hand a model to a model server, checked.
 
 The steps, the same for every target (what differs lives in mdeploy/packaging/<target>.py):
-1. every input problem first (the output folder, the target's formats, the target's own checks such as a fixed
-   batch with `--max-batch-size > 0`, a server that cannot run here for `--smoke-test`): exit 2, nothing written;
+1. every input problem first (the output folder, the target's formats, a server that cannot run here for
+   `--smoke-test` (asked before the model loads), the target's own checks such as a fixed batch with
+   `--max-batch-size > 0`): exit 2, nothing written;
 2. the package is written into a staging folder beside `-o DIR`, and checked statically by the target;
 3. where the package can be loaded here the way its server loads it, it is compared with the original model on the
    validation inputs (`--data`, or seeded random inputs);
@@ -83,6 +84,8 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     if ref.format not in target.FORMATS:
         raise InputError(f"{o.target} cannot serve a {ref.format.value} model ({ref.name})",
                          hint=convert_hint(ref.format, target.FORMATS, o.target))
+    if o.smoke_test:  # before the model loads: a server that cannot run here is refused at once, nothing loaded
+        target.server_check(ref)
     # a target may read the model's I/O without loading it (triton: a TensorRT engine's sidecar; TensorRT needs a GPU)
     described = target.model_io(ref) if hasattr(target, "model_io") else None
     runner = registry.open_runner(ref, "cpu", parse_specs(o.inputs)) if described is None else None
@@ -94,8 +97,6 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     )
     _check_name(request.name)
     target.check(request)
-    if o.smoke_test:
-        target.server(request, out, 0)  # exit 2 now, before anything is written, when the server cannot run here
     tolerance = tolerance_for("fp32", o.atol, o.rtol)
     report = Report(command="package", data={
         "model": ref.name, "format": ref.format.value, "target": o.target, "output": str(out), "name": request.name,
