@@ -7,7 +7,8 @@ from weights that have since changed (issue 16). So the source is built, once pe
 - every file the build opens through Python (the interpreter's `open` audit event: `open()`, `io.open_code` for
   imports, `os.open`, so numpy, torch.load and imported helper modules are seen), but not the interpreter's or
   the installed packages' own files (their versions are in the key already) nor mdeploy's (its source fingerprint is);
-- the source files of every class in the built module tree (code imported before the build is not opened again);
+- the user code the built module runs: its classes' modules and what their globals name, transitively (code
+  imported before the build is not opened again, so a watch alone would miss it);
 - the built module's parameters and buffers, byte for byte: what native loaders (safetensors, whose Rust code opens
   the file without Python seeing it) and any other way in put into the model.
 
@@ -99,12 +100,30 @@ def user_files(names: set[str]) -> list[Path]:
     return sorted(found)
 
 
-def class_files(module: Any) -> set[str]:
-    """The files that define the classes of a module tree (their forward code decides the outputs)."""
+MAX_MODULES = 500  # user modules followed from the model's classes (a bound: a walk never runs away)
+
+
+def code_files(module: Any) -> set[str]:
+    """The user code a module tree runs: the files of its classes' modules and, transitively, of the user modules,
+    functions and classes those modules' globals name (a helper imported once is not opened again by a later build,
+    so watching opens alone would miss it)."""
+    roots = _installed_roots()
     files: set[str] = set()
-    for m in module.modules():
-        with contextlib.suppress(TypeError, OSError):
-            files.add(inspect.getfile(type(m)))
+    seen: set[str] = set()
+    stack = [inspect.getmodule(type(m)) for m in module.modules()]
+    while stack and len(seen) < MAX_MODULES:
+        mod = stack.pop()
+        name = getattr(mod, "__name__", None)
+        path = getattr(mod, "__file__", None)
+        if name is None or name in seen or not path or os.path.realpath(path).startswith(roots):
+            continue
+        seen.add(name)
+        files.add(path)
+        for value in list(vars(mod).values()):
+            if inspect.ismodule(value):
+                stack.append(value)
+            elif inspect.isclass(value) or inspect.isfunction(value):
+                stack.append(inspect.getmodule(value))
     return files
 
 
@@ -132,7 +151,7 @@ def fingerprint(factory: str, file_hash: Callable[[Path], str]) -> dict[str, Any
         with watch() as opened, contextlib.redirect_stdout(io.StringIO()):  # a factory's prints stay off --json
             loaded = torch_models.load(ModelRef.parse(factory))
             module = loaded.module
-            opened |= class_files(module)
+            opened |= code_files(module)
             state = state_sha256(module)
         reads = sorted({file_hash(p) for p in user_files(opened)} | {file_hash(Path(target))})
     except (Exception, SystemExit):  # any failure: the step runs, uncached, and reports it as its own
@@ -142,4 +161,4 @@ def fingerprint(factory: str, file_hash: Callable[[Path], str]) -> dict[str, Any
     return {"factory": attr, "sha256": file_hash(Path(target)), "reads": reads, "state": state}
 
 
-__all__ = ["fingerprint", "watch", "user_files", "class_files", "state_sha256"]
+__all__ = ["fingerprint", "watch", "user_files", "code_files", "state_sha256"]
