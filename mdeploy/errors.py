@@ -120,3 +120,26 @@ def first_line(exc: BaseException) -> str:
         if not line.startswith(_HEADERS):
             return line
     return lines[0] if lines else type(exc).__name__
+
+
+def shown(value: object, limit: int = 60, depth: int = 0) -> str:
+    """A value from a user's file as an error message may show it: short values as written, long ones cut.
+
+    A message that printed a whole value (`{value!r}`) would expand every YAML alias in it: nine levels of nine
+    aliases are a few hundred bytes on disk and billions of items in a repr. A list shows its first few items
+    (a list inside it only its length); strings and numbers are cut at `limit` characters.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 4 * limit else f"an integer of {value.bit_length():,} bits"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value):,} characters)"
+    if isinstance(value, (list, tuple)):
+        if depth >= 1:
+            return f"a list of {len(value):,} item{'s' * (len(value) != 1)}"
+        items = [shown(v, limit // 2, depth + 1) for v in value[:6]]
+        return "[" + ", ".join(items) + (f", … ({len(value):,} items)]" if len(value) > 6 else "]")
+    if isinstance(value, dict):
+        return f"a mapping of {len(value):,} key{'s' * (len(value) != 1)}"
+    return f"a {type(value).__name__}"

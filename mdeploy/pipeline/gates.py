@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mdeploy.errors import InputError
+from mdeploy.errors import InputError, shown
 from mdeploy.pipeline.plan import Gate
 
 # metric -> (what it is, the step that measures it)
@@ -48,10 +48,10 @@ def parse(text: str, where: str = "") -> Gate:
     """`accuracy-drop <= 0.01` as a Gate; an InputError naming `where`, the nearest metric, or the operators allowed."""
     at = f"{where}: " if where else ""
     if not isinstance(text, str):
-        raise InputError(f"{at}expected a gate such as 'cosine >= 0.99', got {text!r}")
+        raise InputError(f"{at}expected a gate such as 'cosine >= 0.99', got {shown(text)}")
     match = _GATE.match(text)
     if not match:
-        raise InputError(f"{at}expected METRIC <= BAR or METRIC >= BAR, got {text!r}",
+        raise InputError(f"{at}expected METRIC <= BAR or METRIC >= BAR, got {shown(text)}",
                          hint="metrics: " + ", ".join(METRICS))
     metric, op, raw = match["metric"].lower().replace("_", "-"), match["op"], match["bar"]
     if metric not in METRICS:
@@ -59,13 +59,13 @@ def parse(text: str, where: str = "") -> Gate:
         raise InputError(f"{at}unknown gate metric '{match['metric']}'" + (f"; did you mean '{near[0]}'?" if near else ""),
                          hint="metrics: " + ", ".join(METRICS))
     if op not in OPS:
-        raise InputError(f"{at}gates compare with <= or >=, got '{op}' in {text!r}")
+        raise InputError(f"{at}gates compare with <= or >=, got '{op}' in {shown(text)}")
     try:
         bar = float(raw.rstrip("%")) / (100.0 if raw.endswith("%") else 1.0)
     except ValueError:
-        raise InputError(f"{at}the bar of {text!r} is not a number: {raw!r}") from None
+        raise InputError(f"{at}the bar of {shown(text)} is not a number: {shown(raw)}") from None
     if not math.isfinite(bar):
-        raise InputError(f"{at}the bar of {text!r} must be a finite number")
+        raise InputError(f"{at}the bar of {shown(text)} must be a finite number")
     return Gate(text=text.strip(), metric=metric, op=op, bar=bar, where=where)
 
 

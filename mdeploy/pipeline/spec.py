@@ -1,7 +1,8 @@
 """The pipeline file (`mdeploy run pipeline.yaml`): read it, check every key and value, and resolve it into a Plan.
 
 Checking happens here, before anything runs, so that a typo costs a second and not a half-finished CI job. The file
-is read with `yaml.compose`, which keeps the line and column of every node: an error names `file:line:col` and the
+is read with `yaml.compose` within limits (pipeline/yaml_file.py), which keeps the line and column of every node: an
+error names `file:line:col` and the
 key path (`pipeline.yaml:12:7: steps[2].quantize.mode: expected auto|dynamic|static, got 'fast'`), and an unknown
 key suggests the nearest known one. A step's options are the verb's own options type (mdeploy/verbs/<verb>.py), so
 the names and checks are those of the CLI flags, and every resolved value records where it came from (the file, a
@@ -10,7 +11,6 @@ the names and checks are those of the CLI flags, and every resolved value record
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import re
@@ -19,9 +19,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mdeploy.errors import InputError, OutputExistsError
+from mdeploy.errors import InputError, OutputExistsError, shown
 from mdeploy.pipeline import gates as gating
 from mdeploy.pipeline.plan import VERSION, Gate, Plan, PlannedModel, PlannedStep
+from mdeploy.pipeline.yaml_file import Doc
+from mdeploy.pipeline.yaml_file import join as _join
+from mdeploy.pipeline.yaml_file import suggest as _suggest
 
 STEP_VERBS = ("convert", "quantize", "validate", "benchmark", "package")
 # Options the plan sets itself: the artifact chain (which model a step reads and where it writes) and the step's own
@@ -56,7 +59,7 @@ def load(path: str | Path, out: str | Path | None = None, force: bool = False, n
     path = Path(path)
     if not path.is_file():
         raise InputError(f"pipeline file not found: {path}", hint="give the path of a pipeline .yaml file")
-    doc = _Doc(path)
+    doc = Doc(path)
     root = doc.root()
     items = doc.mapping(root, "", TOP_KEYS)
 
@@ -65,12 +68,12 @@ def load(path: str | Path, out: str | Path | None = None, force: bool = False, n
     node = items["version"][1]
     version = doc.value(node)
     if version != VERSION:
-        doc.fail(node, "version", f"expected {VERSION}, got {version!r}",
+        doc.fail(node, "version", f"expected {VERSION}, got {shown(version)}",
                  hint=f"this mdeploy reads pipeline files of version {VERSION}")
 
     name = path.stem
     if "name" in items:
-        name = doc.name(items["name"][1], "name")
+        name = _name(doc, items["name"][1], "name")
     data = _data(doc, items.get("data"))
     for required in ("models", "steps"):
         if required not in items:
@@ -143,120 +146,14 @@ def schema() -> dict[str, Any]:
 # --- reading the file ---------------------------------------------------------------------------------------------
 
 
-class _Doc:
-    """The composed YAML of one file, and errors that point into it."""
-
-    def __init__(self, path: Path) -> None:
-        import yaml
-
-        self.path = path
-        self.display = str(path)
-        self.base = path.resolve().parent
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read pipeline file {path}: {exc}") from None
-        self._loader = yaml.SafeLoader(text)
-        try:
-            self._root = self._loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"{self.display}:{mark.line + 1}:{mark.column + 1}" if mark else self.display
-            raise InputError(f"{where}: not valid YAML: {exc.problem or exc.context}",
-                             hint=f"{exc.context}" if exc.context and exc.problem else None) from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"{self.display}: not valid YAML: {exc}") from None
-
-    def root(self) -> Any:
-        import yaml
-
-        if self._root is None:
-            raise InputError(f"{self.display}: the pipeline file is empty", hint="see docs/ci.md for the pipeline file format")
-        if not isinstance(self._root, yaml.MappingNode):
-            self.fail(self._root, "", "expected a mapping (version, models, data, steps, gates)")
-        return self._root
-
-    def at(self, node: Any) -> str:
-        mark = node.start_mark
-        return f"{self.display}:{mark.line + 1}:{mark.column + 1}"
-
-    def source(self, node: Any, keypath: str) -> str:
-        """Where a value came from, as the plan records it: `pipeline.yaml:12:7 steps[1].quantize.mode`."""
-        return f"{self.at(node)} {keypath}"
-
-    def fail(self, node: Any, keypath: str, message: str, hint: str | None = None) -> Any:
-        raise InputError(f"{self.at(node)}: {keypath + ': ' if keypath else ''}{message}", hint=hint)
-
-    def value(self, node: Any) -> Any:
-        """The plain Python value of a node (YAML's safe types)."""
-        return self._loader.construct_object(node, deep=True)
-
-    def mapping(self, node: Any, keypath: str, known: tuple[str, ...] | None) -> dict[str, tuple[Any, Any]]:
-        """{key: (key node, value node)} of a mapping node; an unknown key (when `known` is given) or a repeated key
-        is an error pointing at the key."""
-        import yaml
-
-        if not isinstance(node, yaml.MappingNode):
-            self.fail(node, keypath, f"expected a mapping, got {self._kind(node)}")
-        items: dict[str, tuple[Any, Any]] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.fail(key_node, keypath, "a key must be a plain name")
-            key = str(self.value(key_node))
-            where = _join(keypath, key)
-            if key in items:
-                self.fail(key_node, where, f"given twice (first at line {items[key][0].start_mark.line + 1})")
-            if known is not None and key not in known:
-                self.fail(key_node, where, "unknown key" + _suggest(key, known), hint="known keys: " + ", ".join(known))
-            items[key] = (key_node, value_node)
-        return items
-
-    def sequence(self, node: Any, keypath: str) -> list[Any]:
-        import yaml
-
-        if not isinstance(node, yaml.SequenceNode):
-            self.fail(node, keypath, f"expected a list, got {self._kind(node)}")
-        return list(node.value)
-
-    def string(self, node: Any, keypath: str) -> str:
-        import yaml
-
-        value = self.value(node) if isinstance(node, yaml.ScalarNode) else None
-        if not isinstance(value, str) or not value.strip():
-            self.fail(node, keypath, f"expected a string, got {self._shown(node)}")
-        return value.strip()
-
-    def name(self, node: Any, keypath: str) -> str:
-        value = self.string(node, keypath)
-        if not _NAME.match(value):
-            self.fail(node, keypath, f"expected a name of letters, digits, '.', '_' or '-', got {value!r}")
-        return value
-
-    def _kind(self, node: Any) -> str:
-        import yaml
-
-        if isinstance(node, yaml.MappingNode):
-            return "a mapping"
-        if isinstance(node, yaml.SequenceNode):
-            return "a list"
-        return repr(self.value(node))
-
-    def _shown(self, node: Any) -> str:
-        return self._kind(node)
+def _name(doc: Doc, node: Any, keypath: str) -> str:
+    value = doc.string(node, keypath)
+    if not _NAME.match(value):
+        doc.fail(node, keypath, f"expected a name of letters, digits, '.', '_' or '-', got {shown(value)}")
+    return value
 
 
-def _join(keypath: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{keypath}[{key}]"
-    return f"{keypath}.{key}" if keypath else key
-
-
-def _suggest(key: str, known: Any) -> str:
-    near = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{near[0]}'?" if near else ""
-
-
-def _resolve(doc: _Doc, text: str) -> Path:
+def _resolve(doc: Doc, text: str) -> Path:
     path = Path(text).expanduser()
     return path if path.is_absolute() else doc.base / path
 
@@ -273,7 +170,7 @@ def _display_path(path: Path) -> Path:
 # --- data, models, steps, gates -----------------------------------------------------------------------------------
 
 
-def _data(doc: _Doc, item: tuple[Any, Any] | None) -> dict[str, tuple[Path, str]]:
+def _data(doc: Doc, item: tuple[Any, Any] | None) -> dict[str, tuple[Path, str]]:
     """`data:` names -> (resolved path, where it was written)."""
     if item is None:
         return {}
@@ -294,7 +191,7 @@ def _data(doc: _Doc, item: tuple[Any, Any] | None) -> dict[str, tuple[Path, str]
     return data
 
 
-def _models(doc: _Doc, node: Any, run_dir: Path) -> list[tuple[PlannedModel, dict[str, tuple[Any, str]]]]:
+def _models(doc: Doc, node: Any, run_dir: Path) -> list[tuple[PlannedModel, dict[str, tuple[Any, str]]]]:
     """The models, each with the values its entry gives convert (field -> (value, where))."""
     import yaml
 
@@ -311,20 +208,20 @@ def _models(doc: _Doc, node: Any, run_dir: Path) -> list[tuple[PlannedModel, dic
         source_node = items["source"][1]
         source = _source(doc, doc.string(source_node, _join(keypath, "source")), source_node, _join(keypath, "source"))
         if "name" in items:
-            name = doc.name(items["name"][1], _join(keypath, "name"))
+            name = _name(doc, items["name"][1], _join(keypath, "name"))
         else:
             stem = Path(source.rsplit(":", 1)[0] if _FACTORY.match(source) else source).stem or f"model{i}"
             name = re.sub(r"[^A-Za-z0-9._-]", "-", stem)
         if name in seen:
             doc.fail(items.get("name", (model_node, model_node))[1], _join(keypath, "name"),
-                     f"the name {name!r} is taken by {seen[name]}", hint="give each model its own `name:`")
+                     f"the name {shown(name)} is taken by {seen[name]}", hint="give each model its own `name:`")
         seen[name] = keypath
         model = PlannedModel(name=name, source=source, folder=run_dir / name)
         models.append((model, _model_convert_options(doc, items, keypath, name)))
     return models
 
 
-def _source(doc: _Doc, text: str, node: Any, keypath: str) -> str:
+def _source(doc: Doc, text: str, node: Any, keypath: str) -> str:
     """A model source resolved relative to the pipeline file: a path, or FILE.py:FACTORY with FILE resolved; a
     `pkg.module:FACTORY` stays as written (importing it to check would load its framework)."""
     factory = _FACTORY.match(text)
@@ -341,7 +238,7 @@ def _source(doc: _Doc, text: str, node: Any, keypath: str) -> str:
     return str(path)
 
 
-def _model_convert_options(doc: _Doc, items: dict[str, tuple[Any, Any]], keypath: str, name: str) -> dict[str, tuple[Any, str]]:
+def _model_convert_options(doc: Doc, items: dict[str, tuple[Any, Any]], keypath: str, name: str) -> dict[str, tuple[Any, str]]:
     """The model entry's values that feed convert (and the source's own runs): field -> (value, source)."""
     import yaml
 
@@ -354,13 +251,13 @@ def _model_convert_options(doc: _Doc, items: dict[str, tuple[Any, Any]], keypath
             if isinstance(value_node, yaml.SequenceNode):
                 dims = doc.value(value_node)
                 if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-                    doc.fail(value_node, where, f"expected positive integer dimensions, got {dims!r}")
+                    doc.fail(value_node, where, f"expected positive integer dimensions, got {shown(dims)}")
                 shape = "x".join(map(str, dims))
             else:
                 shape = str(doc.value(value_node)) if isinstance(value_node, yaml.ScalarNode) else doc.fail(
                     value_node, where, "expected SHAPE[:DTYPE], e.g. 1x3x224x224")
                 if not re.match(r"^\d+(x\d+)*(:\w+)?$", shape):
-                    doc.fail(value_node, where, f"expected SHAPE[:DTYPE], e.g. 1x3x224x224 or 1x128:int64, got {shape!r}")
+                    doc.fail(value_node, where, f"expected SHAPE[:DTYPE], e.g. 1x3x224x224 or 1x128:int64, got {shown(shape)}")
             specs.append(f"{input_name}:{shape}")
         given["inputs"] = (specs, f"model {name} ({doc.source(node, _join(keypath, 'inputs'))})")
     if "dynamic" in items:
@@ -368,7 +265,7 @@ def _model_convert_options(doc: _Doc, items: dict[str, tuple[Any, Any]], keypath
         value = doc.value(node)
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(v, str) and re.match(r"^[^:]+:\d+(:\w+)?$", v) for v in values):
-            doc.fail(node, _join(keypath, "dynamic"), f"expected NAME:AXIS[:DIMNAME] (a string or a list), got {value!r}")
+            doc.fail(node, _join(keypath, "dynamic"), f"expected NAME:AXIS[:DIMNAME] (a string or a list), got {shown(value)}")
         given["dynamic"] = (values, f"model {name} ({doc.source(node, _join(keypath, 'dynamic'))})")
     if "weights" in items:
         node = items["weights"][1]
@@ -390,7 +287,7 @@ class _StepSpec:
         self.index, self.verb, self.node, self.given = index, verb, node, given
 
 
-def _steps(doc: _Doc, node: Any) -> list[_StepSpec]:
+def _steps(doc: Doc, node: Any) -> list[_StepSpec]:
     import yaml
 
     from mdeploy.verbs.options import describe
@@ -440,7 +337,7 @@ def _steps(doc: _Doc, node: Any) -> list[_StepSpec]:
     return steps
 
 
-def _gates(doc: _Doc, node: Any) -> list[Gate]:
+def _gates(doc: Doc, node: Any) -> list[Gate]:
     import yaml
 
     if isinstance(node, yaml.ScalarNode) and doc.value(node) is None:
@@ -469,7 +366,7 @@ def _check_run_dir(run_dir: Path, model_names: list[str], force: bool) -> None:
 # --- the artifact chain -------------------------------------------------------------------------------------------
 
 
-def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any, str]], steps: list[_StepSpec],
+def _plan_steps(doc: Doc, model: PlannedModel, model_given: dict[str, tuple[Any, str]], steps: list[_StepSpec],
                 data: dict[str, tuple[Path, str]]) -> None:
     """Each step's options for this model: the artifact chain (convert writes the baseline, quantize reads the previous
     artifact, validate compares the current artifact with the baseline, benchmark measures both), the values given
@@ -519,7 +416,7 @@ def _plan_steps(doc: _Doc, model: PlannedModel, model_given: dict[str, tuple[Any
             if "dst_format" not in values:
                 plan("dst_format", fmt, "plan (convert's target; default onnx)")
             if fmt not in _EXT:
-                doc.fail(spec.node, keypath + ".to", f"expected {'|'.join(_EXT)}, got {fmt!r}")
+                doc.fail(spec.node, keypath + ".to", f"expected {'|'.join(_EXT)}, got {shown(fmt)}")
             output = model.folder / f"{name}{_EXT[fmt]}"
             plan("src", current, "plan (the model's source)" if not artifacts else f"plan (the output of {artifacts[-1][1]})")
             plan("output", str(output), "plan (the run folder)")

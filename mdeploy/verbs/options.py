@@ -14,7 +14,7 @@ import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
-from mdeploy.errors import InputError
+from mdeploy.errors import InputError, shown
 
 
 def option(
@@ -206,7 +206,7 @@ def _at(where: str, key: Any) -> str:
 
 
 def _fail(where: str, expected: str, got: Any) -> Any:
-    raise InputError(f"{where}: expected {expected}, got {got!r}")
+    raise InputError(f"{where}: expected {expected}, got {shown(got)}")
 
 
 def values(options: Any) -> dict[str, Any]:
