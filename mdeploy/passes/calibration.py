@@ -51,11 +51,13 @@ def fixed_batch(specs: list[TensorSpec]) -> int | None:
     return None
 
 
-def batches_from_data(arrays: dict[str, np.ndarray], specs: list[TensorSpec], batch: int = DEFAULT_BATCH) -> list[Feed]:
-    """Checked feeds of at most `batch` samples (exactly the model's batch when it is fixed)."""
+def batches_from_data(arrays: dict[str, np.ndarray], specs: list[TensorSpec], batch: int = DEFAULT_BATCH,
+                      flag: str = "data") -> vinputs.Feeds:
+    """Checked feeds of at most `batch` samples (exactly the model's batch when it is fixed), or the one feed the
+    file is when it is not a stack of samples (vinputs.read_data); `.notes` say how it was read."""
     arrays = {k: v for k, v in arrays.items() if k != "labels"}
     step = None if fixed_batch(specs) else batch
-    return vinputs.feeds_from_data(arrays, specs, batch=step)
+    return vinputs.feeds_from_data(arrays, specs, batch=step, flag=flag)
 
 
 def random_batches(specs: list[TensorSpec], samples: int, batch: int = DEFAULT_BATCH, seed: int = 0) -> Iterator[Feed]:

@@ -250,7 +250,8 @@ class OnnxQuantize(Pass):
         q = require("onnxruntime.quantization", extra="onnx")
         if options.calib_data:
             arrays = calibration.load_arrays(Path(options.calib_data))
-            feeds = calibration.batches_from_data(arrays, specs, options.calib_batch)
+            feeds = calibration.batches_from_data(arrays, specs, options.calib_batch, flag="--calib-data")
+            notes.extend(feeds.notes)
             total: int | None = len(feeds)
             source = options.calib_data
         else:

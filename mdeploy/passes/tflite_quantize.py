@@ -69,7 +69,7 @@ class TFLiteQuantize(Pass):
             if calib is None:
                 calib = _random_calibration(prepared.specs, options.calib_samples or 0)
                 notes.append(f"calibrated on {options.calib_samples} RANDOM samples (no --calib-data): the scales may not fit real inputs")
-            calib = _check_calibration(calib, prepared.specs)
+            calib = _check_calibration(calib, prepared.specs, notes)
             n = len(next(iter(calib.values())))
             converter.representative_dataset = lambda: _samples(calib, n)
             ops = [t.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -126,7 +126,7 @@ def _calibration(path: Path, limit: int | None) -> dict[str, np.ndarray]:
     arrays = vinputs.load_arrays(path)
     arrays.pop("labels", None)
     if limit:
-        arrays = {k: v[:limit] for k, v in arrays.items()}
+        arrays = {k: v[:limit] if v.ndim else v for k, v in arrays.items()}
     return arrays
 
 
@@ -136,15 +136,19 @@ def _random_calibration(specs: list[TensorSpec], n: int) -> dict[str, np.ndarray
     return {s.name: np.concatenate([f[s.name] for f in feeds]) for s in specs}
 
 
-def _check_calibration(arrays: dict[str, np.ndarray], specs: list[TensorSpec]) -> dict[str, np.ndarray]:
-    """The same checks as validation data: names, dtypes and shapes (any number of samples on axis 0)."""
-    if list(arrays) == [""] and len(specs) == 1:
-        arrays = {specs[0].name: arrays[""]}
+def _check_calibration(arrays: dict[str, np.ndarray], specs: list[TensorSpec], notes: list[str]) -> dict[str, np.ndarray]:
+    """The same reading as validation data (vinputs.read_data: names, dtypes and shapes; the only array takes the only
+    input's name when it fits, with a note), any number of samples on axis 0. The converter calibrates sample by
+    sample, so the file must be a stack of samples."""
     try:
-        vinputs.feeds_from_data(arrays, [TensorSpec(s.name, ("n",) + tuple(s.shape[1:]), s.dtype) for s in specs])
+        reading = vinputs.read_data(arrays, [TensorSpec(s.name, ("n",) + tuple(s.shape[1:]), s.dtype) for s in specs])
     except InputError as exc:
         raise InputError(f"calibration {exc.message}", hint=exc.hint) from None
-    return arrays
+    if reading.samples is None:
+        raise InputError(f"calibration data is not a stack of samples along axis 0 ({reading.not_samples})",
+                         hint="TFLite calibrates sample by sample: give every array its samples along axis 0")
+    notes.extend(f"calibration {note}" for note in reading.notes)
+    return reading.arrays
 
 
 def _samples(arrays: dict[str, np.ndarray], n: int) -> Iterator[dict[str, Any]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,53 +42,143 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise InputError(f"cannot read data file {path}: {exc}", hint="give an .npz of arrays keyed by input name") from None
 
 
-def feeds_from_data(arrays: dict[str, np.ndarray], specs: list[TensorSpec], batch: int | None = None) -> list[Feed]:
-    """Check arrays against the model's input specs and cut them into feeds.
+class Feeds(list):
+    """Feeds cut from a data file, with `notes` saying how the file was read when that is not the plain reading
+    (one feed rather than a stack of samples; its one array fed to an input of another name).
 
-    With `batch`, axis 0 is sliced into batches of that size (a model with a fixed batch dimension is fed
-    in slices of exactly that size); otherwise the whole data set is one feed.
+    A list, so that code that only iterates the feeds needs no change; the verbs that write reports copy `notes`
+    into them, so that a user sees how their file was understood.
     """
-    arrays = dict(arrays)
-    arrays.pop("labels", None)
-    if list(arrays) == [""] and len(specs) == 1:
-        arrays = {specs[0].name: arrays[""]}
-    names = {s.name for s in specs}
-    missing = sorted(names - set(arrays))
-    extra = sorted(set(arrays) - names)
-    if missing or extra:
-        detail = "; ".join(
-            x for x in (f"missing {', '.join(missing)}" if missing else "", f"unknown {', '.join(extra)}" if extra else "") if x
-        )
-        raise InputError(
-            f"data does not match the model inputs: {detail}",
-            hint="the model's inputs are: " + ", ".join(f"{s.name}{s.shape_text()}:{s.dtype}" for s in specs),
-        )
-    fixed_batch = None
+
+    def __init__(self, feeds: list[Feed] | None = None, notes: list[str] | None = None) -> None:
+        super().__init__(feeds or [])
+        self.notes = list(notes or [])
+
+
+@dataclass
+class Reading:
+    """How a data file fits the model's inputs (read_data): the arrays keyed by input name, and `samples`, their
+    number along axis 0 when the file is a stack of samples, or None when it is one feed taken as it is."""
+
+    arrays: dict[str, np.ndarray]
+    samples: int | None
+    fixed_batch: int | None
+    notes: list[str]
+    not_samples: str | None = None  # with one feed: why the file is not a stack of samples
+
+
+def read_data(arrays: dict[str, np.ndarray], specs: list[TensorSpec], flag: str = "data") -> Reading:
+    """Which of the two readings of a data file fits the model's declared inputs (nothing is cast or reshaped).
+
+    A stack of samples: every array has the samples along axis 0, all agree on their number, and the other axes fit
+    the model (a fixed batch takes any multiple of it; the file is sliced). Else one feed: every array fits its
+    input as it is, rank and every static dim (an attention mask `[1, S]` beside queries `[2, S, D]`, a scalar `k`,
+    a shape input). Else neither: an error naming the input and why each reading fails. `flag` names the file in
+    messages (`--data`, `--calib-data`).
+    """
+    arrays, notes = keyed_by_inputs({k: v for k, v in arrays.items() if k != "labels"}, specs, flag)
     for spec in specs:
-        array = arrays[spec.name]
-        if array.ndim == len(spec.shape) and spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0:
-            fixed_batch = spec.shape[0]
-        problem = _fits_ignoring_batch(spec, array)
+        if str(arrays[spec.name].dtype) != spec.dtype:
+            raise InputError(f"{flag} for input '{spec.name}' does not fit the model: dtype {arrays[spec.name].dtype}, "
+                             f"the model wants {spec.dtype}", hint="data is never cast: save the array as " + spec.dtype)
+    stack = _stack_problem(arrays, specs)
+    if stack is None:
+        counts = {int(a.shape[0]) for a in arrays.values()}
+        samples = counts.pop() if counts else 1
+        if samples == 0:
+            raise InputError(f"the data set is empty (0 samples in {flag})")
+        return Reading(arrays, samples, _fixed_batch(arrays, specs), notes)
+    as_is = next(((s.name, p) for s in specs if (p := s.fits(arrays[s.name]))), None)
+    if as_is is None:
+        if arrays and not any(a.size for a in arrays.values()):
+            raise InputError(f"the data set is empty (every array in {flag} has 0 values)")
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in arrays.items())
+        notes.append(f"{flag} read as one feed, run once: its arrays fit the model's inputs as they are ({shapes}), "
+                     f"not as a stack of samples ({stack})")
+        return Reading(arrays, None, None, notes, stack)
+    name, problem = as_is
+    raise InputError(
+        f"{flag} does not fit input '{name}' either way: as one feed, {problem}; as a stack of samples along axis 0, {stack}",
+        hint="give arrays shaped as the model's inputs, or with the samples along axis 0 of every array; the model's "
+             "inputs are: " + _signature(specs),
+    )
+
+
+def feeds_from_data(arrays: dict[str, np.ndarray], specs: list[TensorSpec], batch: int | None = None,
+                    flag: str = "data") -> Feeds:
+    """The feeds a data file gives (read_data decides how it is read).
+
+    A stack of samples is cut along axis 0: slices of the model's batch when it is fixed, else of `batch` samples
+    (all in one feed without `batch`). One feed is run once, as it is.
+    """
+    reading = read_data(arrays, specs, flag)
+    if reading.samples is None:
+        return Feeds([reading.arrays], reading.notes)
+    total, fixed = reading.samples, reading.fixed_batch
+    step = fixed or batch or total
+    return Feeds([{k: v[i : i + step] for k, v in reading.arrays.items()} for i in range(0, total, step)], reading.notes)
+
+
+def keyed_by_inputs(arrays: dict[str, np.ndarray], specs: list[TensorSpec], flag: str = "data") -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays keyed by the model's input names, and a note when one was renamed.
+
+    One model input and one array: the array is that input's whatever its name, if its dtype and shape fit (the same
+    model calls its input `input_layer` as .keras, `keras_tensor` as a SavedModel and `serving_default_keras_tensor:0`
+    as TFLite). An unnamed `.npy` always is. Otherwise the names must be the inputs' names, no more, no fewer.
+    """
+    names = {s.name for s in specs}
+    if len(specs) == 1 and len(arrays) == 1 and set(arrays) != names:
+        (key, array), spec = next(iter(arrays.items())), specs[0]
+        problem = spec.fits(array) if _fits_as_samples(spec, array) else None  # either reading will do
+        if key == "" or problem is None:
+            note = [] if key == "" else [f"{flag}: its only array '{key}' fed to the model's only input '{spec.name}'"]
+            return {spec.name: array}, note
+        mismatch = f"; the only array '{key}' does not fit the only input '{spec.name}' either: {problem}"
+    else:
+        mismatch = ""
+    missing, extra = sorted(names - set(arrays)), sorted(set(arrays) - names)
+    if missing or extra:
+        detail = "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "",
+                                       f"unknown {', '.join(extra)}" if extra else "") if x)
+        raise InputError(f"{flag} does not match the model inputs: {detail}{mismatch}",
+                         hint="the model's inputs are: " + _signature(specs))
+    return {s.name: arrays[s.name] for s in specs}, []
+
+
+def _signature(specs: list[TensorSpec]) -> str:
+    return ", ".join(f"{s.name}{s.shape_text()}:{s.dtype}" for s in specs) or "none"
+
+
+def _stack_problem(arrays: dict[str, np.ndarray], specs: list[TensorSpec]) -> str | None:
+    """None when the arrays are a stack of samples for these inputs, else why not."""
+    for spec in specs:
+        problem = _fits_as_samples(spec, arrays[spec.name])
         if problem:
-            raise InputError(f"data for input '{spec.name}' does not fit the model: {problem}")
-    counts = {a.shape[0] if a.ndim else 1 for a in arrays.values()}
-    if len(counts) > 1:
-        raise InputError(f"data arrays have different numbers of samples along axis 0: {sorted(counts)}")
-    total = counts.pop()
-    if total == 0:
-        raise InputError("the data set is empty (0 samples)")
-    step = batch or fixed_batch or total
-    if fixed_batch and total % fixed_batch:
-        raise InputError(f"the model has a fixed batch of {fixed_batch}, but the data has {total} samples, not a multiple of it")
-    return [{k: v[i : i + step] for k, v in arrays.items()} for i in range(0, total, step)]
+            return f"input '{spec.name}': {problem}"
+    counts = {name: int(a.shape[0]) for name, a in arrays.items()}
+    if len(set(counts.values())) > 1:
+        return "the arrays hold different numbers of samples: " + ", ".join(f"{n} ({k})" for k, n in counts.items())
+    fixed = _fixed_batch(arrays, specs)
+    total = next(iter(counts.values()), 0)
+    if fixed and total % fixed:
+        return f"the model has a fixed batch of {fixed}, and {total} samples are not a multiple of it"
+    return None
 
 
-def _fits_ignoring_batch(spec: TensorSpec, array: np.ndarray) -> str | None:
-    """Like TensorSpec.fits, but a fixed batch axis may hold any multiple of it (the data set is sliced)."""
-    if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0 and array.ndim == len(spec.shape):
-        relaxed = TensorSpec(spec.name, ("n",) + tuple(spec.shape[1:]), spec.dtype)
-        return relaxed.fits(array)
-    return spec.fits(array)
+def _fits_as_samples(spec: TensorSpec, array: np.ndarray) -> str | None:
+    """Like TensorSpec.fits, but axis 0 holds samples: any number of them (a fixed batch: the file is sliced)."""
+    if not spec.shape or array.ndim == 0:
+        return f"shape {list(array.shape)} has no sample axis" if array.ndim == 0 else f"the model wants a scalar, got {list(array.shape)}"
+    relaxed = TensorSpec(spec.name, ("n",) + tuple(spec.shape[1:]), spec.dtype)
+    return relaxed.fits(array)
+
+
+def _fixed_batch(arrays: dict[str, np.ndarray], specs: list[TensorSpec]) -> int | None:
+    """The batch the model insists on (a static axis 0), if any input has one."""
+    for spec in specs:
+        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0 and arrays[spec.name].ndim == len(spec.shape):
+            return spec.shape[0]
+    return None
 
 
 def concrete_shape(spec: TensorSpec, batch: int = DEFAULT_DIM, sizes: dict[str, int] | None = None) -> tuple[int, ...]:

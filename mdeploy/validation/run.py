@@ -32,15 +32,39 @@ def merge_specs(ref_specs: list[TensorSpec], cand_specs: list[TensorSpec]) -> li
     return specs
 
 
-def candidate_feed(feed: Feed, ref: Runner, cand: Runner) -> Feed:
+def candidate_feed(feed: Feed, ref: Runner | ReferenceOutputs, cand: Runner) -> Feed:
     """Rename a reference feed for the candidate: by name, or by position when the names differ."""
-    cand_names = [s.name for s in cand.input_specs()]
-    if set(feed) == set(cand_names):
+    pairs = input_pairs(ref.input_specs(), cand.input_specs())
+    if all(r == c for r, c in pairs):
         return feed
-    ref_names = [s.name for s in ref.input_specs()]
-    if len(ref_names) != len(cand_names):
-        raise InputError(f"the models take different inputs: reference {ref_names}, candidate {cand_names}")
-    return {c: feed[r] for r, c in zip(ref_names, cand_names)}
+    return {c: feed[r] for r, c in pairs}
+
+
+def input_pairs(ref_specs: list[TensorSpec], cand_specs: list[TensorSpec]) -> list[tuple[str, str]]:
+    """(reference input, candidate input) name pairs: by name, or by position when only the names differ (one model
+    in several formats: `input_layer`, `keras_tensor`, `serving_default_keras_tensor:0`).
+
+    Two models that take different inputs (their number, or an input's dtype or rank) are an error before anything
+    runs: no data, random or given, may stand in for a signature mismatch and turn it into a failed comparison.
+    """
+    by_name = {s.name: s for s in cand_specs}
+    if {s.name for s in ref_specs} == set(by_name):
+        pairs = [(s, by_name[s.name]) for s in ref_specs]
+    elif len(ref_specs) == len(cand_specs):
+        pairs = list(zip(ref_specs, cand_specs))
+    else:
+        pairs = []
+    if len(pairs) != len(ref_specs) or len(pairs) != len(cand_specs) or any(
+            r.dtype != c.dtype or len(r.shape) != len(c.shape) for r, c in pairs):
+        def signature(specs: list[TensorSpec]) -> str:
+            return "[" + ", ".join(f"{s.name}{s.shape_text()}:{s.dtype}" for s in specs) + "]"
+
+        raise InputError(
+            f"the models take different inputs: reference {signature(ref_specs)}, candidate {signature(cand_specs)}",
+            hint="compare two models that take the same inputs (matched by name, or by position when only the names "
+                 "differ, with the same dtype and rank)",
+        )
+    return [(r.name, c.name) for r, c in pairs]
 
 
 def compare(
@@ -50,9 +74,16 @@ def compare(
     tolerance: Tolerance,
     label: str = "",
     progress: Callable[[], None] | None = None,
+    data: str | None = None,
 ) -> Comparison:
-    """Run both models on every feed; metrics accumulate per output, and the verdict comes at the end."""
-    return _compare(ref, cand, ((feed, ref.infer(feed)) for feed in feeds), tolerance, label, progress)
+    """Run both models on every feed; metrics accumulate per output, and the verdict comes at the end.
+
+    `data`: the user's data file the feeds come from (None: random inputs). NaN/Inf the reference computes on random
+    inputs mean mdeploy fed it values outside its domain (the log of a negative): an input error. On the user's data
+    they are what the model computes there (a causal mask's -inf, a max over an empty set): compared as values (the
+    candidate must compute the same ones), with a note.
+    """
+    return _compare(ref, cand, ((feed, ref.infer(feed)) for feed in feeds), tolerance, label, progress, data)
 
 
 @dataclass
@@ -98,10 +129,13 @@ def _compare(
     tolerance: Tolerance,
     label: str,
     progress: Callable[[], None] | None,
+    data: str | None = None,
 ) -> Comparison:
     """The candidate on every feed against the reference's outputs for it (computed as `runs` is iterated)."""
     accumulators: dict[str, OutputAccumulator] | None = None
-    notes: list[str] = []
+    inputs = input_pairs(ref.input_specs(), cand.input_specs())  # before anything runs: an error, not a failed check
+    renamed = ", ".join(f"{r}->{c}" for r, c in inputs if r != c)
+    notes: list[str] = [f"input names differ; matched by position ({renamed})"] if renamed else []
     pairs: list[tuple[str, str]] = []
     nonfinite_ref: dict[str, int] = {}
     for feed, ref_out in runs:
@@ -112,19 +146,22 @@ def _compare(
             # (an export that froze a dynamic axis fails exactly like this)
             return _failed_to_run(ref_out, exc, tolerance, label)
         if accumulators is None:
-            pairs, notes = match_outputs(list(ref_out), list(cand_out))
+            pairs, matched = match_outputs(list(ref_out), list(cand_out))
             kinds = output_kinds(ref, cand, pairs, ref_out, tolerance)
-            notes += scores.notes(kinds, tolerance.min_top1 is not None)
+            notes += matched + scores.notes(kinds, tolerance.min_top1 is not None)
             accumulators = {r: OutputAccumulator(r, c, kinds[r]) for r, c in pairs}
         for r, c in pairs:
-            accumulators[r].update(ref_out[r], cand_out[c], tolerance)
-            bad = int(np.size(ref_out[r]) - np.isfinite(ref_out[r]).sum()) if ref_out[r].dtype.kind == "f" else 0
+            update(accumulators[r], ref_out[r], cand_out[c], tolerance)
+            bad = sum(int(np.size(t) - np.isfinite(t).sum()) for t in tensors(ref_out[r]) if t.dtype.kind == "f")
             nonfinite_ref[r] = nonfinite_ref.get(r, 0) + bad
         if progress:
             progress()
     poisoned = {k: v for k, v in nonfinite_ref.items() if v}
-    if poisoned:
-        which = ", ".join(f"{k} ({v} values)" for k, v in poisoned.items())
+    which = ", ".join(f"{k} ({v} values)" for k, v in poisoned.items())
+    if poisoned and data:
+        notes.append(f"the reference computes NaN/Inf on {data} in {which}: compared as values (the candidate must "
+                     "compute the same ones there)")
+    elif poisoned:
         raise InputError(
             f"the reference model {ref.ref.name} produces NaN/Inf in {which}{' at ' + label if label else ''}; nothing can be compared",
             hint="check the inputs (--data) and the model itself",
@@ -137,7 +174,35 @@ def _compare(
 def output_kinds(ref: Runner, cand: Runner, pairs: list[tuple[str, str]], ref_out: dict[str, np.ndarray],
                  tolerance: Tolerance) -> dict[str, scores.OutputKind]:
     """Which outputs are class scores (top-1 is computed and judged on those only), from both models' graphs."""
-    return scores.decide([r for r, _ in pairs], ref_out, tolerance.classifier_outputs, scores.graphs_of(ref, cand, pairs=pairs))
+    arrays = {k: v for k, v in ref_out.items() if isinstance(v, np.ndarray)}  # a sequence is not class scores
+    return scores.decide([r for r, _ in pairs], arrays, tolerance.classifier_outputs, scores.graphs_of(ref, cand, pairs=pairs))
+
+
+def tensors(value: object) -> list[np.ndarray]:
+    """The tensors of one output: itself, the elements of a sequence (ONNX SplitToSequence), none for an optional
+    output without a value."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors(v)]
+    return [np.asarray(value)]
+
+
+def update(acc: OutputAccumulator, ref: object, cand: object, tolerance: Tolerance) -> None:
+    """Add one run of an output to its metrics: a tensor, or a sequence element by element (a sequence of another
+    length, or a value on one side only, is a shape that differs)."""
+    kind = {type(None): "no value", list: "a sequence", tuple: "a sequence"}
+    ref_kind, cand_kind = kind.get(type(ref), "a tensor"), kind.get(type(cand), "a tensor")
+    if ref_kind != cand_kind:
+        acc.shape_problem = f"{cand_kind} where the reference has {ref_kind}"
+    elif ref_kind == "a sequence":
+        assert isinstance(ref, (list, tuple)) and isinstance(cand, (list, tuple))
+        if len(ref) != len(cand):
+            acc.shape_problem = f"a sequence of {len(cand)} tensors where the reference's has {len(ref)}"
+        for r, c in zip(ref, cand):
+            update(acc, r, c, tolerance)
+    elif ref_kind == "a tensor":
+        acc.update(np.asarray(ref), np.asarray(cand), tolerance)
 
 
 def resized_feed(specs: list[TensorSpec], dynamic: dict[str, list[tuple[str, int]]], base: Feed, rng: np.random.Generator) -> tuple[Feed, str]:
@@ -169,8 +234,9 @@ def resized_feed(specs: list[TensorSpec], dynamic: dict[str, list[tuple[str, int
 def _failed_to_run(ref_out: dict[str, np.ndarray], exc: MdeployError, tolerance: Tolerance, label: str) -> Comparison:
     reason = f"the candidate failed to run: {exc.message}"
     outputs = [
-        OutputComparison(name, name, list(np.shape(v)), float("inf"), float("inf"), float("inf"), 0.0, int(np.size(v)), int(np.size(v)),
-                         0, 0, None, passed=False, reasons=[reason])
+        OutputComparison(name, name, list(np.shape(v)) if isinstance(v, np.ndarray) else [], float("inf"), float("inf"),
+                         float("inf"), 0.0, size, size, 0, 0, None, passed=False, reasons=[reason])
         for name, v in ref_out.items()
+        for size in [sum(int(t.size) for t in tensors(v))]
     ]
     return Comparison(label=label, tolerance=tolerance, outputs=outputs)

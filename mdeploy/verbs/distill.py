@@ -157,8 +157,8 @@ class _Distill:
         start = time.perf_counter()
         teacher = self._open_teacher(train_x)
         specs = teacher.input_specs()
-        train_x = _checked(train_x, specs, "--data")
-        eval_x = _checked(eval_x, specs, "--eval-data") if eval_x is not None else None
+        train_x = _checked(train_x, specs, "--data", report.notes)
+        eval_x = _checked(eval_x, specs, "--eval-data", report.notes) if eval_x is not None else None
         n = _count(train_x)
         probe = {k: np.ascontiguousarray(v[: fixed_batch(specs) or min(n, 2)]) for k, v in train_x.items()}
         teacher_probe = teacher.infer(probe)
@@ -344,15 +344,15 @@ class _Distill:
         }
 
 
-def _checked(arrays: dict[str, np.ndarray], specs: list[TensorSpec], flag: str) -> dict[str, np.ndarray]:
-    """The data keyed by the teacher's input names (an unnamed .npy takes the only input's), checked against them."""
-    if list(arrays) == [""] and len(specs) == 1:
-        arrays = {specs[0].name: arrays[""]}
-    try:
-        vinputs.feeds_from_data(arrays, specs, batch=fixed_batch(specs) or max(1, _count(arrays)))
-    except InputError as exc:
-        raise InputError(f"{flag}: {exc.message}", hint=exc.hint) from None
-    return {s.name: arrays[s.name] for s in specs}
+def _checked(arrays: dict[str, np.ndarray], specs: list[TensorSpec], flag: str, notes: list[str]) -> dict[str, np.ndarray]:
+    """The data keyed by the teacher's input names, checked against them (vinputs.read_data: the only array takes
+    the only input's name when it fits, with a note). Training draws batches of samples: one feed will not do."""
+    reading = vinputs.read_data(arrays, specs, flag)
+    if reading.samples is None:
+        raise InputError(f"{flag} is not a stack of samples along axis 0 ({reading.not_samples}); training draws "
+                         "batches of samples from it", hint=f"give every array of {flag} its samples along axis 0")
+    notes.extend(reading.notes)
+    return reading.arrays
 
 
 def _count(arrays: dict[str, np.ndarray] | None) -> int:

@@ -174,7 +174,7 @@ def _feeds(inputs: list[TensorSpec], o: Options) -> list[dict]:
     from mdeploy.validation import inputs as vinputs
 
     if o.data:
-        return vinputs.feeds_from_data(vinputs.load_arrays(Path(o.data)), inputs)
+        return vinputs.feeds_from_data(vinputs.load_arrays(Path(o.data)), inputs, flag="--data")
     rng = np.random.default_rng(o.seed)
     batch = min(VALIDATION_BATCH, o.max_batch_size or VALIDATION_BATCH)  # a server refuses batches over --max-batch-size
     return [vinputs.random_feed(inputs, rng, batch=batch) for _ in range(VALIDATION_SAMPLES)]

@@ -200,7 +200,7 @@ class Job:
         sample = measure.first_sample(examples)
         macs_before, params_before = measure.macs_and_params(module, sample)
         widths_before = measure.widths(module)
-        train = self._training_data(names)
+        train = self._training_data(names, report.notes)
         if train is not None and train[1] is not None:  # found now, not after pruning and an export
             from mdeploy.pruning import recover
 
@@ -299,14 +299,18 @@ class Job:
                                  + " (or define example_inputs() beside the factory)")
         return feeds
 
-    def _training_data(self, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None] | None:
+    def _training_data(self, names: list[str], notes: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None] | None:
         if not self.o.data:
             return None
         from mdeploy.training.checks import load_data
 
         arrays, labels = load_data(self.o.data, self.o.labels, "--data", "--labels")  # finite; labels are class ids
-        if list(arrays) == [""] and len(names) == 1:
-            arrays = {names[0]: arrays[""]}
+        # the only array is the only input's when its dtype and rank fit (vinputs.keyed_by_inputs), with a note
+        ranks = [TensorSpec(k, ("n",) + tuple(f"d{i}" for i in range(1, v.dim())), str(v.dtype).replace("torch.", ""))
+                 for k, v in self.examples.items()]
+        if len(arrays) == 1 and len(names) == 1 and names[0] not in arrays:
+            arrays, renamed = vinputs.keyed_by_inputs(arrays, ranks, "--data")
+            notes.extend(renamed)
         missing = [n for n in names if n not in arrays]
         if missing:
             raise InputError(f"--data has no array for input {', '.join(missing)}", hint="arrays in it: " + ", ".join(arrays))
@@ -445,7 +449,8 @@ class Job:
             from mdeploy.training.checks import load_data
 
             arrays, labels = load_data(o.eval_data, o.eval_labels, "--eval-data", "--eval-labels")
-            feeds = batches_from_data(arrays, specs, EVAL_BATCH)
+            feeds = batches_from_data(arrays, specs, EVAL_BATCH, flag="--eval-data")
+            report.notes.extend(feeds.notes)
             source = o.eval_data
         else:
             rng = np.random.default_rng(o.seed)

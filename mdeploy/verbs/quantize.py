@@ -218,6 +218,7 @@ class Plan:
             arrays = load_arrays(Path(self.data))
             labels = arrays.pop("labels", None)
             feeds = batches_from_data(arrays, specs, EVAL_BATCH)
+            report.notes.extend(f"proof {note}" for note in feeds.notes if note not in report.notes)
             source = self.data
         else:
             rng = np.random.default_rng(self.seed)

@@ -89,32 +89,34 @@ def parse_specs(values: list[Any]) -> list[TensorSpec]:
     return [v if isinstance(v, TensorSpec) else TensorSpec.parse(v) for v in values or []]
 
 
-def _feeds(specs: list[TensorSpec], o: Options) -> tuple[list[dict], dict[str, Any]]:
+def _feeds(specs: list[TensorSpec], o: Options) -> tuple[Any, dict[str, Any]]:
+    """The inputs to compare on (`vinputs.Feeds`, whose notes say how --data was read) and where they came from."""
     import numpy as np
 
     from mdeploy.validation import inputs as vinputs
 
     if o.data:
-        return vinputs.feeds_from_data(vinputs.load_arrays(Path(o.data)), specs), {"data": o.data}
+        return vinputs.feeds_from_data(vinputs.load_arrays(Path(o.data)), specs, flag="--data"), {"data": o.data}
     rng = np.random.default_rng(o.seed)
-    return [vinputs.random_feed(specs, rng) for _ in range(o.samples or 1)], {"samples": o.samples or 1}
+    return vinputs.Feeds([vinputs.random_feed(specs, rng) for _ in range(o.samples or 1)]), {"samples": o.samples or 1}
 
 
 def _outputs(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec], tolerance: Tolerance,
              progress: ProgressFactory) -> Report:
     from mdeploy.reports.report import Report
     from mdeploy.validation import inputs as vinputs
-    from mdeploy.validation.run import compare, merged_specs
+    from mdeploy.validation.run import compare, input_pairs, merged_specs
 
     ref_device, cand_device = devices(o)
     ref_runner = _open(ref, ref_device, "--ref-device" if o.ref_device else None, inputs)
     cand_runner = _open(cand, cand_device, "--cand-device" if o.cand_device else None, None)
+    input_pairs(ref_runner.input_specs(), cand_runner.input_specs())  # different inputs: exit 2, whatever the data
     feeds, source = _feeds(merged_specs(ref_runner, cand_runner), o)
     labels = _labels(o)
     accuracy = None
     with progress("validating", len(feeds)) as advance:
         if labels is None:
-            comparison = compare(ref_runner, cand_runner, feeds, tolerance, progress=advance)
+            comparison = compare(ref_runner, cand_runner, feeds, tolerance, progress=advance, data=o.data)
         else:
             from mdeploy.validation.proof import prove
 
@@ -125,6 +127,7 @@ def _outputs(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec]
         data={"reference": ref.name, "candidate": cand.name, "device": cand_device, "reference_device": ref_device,
               "candidate_device": cand_device, "seed": o.seed, "inputs_sha256": vinputs.feeds_hash(feeds), **source},
         comparisons=[comparison],
+        notes=list(feeds.notes),
     )
     if accuracy is not None:
         report.data["accuracy"] = accuracy.to_dict()
@@ -201,5 +204,5 @@ def _layerwise(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpe
         steps=[Step("layerwise", "passed" if result else "failed",
                     {"first_failure": f"{first.node} ({first.op_type}) -> {first.tensor}" if first is not None else None},
                     time.perf_counter() - start)],
-        notes=result.notes,
+        notes=[*feeds.notes, *result.notes],
     )
