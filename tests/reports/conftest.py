@@ -69,7 +69,8 @@ def _model(name: str, folder: Path, fp32: Path, data: Path, labels: Path, candid
         "artifacts": [{"step": "01-convert", "path": str(baseline), "format": "onnx", "size_bytes": baseline.stat().st_size},
                       {"step": "02-quantize", "path": str(int8), "format": "onnx", "size_bytes": int8.stat().st_size}],
         "steps": steps,
-        "comparisons": [{"step": "03-validate", **c} for c in vd["comparisons"]],
+        "comparisons": [{"step": "03-validate", "reference": str(baseline), "candidate": str(int8), **c}  # as execute.py
+                        for c in vd["comparisons"]],
         "accuracy": accuracy,
         "benchmark": lat,
         "gates": gate_rows,
