@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mdeploy.errors import InputError
+from mdeploy.errors import InputError, shown
+from mdeploy.reports import schema
 from mdeploy.reports.report import SCHEMA_VERSION, Report, Step
+from mdeploy.reports.schema_check import first_problem
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -26,22 +28,29 @@ def load(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path} is not a JSON report: {exc}", hint="give the report.json of each run") from None
+    except RecursionError:
+        raise InputError(f"{path} is not a report: JSON nested deeper than Python reads",
+                         hint="give the report.json of each run") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} is not a report (a JSON object was expected)")
     return data
 
 
 def _check(d: dict[str, Any], where: str) -> None:
+    """A run report of a schema this mdeploy reads, every field of the type report.schema.json gives it: merging
+    and rendering then use the fields as they are (a field of another type would be a traceback there)."""
     if d.get("command") != "run":
-        raise InputError(f"{where} is not a run report (command: {d.get('command')!r})",
+        raise InputError(f"{where} is not a run report (command: {shown(d.get('command'))})",
                          hint="merge the report.json files of `mdeploy run`; a single verb's report has no models or gates")
     version = d.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise InputError(f"{where} has schema_version {version!r}; this mdeploy reads up to {SCHEMA_VERSION}",
+        raise InputError(f"{where} has schema_version {shown(version)}; this mdeploy reads up to {SCHEMA_VERSION}",
                          hint="merge with the mdeploy version that wrote the reports (or a newer one)")
-    models = d.get("models")
-    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in models):
-        raise InputError(f"{where}: `models` must be a list of objects with a `name`")
+    problem = first_problem(d, schema())
+    if problem:
+        raise InputError(f"{where} is not a report this mdeploy wrote: field {problem}",
+                         hint="merge the report.json files that `mdeploy run --report DIR` wrote, unedited "
+                              "(mdeploy/reports/report.schema.json describes every field)")
 
 
 def merge(reports: list[dict[str, Any]], sources: list[str] | None = None) -> Report:
