@@ -58,7 +58,8 @@ def check_labels_apply(module: Any, inputs: dict[str, np.ndarray], input_names: 
     outputs = {name: value.detach().numpy() for name, value in flatten_outputs(got)}
     if scored_output(outputs)[1] != "scores":
         shapes = ", ".join(f"{name} {list(v.shape)}" for name, v in outputs.items())
-        raise InputError(f"{flag} holds class labels, but the model has no class-score output to train on them ({shapes})",
+        raise InputError(f"{flag}: class labels given, but the model has no class-score output to train them on "
+                         f"(outputs: {shapes})",
                          hint="recovery then distils the outputs alone: drop the labels (class scores are a float "
                               "[batch, classes] output)")
 
