@@ -122,12 +122,12 @@ def _outputs(ref: ModelRef, cand: ModelRef, o: Options, inputs: list[TensorSpec]
 
             proof = prove(ref_runner, cand_runner, feeds, tolerance, labels, progress=advance)
             comparison, accuracy = proof.comparison, proof.accuracy
+    comparison.notes = [*feeds.notes, *comparison.notes]  # how --data was read, shown with the verdict
     report = Report(
         command="validate",
         data={"reference": ref.name, "candidate": cand.name, "device": cand_device, "reference_device": ref_device,
               "candidate_device": cand_device, "seed": o.seed, "inputs_sha256": vinputs.feeds_hash(feeds), **source},
         comparisons=[comparison],
-        notes=list(feeds.notes),
     )
     if accuracy is not None:
         report.data["accuracy"] = accuracy.to_dict()
