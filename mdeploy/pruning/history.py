@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy.deps import require
-from mdeploy.errors import ModelLoadError, first_line
+from mdeploy.errors import ModelLoadError, first_line, shown
 
 KEY = "mdeploy_pruning"
 FORMAT_VERSION = 1
@@ -44,15 +44,73 @@ def save(path: Path, module: Any, history: list | None, input_specs: list[dict[s
     torch.save(payload, str(path))
 
 
+# What a record may hold. The inputs' dtypes are those `encode` writes (numpy names, as torch calls them too); a
+# shape is bounded because replaying builds a tensor of it (2**26 elements: a 256 MiB float32 example at most).
+DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+MAX_ELEMENTS = 1 << 26
+MAX_RANK = 8
+_NOT_OURS = "the pruning record (mdeploy_pruning) in the --weights file is not a pruning record this mdeploy writes"
+_REWRITE = "write it again with `mdeploy prune ... --save-weights OUT.pt`"
+
+
 def decode(blob: Any) -> dict[str, Any]:
+    """The record inside a --save-weights file, every field checked before anything uses it: the file is the
+    user's, and a record edited by hand (a dtype torch lacks, a shape of a billion elements) must be one error
+    line, not a traceback from the replay."""
     try:
         record = json.loads(bytes(blob.cpu().numpy().tobytes()).decode())
     except Exception as exc:
-        raise ModelLoadError(f"the pruning record in the weights file is unreadable: {first_line(exc)}") from None
-    if not isinstance(record, dict) or record.get("version") != FORMAT_VERSION or "history" not in record:
-        raise ModelLoadError("the pruning record in the weights file is not one this mdeploy writes",
-                             hint="write it again with `mdeploy prune ... --save-weights OUT.pt`")
+        raise ModelLoadError(f"the pruning record in the weights file is unreadable: {first_line(exc)}",
+                             hint=_REWRITE) from None
+    problem = _problem(record)
+    if problem:
+        raise ModelLoadError(f"{_NOT_OURS}: {problem}", hint=_REWRITE)
     return record
+
+
+def _problem(record: Any) -> str | None:
+    """What is wrong with a decoded record (the first thing), or None."""
+    if not isinstance(record, dict):
+        return f"a JSON object was expected, got {shown(record)}"
+    if record.get("version") != FORMAT_VERSION:
+        return f"version {shown(record.get('version'))} (this mdeploy writes version {FORMAT_VERSION})"
+    if record.get("library") != "torch-pruning":
+        return f"library {shown(record.get('library'))} (this mdeploy writes 'torch-pruning')"
+    steps = record.get("history")
+    if not isinstance(steps, list):
+        return f"history is {shown(steps)}, not a list"
+    for i, step in enumerate(steps):
+        if not (isinstance(step, list) and len(step) == 3 and isinstance(step[0], str) and isinstance(step[1], bool)
+                and isinstance(step[2], list) and all(_count(v, 1 << 31) for v in step[2])):
+            return f"history[{i}] is {shown(step)}, not [layer name, true/false, [channel indices >= 0]]"
+    inputs = record.get("inputs", [])
+    if not isinstance(inputs, list):
+        return f"inputs is {shown(inputs)}, not a list"
+    for i, spec in enumerate(inputs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            return f"inputs[{i}] is {shown(spec)}, not {{name, shape, dtype}}"
+        if spec.get("dtype") not in DTYPES:
+            return f"inputs[{i}].dtype is {shown(spec.get('dtype'))}, not one of {', '.join(DTYPES)}"
+        shape = spec.get("shape")
+        if not (isinstance(shape, list) and len(shape) <= MAX_RANK and all(_count(d, MAX_ELEMENTS) for d in shape)):
+            return f"inputs[{i}].shape is {shown(shape)}, not a list of at most {MAX_RANK} sizes >= 0"
+        elements = 1
+        for d in shape:
+            elements *= d
+        if elements > MAX_ELEMENTS:
+            return f"inputs[{i}].shape {shown(shape)} has {elements:,} elements (at most {MAX_ELEMENTS:,})"
+    heads = record.get("heads", {})
+    if not isinstance(heads, dict):
+        return f"heads is {shown(heads)}, not an object"
+    for name, h in heads.items():
+        if not (isinstance(h, dict) and isinstance(h.get("attr"), str) and h["attr"].isidentifier()
+                and _count(h.get("heads"), 1 << 16) and h["heads"] > 0):
+            return f"heads[{shown(name)}] is {shown(h)}, not {{attr: a name, heads: a count > 0}}"
+    return None
+
+
+def _count(value: Any, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
 
 
 def replay(module: Any, blob: Any) -> None:
@@ -62,7 +120,7 @@ def replay(module: Any, blob: Any) -> None:
     record = decode(blob)
     examples = {}
     for spec in record.get("inputs", []):
-        dtype = getattr(torch, spec["dtype"])
+        dtype = getattr(torch, spec["dtype"])  # one of DTYPES: decode checked
         shape = tuple(int(d) for d in spec["shape"])
         examples[spec["name"]] = torch.zeros(shape, dtype=dtype) if not dtype.is_floating_point else torch.randn(shape)
     module.eval()
