@@ -128,10 +128,12 @@ def test_student_factory_that_fails(digits_kd, cli, tmp_path, factory, words):
 
 
 def test_data_keys_are_not_the_teachers_inputs(digits_kd, cli, tmp_path):
+    """Two arrays for a one-input teacher, neither named as its input (one array alone would feed the only input,
+    with a note)."""
     with np.load(digits_kd["train"]) as data:
-        np.savez(tmp_path / "pixels.npz", pixels=data["image"])
+        np.savez(tmp_path / "pixels.npz", pixels=data["image"], rows=data["image"][:, 0, 0, :])
     lines = _bad(cli, tmp_path, "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "--data", tmp_path / "pixels.npz")
-    assert "missing image" in lines[0] and "unknown pixels" in lines[0]
+    assert "--data" in lines[0] and "missing image" in lines[0] and "unknown pixels, rows" in lines[0]
 
 
 def test_labels_that_do_not_fit(digits_kd, cli, tmp_path):
