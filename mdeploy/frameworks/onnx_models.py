@@ -205,8 +205,9 @@ def _newer_than_onnx(model: Any) -> list[str]:
     onnx = require("onnx", extra="onnx")
     if model.ir_version <= onnx.IR_VERSION:
         return []
-    return [f"IR version {model.ir_version} is newer than onnx {onnx.__version__} knows ({onnx.IR_VERSION}): what is shown "
-            f"was read with it, and its structure checked as IR version {onnx.IR_VERSION}"]
+    note = (f"IR version {model.ir_version} is newer than onnx {onnx.__version__} knows ({onnx.IR_VERSION}): what is shown "
+            f"was read with it, and its structure checked as IR version {onnx.IR_VERSION}")
+    return [note]
 
 
 def checker_problems(path: Path, model: Any) -> list[dict[str, str]]:

@@ -5,8 +5,9 @@ this mdeploy writes", before anything uses it; the weights file is never changed
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
