@@ -24,6 +24,9 @@ class ConversionResult:
     # A check of the output the converter left to its caller, who runs it before the output is used (convert: once
     # validation's reference run has released the source model, so that the two never hold memory at once).
     pending_check: Callable[[], None] | None = None
+    # (feed, outputs) of the source at the example inputs, when the converter ran it there (numpy arrays by name):
+    # validation reuses the outputs for an identical feed instead of running the source again (seconds for a BERT)
+    source_run: tuple[dict[str, Any], dict[str, Any]] | None = None
 
 
 class Converter:

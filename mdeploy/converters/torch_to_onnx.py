@@ -57,17 +57,19 @@ class TorchToOnnx(Converter):
             loaded = torch_models.load(src)
         laps.lap("load")
         specs, dynamic, notes, untyped = _plan_inputs(loaded, options)
-        specs, examples, reference = _reference(src, loaded, specs, untyped, notes)
+        specs, examples, feed, reference = _reference(src, loaded, specs, untyped, notes)
         laps.lap("reference run")
-        output_names = [n for n, _ in torch_models.flatten_outputs(reference)]
-        del reference
+        named = torch_models.flatten_outputs(reference)
+        output_names = [n for n, _ in named]
+        source_run = (feed, {n: v.detach().cpu().numpy() for n, v in named})  # as TorchRunner gives them
+        del reference, named
         big = _weight_bytes(loaded.module) > EXTERNAL_DATA_THRESHOLD
         order = _exporter_order(options.exporter, src.format)
         exporters = {"dynamo": _export_dynamo, "torchscript": _export_torchscript}
         failures: list[tuple[str, BaseException]] = []
         for exporter in order:
             try:
-                exporters[exporter](loaded, examples, specs, dynamic, output_names, options.opset, out, big, laps)
+                streamed = exporters[exporter](loaded, examples, specs, dynamic, output_names, options.opset, out, big, laps)
                 break
             except Exception as exc:
                 failures.append((exporter, exc))
@@ -92,9 +94,10 @@ class TorchToOnnx(Converter):
             dynamic_axes=dims,
             details={"exporter": exporter, "outputs": output_names, "external_data": big,
                      "timings": dict(laps)},
-            # onnx.checker reads the whole file (0.8 GB at its peak for BERT-base): left to the caller, to run when the
-            # module kept above is gone (convert: after validation's reference run, before the result is loaded)
-            pending_check=lambda: _check(out),
+            # onnx.checker, left to the caller to run before the result is used: after validation's reference run has
+            # released the module kept above (a file the exporter wrote is read whole: 0.8 GB at its peak for BERT-base)
+            pending_check=lambda: _check(out, streamed),
+            source_run=source_run,
         )
 
 
@@ -177,8 +180,9 @@ def _plan_inputs(
 
 def _reference(
     src: ModelRef, loaded: torch_models.LoadedTorchModel, specs: list[TensorSpec], untyped: set[str], notes: list[str]
-) -> tuple[list[TensorSpec], dict[str, Any], Any]:
-    """Run the source once on the example inputs (the outputs name the ONNX outputs).
+) -> tuple[list[TensorSpec], dict[str, Any], dict[str, np.ndarray], Any]:
+    """Run the source once on the example inputs (the outputs name the ONNX outputs; validation reuses them).
+    Returns the specs, the example tensors, a copy of them as numpy arrays taken before the run, and the outputs.
 
     An input given without a dtype that the model uses as indices (token ids into an embedding, gather indices)
     becomes int64, with a note: from the TorchScript graph, or watched during this run, which then runs again
@@ -190,6 +194,7 @@ def _reference(
         found = torch_models.script_index_inputs(loaded.module, loaded.input_names, untyped)
         specs = _as_indices(specs, found, loaded.module)
     examples = _example_tensors(loaded, specs)
+    feed = _snapshot(examples)
     watch = torch_models.IndexWatch(examples) if untyped and not found else None
     failure = None
     try:
@@ -201,6 +206,7 @@ def _reference(
         found = watch.found
         specs = _as_indices(specs, found, loaded.module)
         examples = _example_tensors(loaded, specs)
+        feed = _snapshot(examples)
         failure = None
         try:
             with t.inference_mode(), framework_output():
@@ -213,7 +219,12 @@ def _reference(
             f"{src.name} fails on the example inputs ({_shapes(specs)}): {first_line(failure)}",
             hint=integer_hint(failure, specs) or _untyped_hint(specs, untyped - set(found)),
         ) from None
-    return specs, examples, reference
+    return specs, examples, feed, reference
+
+
+def _snapshot(tensors: dict[str, Any]) -> dict[str, np.ndarray]:
+    """numpy copies of the example tensors, as they are before the source runs on them (a forward() may write them)."""
+    return {name: np.array(tensor.numpy(force=True)) for name, tensor in tensors.items()}
 
 
 def _untyped_hint(specs: list[TensorSpec], untyped: set[str]) -> str:
@@ -254,7 +265,8 @@ def _example_tensors(loaded: torch_models.LoadedTorchModel, specs: list[TensorSp
     return tensors
 
 
-def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps) -> None:  # noqa: ANN001
+def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps) -> set[str]:  # noqa: ANN001
+    """Export with the dynamo exporter and save; the names of the weights save_streamed wrote (see _check)."""
     t = torch_models.torch()
     names = [s.name for s in specs]
     kwargs: dict[str, Any] = {"dynamo": True, "opset_version": opset, "output_names": output_names, "optimize": True}
@@ -278,12 +290,14 @@ def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: P
     with framework_output():
         program = t.onnx.export(model, args, None, **kwargs)
         laps.lap("torch.onnx.export (dynamo)")
+        streamed: set[str] = set()
         if big:
             program.save(str(out), external_data=True)
         else:
-            save_streamed(program.model, out)
+            streamed = save_streamed(program.model, out)
         laps.lap("save")
     _drop_weights(program.model.graph)
+    return streamed
 
 
 def _drop_weights(graph: Any) -> None:
@@ -299,7 +313,7 @@ def _drop_weights(graph: Any) -> None:
     graph.initializers.clear()
 
 
-def save_streamed(model: Any, out: Path, min_bytes: int = 1024) -> None:
+def save_streamed(model: Any, out: Path, min_bytes: int = 1024) -> set[str]:
     """Write an onnx_ir model as one .onnx file, its weights streamed from memory into the file.
 
     ir.save builds the whole ModelProto (a copy of every weight) and then its serialized bytes (another copy):
@@ -307,6 +321,7 @@ def save_streamed(model: Any, out: Path, min_bytes: int = 1024) -> None:
     is serialized without its large initializers, and each one follows as its own `graph { initializer {...} }`
     record, written straight from the tensor's memory (protobuf merges repeated records of a message field, so
     readers see one graph holding every initializer). Extra memory: one tensor's header. Below 2 GB only.
+    Returns the names of the weights written that way.
     """
     from onnx_ir import serde
 
@@ -343,6 +358,10 @@ def save_streamed(model: Any, out: Path, min_bytes: int = 1024) -> None:
             tensor.tofile(f)
             if f.tell() - start != size:
                 raise ConversionError(f"writing the weight {value.name} wrote {f.tell() - start} bytes, not {size}")
+            needed = (int(np.prod(header.dims, dtype=np.int64)) * tensor.dtype.bitwidth + 7) // 8
+            if size != needed:  # what onnx.checker checks of raw_data (_check reads these tensors' headers only)
+                raise ConversionError(f"the weight {value.name} holds {size} bytes; its shape and type need {needed}")
+    return set(moved)
 
 
 def _varint_len(n: int) -> int:
@@ -383,12 +402,43 @@ def _export_torchscript(loaded, examples, specs, dynamic, output_names, opset, o
         laps.lap("save")
 
 
-def _check(out: Path) -> None:
+def _check(out: Path, streamed: set[str] | None = None) -> None:
+    """onnx.checker on the written model.
+
+    A file save_streamed wrote is checked without the large weights it streamed (`streamed`) (onnx_skeleton: 0.1 s and a few MB where
+    reading the whole file took 1.7 s and 0.8 GB for BERT-base): each such weight stands as a graph input of its
+    type and shape, so every check of the graph (nodes against their schemas, topological order, every input
+    defined, opsets, types) still applies to the file as written. What the checker checks of those tensors
+    themselves (a valid type, one value field of exactly the size their shape needs) save_streamed checked as it
+    wrote them. A file the exporter wrote itself gets the whole check.
+    """
     onnx = require("onnx", extra="onnx")
     try:
-        onnx.checker.check_model(str(out))
+        onnx.checker.check_model(_weightless(out, streamed) if streamed else str(out))
     except Exception as exc:
         raise ConversionError(f"the exported model fails onnx.checker: {first_line(exc)}") from None
+
+
+def _weightless(out: Path, streamed: set[str]) -> Any:
+    """The model at `out` as onnx.checker sees it, the weights save_streamed wrote (their bytes left unread) turned
+    into typed graph inputs."""
+    onnx = require("onnx", extra="onnx")
+    from mdeploy.frameworks import onnx_skeleton
+
+    model = onnx_skeleton.load_without_weights(out)
+    graph = model.graph
+    values = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
+    unread = [t for t in graph.initializer if t.name in streamed and not any(len(getattr(t, f)) for f in values)]
+    if not unread:
+        return model
+    names = {t.name for t in unread}
+    kept = [t for t in graph.initializer if t.name not in names]
+    inputs = {i.name for i in graph.input}
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in unread
+                       if t.name not in inputs)
+    return model
 
 
 _OP = re.compile(r"(aten[.:]{1,2}[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?|torch\.ops\.[\w.]+|prim::\w+|onnx::\w+)")

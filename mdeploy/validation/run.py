@@ -100,15 +100,35 @@ class ReferenceOutputs:
     notes: list[str]
     feeds: list[Feed]
     outputs: list[dict[str, np.ndarray]]
+    reused: int = 0  # how many of the outputs came from a run made before (run_reference's `known`)
 
     def input_specs(self) -> list[TensorSpec]:
         return self.specs
 
 
-def run_reference(ref: Runner, feeds: list[Feed]) -> ReferenceOutputs:
-    """Run the reference on every feed and keep what it computed (the runner can then be dropped)."""
-    outputs = [ref.infer(feed) for feed in feeds]
-    return ReferenceOutputs(ref.ref, list(ref.input_specs()), list(ref.notes), list(feeds), outputs)
+def run_reference(ref: Runner, feeds: list[Feed],
+                  known: tuple[Feed, dict[str, np.ndarray]] | None = None) -> ReferenceOutputs:
+    """Run the reference on every feed and keep what it computed (the runner can then be dropped).
+
+    `known`: a feed the same model already ran on and what it computed there (convert's converter ran the source at
+    the example inputs): a feed equal to it, array for array (names, dtypes, shapes, values), takes those outputs
+    instead of running again.
+    """
+    outputs, reused = [], 0
+    for feed in feeds:
+        if known is not None and same_feed(feed, known[0]):
+            ref.check_feed(feed)
+            outputs.append(dict(known[1]))
+            reused += 1
+        else:
+            outputs.append(ref.infer(feed))
+    return ReferenceOutputs(ref.ref, list(ref.input_specs()), list(ref.notes), list(feeds), outputs, reused)
+
+
+def same_feed(a: Feed, b: Feed) -> bool:
+    """Whether two feeds hold the same arrays (names, dtypes, shapes and every value)."""
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a)
 
 
 def compare_to_reference(

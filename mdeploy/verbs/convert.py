@@ -87,11 +87,14 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     try:
         with atomic_output(out, o.force) as tmp:
             result = None
+            source_run = None  # the first hop's run of the source at the example inputs, which validation reuses
             current = ref
             for i, (conv, opts) in enumerate(zip(chain, hop_options)):
                 hop_out = tmp if i == len(chain) - 1 else tmp.parent / f"hop{i}{_suffix(conv.target)}"
                 start = time.perf_counter()
                 result = conv().convert(current, hop_out, opts)
+                if i == 0:
+                    source_run = result.source_run
                 if result.pending_check is not None and (i < len(chain) - 1 or o.no_validate):
                     lap = time.perf_counter()
                     result.pending_check()  # with validation, the last hop's check runs once the source is released
@@ -104,7 +107,8 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
                 report.notes.extend(result.notes)
                 current = result.output
             if not o.no_validate and result is not None:
-                _validate(ref, ModelRef(tmp, dst), ModelRef(out, dst), result, tolerance, o.seed, report, progress)
+                _validate(ref, ModelRef(tmp, dst), ModelRef(out, dst), result, tolerance, o.seed, report, progress,
+                          source_run)
     finally:
         if ref.format == Format.PYTORCH_MODULE:
             from mdeploy.frameworks import torch_models
@@ -115,7 +119,7 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
 
 
 def _validate(src: ModelRef, staged: ModelRef, final: ModelRef, result, tolerance, seed: int, report: Report,  # noqa: ANN001
-              progress: ProgressFactory) -> None:
+              progress: ProgressFactory, source_run=None) -> None:  # noqa: ANN001
     """Validate the staged result, unless one side cannot run on this onnxruntime (then say why)."""
     unrunnable = _not_runnable_here(src, staged)
     if unrunnable:
@@ -126,7 +130,7 @@ def _validate(src: ModelRef, staged: ModelRef, final: ModelRef, result, toleranc
         return
     report.comparisons.extend(
         _validate_conversion(src, staged, result.input_specs, result.dynamic_axes, tolerance, seed, report, progress,
-                             result.pending_check)
+                             result.pending_check, source_run)
     )
     for c in report.comparisons:
         c.notes = [n.replace(str(staged.path), str(final.path)) for n in c.notes]
@@ -151,8 +155,12 @@ def _not_runnable_here(src: ModelRef, result: ModelRef) -> str | None:
 
 
 def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, progress,  # noqa: ANN001, ANN202
-                         pending_check=None):
+                         pending_check=None, source_run=None):
     """Run source and result on the example inputs, then at a second size of every dynamic axis.
+
+    `source_run`: the converter's own run of the source at the example inputs (feed, outputs). Where the example
+    feed drawn here is that same feed (the default seed; a source whose example_inputs() do not fit is fed the same
+    seeded draw), its outputs stand for the source's run there instead of running the model twice.
 
     The two models never hold memory at once: the source runs on every feed first, its outputs are kept and the
     source model released (a torch source: the module convert built); then `pending_check` (the converter's onnx.checker,
@@ -196,8 +204,9 @@ def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, p
     with progress("validating", 2 * len(batches)) as advance:
         references = []
         for label, feed in batches:
-            references.append((label, run_reference(ref_runner, [feed])))
-            lap(f"run the source at {label}")
+            references.append((label, run_reference(ref_runner, [feed], known=source_run)))
+            lap(f"run the source at {label}" if not references[-1][1].reused else
+                f"the source at {label}: the converter's run, reused")
             advance()
         release = getattr(ref_runner, "release", None)  # a runner that can free its model's memory at once (torch)
         if release is not None:

@@ -42,9 +42,9 @@ def events(monkeypatch):
 
     check = torch_to_onnx._check
 
-    def recording_check(path):  # noqa: ANN001, ANN202
+    def recording_check(path, *args):  # noqa: ANN001, ANN002, ANN202
         seen.append(("onnx.checker", path))
-        check(path)
+        check(path, *args)
 
     monkeypatch.setattr(registry, "open_runner", recording_open)
     monkeypatch.setattr(torch_to_onnx, "_check", recording_check)
