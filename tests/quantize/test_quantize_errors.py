@@ -41,7 +41,7 @@ def test_calibration_data_of_the_wrong_shape_is_refused(digits, tmp_path, out_di
 
 
 def test_calibration_data_with_the_wrong_names_is_refused(digits, tmp_path, out_dir, cli):
-    np.savez(tmp_path / "names.npz", pixels=np.zeros((4, 1, 8, 8), np.float32))
+    np.savez(tmp_path / "names.npz", pixels=np.zeros((4, 1, 7, 7), np.float32))  # of a fitting shape it would feed `image`
     result = cli("quantize", digits["model"], "-o", out_dir / "q.onnx", "--calib-data", tmp_path / "names.npz")
     _one_error(result)
     assert "missing image" in result.stderr

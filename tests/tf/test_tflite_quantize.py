@@ -81,7 +81,7 @@ def test_calibration_data_that_does_not_fit_the_inputs_is_refused(tf_files, tmp_
         _run(tf_files["image_classifier_savedmodel"], tmp_path / "q.tflite", mode="static", calib_data=str(bad))
     assert "calibration data" in err.value.message and "image" in err.value.message
     wrong_name = tmp_path / "named.npz"
-    np.savez(wrong_name, pixels=np.zeros((4, 16, 16, 3), np.float32))
+    np.savez(wrong_name, pixels=np.zeros((4, 16, 16, 1), np.float32))  # of a fitting shape it would feed `image`
     with pytest.raises(InputError, match="missing image"):
         _run(tf_files["image_classifier_savedmodel"], tmp_path / "q.tflite", mode="static", calib_data=str(wrong_name))
     assert not (tmp_path / "q.tflite").exists()
