@@ -57,33 +57,42 @@ def _loader(text: str) -> Any:
 def _expanded_size(root: Any) -> int:
     """The size of the document with every alias expanded (nodes + scalar characters), counted without expanding:
     a node shared through aliases is measured once and counted each time it is used. Refused past MAX_EXPANDED, at
-    the node where the count passed it; a node that contains itself (`&a [*a]`) never ends."""
+    the node where the count passed it; also refused: a node that contains itself (`&a [*a]`, its expansion never
+    ends), and nesting deeper than MAX_DEPTH once aliases are expanded (an alias of a deep list inside a deep list:
+    building the value recurses that deep)."""
     import yaml
 
-    sizes: dict[int, int] = {}
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, expanded height)
     open_nodes: set[int] = set()
 
-    def size(node: Any) -> int:
+    def measure(node: Any, depth: int) -> tuple[int, int]:
         key = id(node)
-        if key in sizes:
-            return sizes[key]
         if key in open_nodes:
             raise _Refused(node.start_mark, "an alias that contains itself (its expansion never ends); refused")
-        open_nodes.add(key)
-        if isinstance(node, yaml.ScalarNode):
-            total = 1 + len(node.value)
-        elif isinstance(node, yaml.SequenceNode):
-            total = 1 + sum(size(child) for child in node.value)
-        else:
-            total = 1 + sum(size(k) + size(v) for k, v in node.value)
-        open_nodes.discard(key)
-        if total > MAX_EXPANDED:
-            raise _Refused(node.start_mark, f"expands to more than {MAX_EXPANDED:,} nodes and characters through its "
-                                            "aliases (*name); refused")
-        sizes[key] = total
-        return total
+        if key not in measured:
+            if depth > MAX_DEPTH:
+                raise _Refused(node.start_mark, f"nested more than {MAX_DEPTH} levels deep (with its aliases expanded); "
+                                                "refused")
+            open_nodes.add(key)
+            if isinstance(node, yaml.ScalarNode):
+                children: list[Any] = []
+            elif isinstance(node, yaml.SequenceNode):
+                children = node.value
+            else:
+                children = [n for pair in node.value for n in pair]
+            parts = [measure(child, depth + 1) for child in children]
+            open_nodes.discard(key)
+            size = 1 + (len(node.value) if isinstance(node, yaml.ScalarNode) else sum(p[0] for p in parts))
+            if size > MAX_EXPANDED:
+                raise _Refused(node.start_mark, f"expands to more than {MAX_EXPANDED:,} nodes and characters through "
+                                                "its aliases (*name); refused")
+            measured[key] = (size, 1 + max((p[1] for p in parts), default=0))
+        size, height = measured[key]
+        if depth + height > MAX_DEPTH + 1:
+            raise _Refused(node.start_mark, f"nested more than {MAX_DEPTH} levels deep (with its aliases expanded); refused")
+        return size, height
 
-    return size(root)
+    return measure(root, 1)[0]
 
 
 def read_text(path: Path) -> str:

@@ -101,8 +101,10 @@ def _write(folder: Path, name: str, text: str) -> Path:
         ("version: &a [*a]\n", "contains itself"),
         ("version: " + "[" * 200 + "]" * 200 + "\n", "nested more than 64 levels"),
         ("a: &a x\nversion: [" + ", ".join(["*a"] * 1001) + "]\n", "more than 1,000 aliases"),
+        ("models:\n" + "".join(f"  - &a{i} {'[' * 50}{f'*a{i - 1}' if i else 1}{']' * 50}\n" for i in range(30))
+         + "version: *a29\n", "nested more than 64 levels deep \\(with its aliases expanded\\)"),
     ],
-    ids=["self-reference", "deep nesting", "alias count"],
+    ids=["self-reference", "deep nesting", "alias count", "deep through aliases"],
 )
 def test_other_documents_that_would_cost_too_much_are_refused_with_their_place(tmp_path, text, message):
     path = _write(tmp_path, "p.yaml", text)
