@@ -17,7 +17,10 @@ class Options:
 
 
 def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
-    """Show inputs, outputs, operators, parameters and size of a model (exit 2 if it is invalid)."""
+    """Show inputs, outputs, operators, parameters and size of a model (exit 2 if it is invalid).
+
+    A model this machine's runtime cannot run (an ONNX opset newer than onnxruntime) is still shown, with a note
+    saying what would run it: inspecting is reading, and reading is what tells the user which runtime to get."""
     from mdeploy import registry
     from mdeploy.core import ModelRef
 
