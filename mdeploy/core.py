@@ -11,9 +11,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdeploy.errors import InputError
+from mdeploy.lazy import numpy as np
 
 
 class Format(StrEnum):

@@ -8,13 +8,14 @@ goes to stderr instead, so stdout stays clean either way.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from mdeploy.lazy import logging
 
 _VERBOSE = False
 _LOGGERS = ("tensorflow", "tf2onnx", "absl", "torch", "onnxscript", "onnx_ir", "keras", "h5py")

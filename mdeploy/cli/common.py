@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mdeploy.logs import set_verbose
 from mdeploy.progress import Advance, ProgressFactory, no_progress
 
 if TYPE_CHECKING:
@@ -24,6 +22,17 @@ if TYPE_CHECKING:
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout, nothing else.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Let the frameworks' own logs through (to stderr).")]
+
+# Whether this process printed its one JSON object on stdout (app.main prints an error object only when it did not).
+json_printed = False
+
+
+def print_json(obj: Any) -> None:
+    """The one JSON object of --json, on stdout."""
+    global json_printed
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    json_printed = True
+
 
 # Tables of numbers need more than 80 columns; on a pipe rich cannot ask the terminal, so it gets 140.
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
@@ -39,6 +48,8 @@ class Output:
     verbose: bool
 
     def __post_init__(self) -> None:
+        from mdeploy.logs import set_verbose  # logging, tempfile: when a verb runs, not for its --help
+
         set_verbose(self.verbose)
 
     @property
@@ -50,7 +61,7 @@ class Output:
     def finish(self, report: Report, show: Any, after: Any = None) -> None:
         """Render the report, then exit 1 when a check failed (`after` may raise an MdeployError first)."""
         if self.json:
-            sys.stdout.write(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+            print_json(report.to_dict())
         elif not self.quiet:
             show(report)
         if after is not None:
@@ -61,6 +72,8 @@ class Output:
 
 @contextmanager
 def rich_progress(description: str, total: int | None) -> Iterator[Advance]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=stderr, transient=True) as bar:
         task = bar.add_task(description, total=total)

@@ -62,5 +62,27 @@ def _annotation(info: Any) -> Any:
     if info.argument:
         spec = typer.Argument(help=help_text, show_default=False)
     else:
-        spec = typer.Option(*info.flags, help=help_text, min=info.min, show_default=info.default not in (None, [], False))
+        spec = typer.Option(*info.flags, help=help_text, metavar=_range(info),
+                            show_default=info.default not in (None, [], False))
     return Annotated[tp | None if optional else tp, spec]
+
+
+def _range(info: Any) -> str | None:
+    """`<float range> [0<=x<1]`: the bounds of a number option as typer writes its own, but all of them (typer's
+    `min`/`max` know no exclusive bound) and checked by the verb itself (mdeploy.verbs.options.check), whose error
+    names the flag, the value and the range, and refuses NaN and infinity."""
+    if info.kind not in ("int", "float") or info.bounds is None:
+        return None
+    low = (("<=", info.min) if info.min is not None else ("<", info.above)) if (info.min, info.above) != (None, None) else None
+    high = (("<=", info.max) if info.max is not None else ("<", info.below)) if (info.max, info.below) != (None, None) else None
+    if low and high:
+        text = f"{_n(low[1])}{low[0]}x{high[0]}{_n(high[1])}"
+    elif low:
+        text = f"x{low[0].replace('<', '>')}{_n(low[1])}"
+    else:
+        text = f"x{high[0]}{_n(high[1])}"
+    return f"<{info.kind} range> [{text}]"
+
+
+def _n(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"

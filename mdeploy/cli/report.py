@@ -15,11 +15,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
+from mdeploy.cli.group import Group
 
 if TYPE_CHECKING:
     from mdeploy.reports.report import Report
 
-app = typer.Typer(name="report", help="Work with the reports of `mdeploy run`.", no_args_is_help=True)
+app = typer.Typer(name="report", cls=Group, help="Work with the reports of `mdeploy run`.", no_args_is_help=True)
 
 ReportsArg = Annotated[list[Path], typer.Argument(help="The report.json of each job (`mdeploy run --job NAME --report DIR`).",
                                                   metavar="REPORT", show_default=False)]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, stdout
+from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, print_json, stdout
 from mdeploy.errors import InputError, MdeployError
 from mdeploy.progress import no_progress
 
@@ -31,7 +31,8 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the resolved p
 ListJobsOpt = Annotated[bool, typer.Option("--list-jobs", help="Print the jobs (one per model) as one line of JSON for a CI "
                                            "matrix: GitHub `fromJSON`, GitLab parallel:matrix.")]
 JobOpt = Annotated[str | None, typer.Option("--job", help="Run only this model (a job from --list-jobs).", show_default=False)]
-JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run up to N models in parallel processes.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", metavar="<int range> [x>=1]",
+                                      help="Run up to N models in parallel processes.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="The run folder (default mdeploy-runs/<pipeline>-<timestamp>).",
                                              show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run every step (no step cache), and use an existing --out folder.")]
@@ -55,6 +56,8 @@ def command(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a pipeline file: steps for every model, then gates; exit 1 when a gate fails."""
+    if jobs < 1:
+        raise InputError(f"--jobs: expected a number >= 1, got {jobs}", hint="--jobs takes a number >= 1")
     from mdeploy.pipeline import spec
 
     if schema:
@@ -77,7 +80,7 @@ def command(
     output = Output(json_, quiet, verbose)
     if dry_run:
         if json_:
-            sys.stdout.write(json.dumps(_selected(plan, job).to_dict(), indent=2) + "\n")
+            print_json(_selected(plan, job).to_dict())
         elif not quiet:
             show_plan(_selected(plan, job))
         return

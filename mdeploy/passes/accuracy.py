@@ -16,12 +16,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdeploy.core import ModelRef, Tolerance
 from mdeploy.errors import InputError
-from mdeploy.validation.layerwise import LayerwiseResult
-from mdeploy.validation.proof import Proof
+
+if TYPE_CHECKING:  # annotations only: `mdeploy VERB --help` imports this module
+    from mdeploy.validation.layerwise import LayerwiseResult
+    from mdeploy.validation.proof import Proof
 
 METRICS = {
     "cosine": ">=",  # worst output's cosine similarity to the float model

@@ -17,15 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdeploy.core import TensorSpec
 from mdeploy.errors import InputError
+from mdeploy.lazy import numpy as np
 from mdeploy.logs import is_verbose
 from mdeploy.progress import Advance
 from mdeploy.validation import inputs as vinputs
 
-Feed = dict[str, np.ndarray]
+Feed = dict[str, "np.ndarray"]
 DEFAULT_BATCH = 16
 
 

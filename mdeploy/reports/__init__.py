@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from importlib.resources import files
 from typing import Any
 
 from mdeploy.reports.report import Report, Step, environment
@@ -13,4 +12,6 @@ __all__ = ["Report", "Step", "environment", "schema"]
 
 def schema() -> dict[str, Any]:
     """The published JSON Schema of report.json (shipped in the package as report.schema.json)."""
+    from importlib.resources import files  # not at import: every `mdeploy VERB --help` loads this package
+
     return json.loads(files("mdeploy.reports").joinpath("report.schema.json").read_text(encoding="utf-8"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import platform
 import sys
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mdeploy import __version__
-from mdeploy.validation.compare import Comparison
+
+if TYPE_CHECKING:  # annotations only: `mdeploy VERB --help` imports this module
+    from mdeploy.validation.compare import Comparison
 
 SCHEMA_VERSION = 1
 
@@ -38,6 +39,8 @@ def environment() -> dict[str, Any]:
 
 
 def _version(module: str, dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version  # not at import: `mdeploy VERB --help` loads this module
+
     for name in (dist, dist + "-cpu", dist + "-gpu"):
         try:
             return version(name)

@@ -8,12 +8,11 @@ import sys
 import time
 from typing import Any, ClassVar
 
-import numpy as np
-
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import InputError
+from mdeploy.lazy import numpy as np
 
-Feed = dict[str, np.ndarray]
+Feed = dict[str, "np.ndarray"]
 
 
 class Runner:

@@ -10,10 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from mdeploy.core import Tolerance
 from mdeploy.errors import InputError
+from mdeploy.lazy import numpy as np
 from mdeploy.validation.scores import OutputKind
 
 # Relative error is only meaningful where the reference is not ~0.
@@ -23,7 +22,6 @@ _REL_FLOOR = 1e-6
 # batches, outputs and runs add up bin by bin and plot on one axis. Bin i holds errors in [edges[i], edges[i+1]);
 # the last bin also holds everything at or above its upper edge (max_abs_error gives the true maximum).
 HISTOGRAM_EDGES: list[float] = [0.0] + [float(10.0 ** (e / 4)) for e in range(-36, 13)]
-_EDGES = np.asarray(HISTOGRAM_EDGES)
 
 
 @dataclass
@@ -140,7 +138,7 @@ class OutputAccumulator:
             if big.any():
                 self.max_rel = max(self.max_rel, float((diff[big] / rb[big]).max()))
             self.dot += float(np.dot(r[both], c[both]))
-            bins = np.searchsorted(_EDGES, diff, side="right") - 1
+            bins = np.searchsorted(HISTOGRAM_EDGES, diff, side="right") - 1
             self.histogram += np.bincount(np.minimum(bins, len(self.histogram) - 1), minlength=len(self.histogram))
             self.ref_sq += float(np.dot(r[both], r[both]))
             self.cand_sq += float(np.dot(c[both], c[both]))

@@ -5,17 +5,15 @@ Data is never cast or reshaped to fit a model: a name, shape or dtype that does 
 
 from __future__ import annotations
 
-import hashlib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from mdeploy.core import TensorSpec
 from mdeploy.errors import InputError
+from mdeploy.lazy import hashlib, zipfile
+from mdeploy.lazy import numpy as np
 
-Feed = dict[str, np.ndarray]
+Feed = dict[str, "np.ndarray"]
 
 # Symbolic dims get these sizes in random feeds unless --input fixes them.
 DEFAULT_DIM = 1

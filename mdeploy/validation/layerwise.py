@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdeploy.core import Tolerance
 from mdeploy.deps import require
 from mdeploy.errors import InputError, first_line
 from mdeploy.frameworks import onnx_models, ort_sessions
+from mdeploy.lazy import numpy as np
 from mdeploy.logs import framework_output
 from mdeploy.validation.compare import OutputAccumulator
 
-Feed = dict[str, np.ndarray]
+Feed = dict[str, "np.ndarray"]
 DEFAULT_CHUNK = 48  # tensors exposed per session
 
 

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from mdeploy.core import Tolerance
 from mdeploy.errors import InputError
+from mdeploy.lazy import numpy as np
 from mdeploy.runners.base import Feed, Runner
 from mdeploy.validation import scores
 from mdeploy.validation.compare import Comparison, OutputAccumulator, match_outputs

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
 from mdeploy.core import ModelRef, TensorSpec, Tolerance
 from mdeploy.errors import InputError, MdeployError
+from mdeploy.lazy import numpy as np
 from mdeploy.runners.base import Feed, Runner
 from mdeploy.validation import scores
 from mdeploy.validation.compare import Comparison, OutputAccumulator, OutputComparison, match_outputs

@@ -21,10 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdeploy.core import Format
 from mdeploy.errors import InputError, MdeployError
+from mdeploy.lazy import numpy as np
 
 _SCORES_NAME = re.compile(r"(^|[^a-z])(logits?|scores?|probs?|probabilities|class(es)?|predictions?|preds?)([^a-z]|$)")
 _NOT_SCORES_NAME = re.compile(r"(hidden|embed|feature|pool|state|encod|latent|last_layer)")

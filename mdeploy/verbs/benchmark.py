@@ -55,7 +55,7 @@ class Options:
     inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
     warmup: int = option(5, help="Untimed runs first.", min=0)
     iterations: int | None = option(None, help=f"Timed runs (default {DEFAULT_ITERATIONS}).", min=1)
-    duration: float | None = option(None, help="Time each model for this many seconds instead.")
+    duration: float | None = option(None, help="Time each model for this many seconds instead.", above=0.0)
     device: str = option("cpu", help="cpu or cuda.", choices=("cpu", "cuda"))
     src_format: str | None = option(None, flag="--from", help="Format of the models, when their names do not tell.")
     seed: int = option(0, help="Seed for the random inputs (recorded in the report).")

@@ -9,12 +9,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from mdeploy import registry
 from mdeploy.converters.base import build_options, chosen_options
 from mdeploy.core import Format, ModelRef, TensorSpec, classifier_choice, format_for_output, parse_dynamic, tolerance_for
 from mdeploy.errors import InputError
+from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
@@ -53,8 +52,8 @@ class Options:
                                           "the file; only for files you trust).")
     weights: str | None = option(None, help="state_dict for a FILE.py:FACTORY model (loaded with weights_only=True).")
     no_validate: bool = option(False, help="Skip validating the result against the source.")
-    atol: float | None = option(None, help="Absolute tolerance for validation.")
-    rtol: float | None = option(None, help="Relative tolerance for validation.")
+    atol: float | None = option(None, help="Absolute tolerance for validation.", min=0.0)
+    rtol: float | None = option(None, help="Relative tolerance for validation.", min=0.0)
     classifier_output: list[str] = option([], help="Output that is class scores, the only kind top-1 agreement is judged "
                                           "on (repeatable; default: decided from the graph and the output names).")
     no_classifier: bool = option(False, help="No output is class scores: top-1 is never judged.")

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdeploy import registry
 from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
 from mdeploy.errors import ConversionError, InputError, MdeployError
 from mdeploy.interrupts import sigterm_as_interrupt
+from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.passes.accuracy import parse_bar
 from mdeploy.passes.calibration import batches_from_data, fixed_batch
@@ -58,10 +57,10 @@ class Options:
                                         "scores, else the first).")
     epochs: int = option(30, help="Training epochs (at most: early stopping may end sooner).", min=1)
     batch_size: int = option(64, help="Samples per training step.", min=1)
-    lr: float = option(1e-2, help="Peak AdamW learning rate (linear warm-up, then cosine decay).")
+    lr: float = option(1e-2, help="Peak AdamW learning rate (linear warm-up, then cosine decay).", above=0)
     weight_decay: float = option(1e-4, help="AdamW weight decay.", min=0)
-    temperature: float = option(4.0, help="KD temperature T: softens both distributions.")
-    alpha: float = option(0.9, help="Weight of the KD term against cross-entropy on labels (without labels: 1).", min=0)
+    temperature: float = option(4.0, help="KD temperature T: softens both distributions.", above=0)
+    alpha: float = option(0.9, help="Weight of the KD term against cross-entropy on labels (without labels: 1).", min=0, max=1)
     patience: int = option(8, help="Stop after this many epochs without a better held-out metric.", min=1)
     no_refit: bool = option(False, help="Keep the best held-out checkpoint as it is, trained on 85%% of --data (default: "
                             "once the held-out split has chosen the epoch count, retrain on all of --data for that many "

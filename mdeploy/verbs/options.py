@@ -9,6 +9,7 @@ that `mdeploy run --schema` prints, and the option tables in docs. A field's nam
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -26,14 +27,23 @@ def option(
     argument: bool = False,
     choices: tuple[str, ...] | None = None,
     min: float | None = None,  # noqa: A002
+    max: float | None = None,  # noqa: A002
+    above: float | None = None,
+    below: float | None = None,
     cli: bool = True,
     pipeline: bool = True,
 ) -> Any:
     """A verb option. `flag`: the CLI spelling when it is not `--name-with-dashes` (`--per-channel/--per-tensor` for a
     switch with two names); `argument`: positional on the CLI; `cli` / `pipeline`: where the option exists (a
-    pipeline sets a step's model and output itself)."""
+    pipeline sets a step's model and output itself).
+
+    Bounds of a number: `min` / `max` inclusive, `above` / `below` exclusive (`min=0, below=1` is 0 <= x < 1). They
+    are the bounds the verb really enforces for every value it accepts: the CLI help shows them, every way of making
+    the options (CLI, pipeline file, Python) refuses a value outside them with the flag, the value and the range,
+    and a float option never takes NaN or infinity. A rule that depends on another option (prune's --sparsity 0
+    only with --head-sparsity) stays in the verb."""
     metadata = {"help": help, "flag": flag, "short": short, "argument": argument, "choices": choices, "min": min,
-                "cli": cli, "pipeline": pipeline}
+                "max": max, "above": above, "below": below, "cli": cli, "pipeline": pipeline}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -54,6 +64,9 @@ class OptionInfo:
     argument: bool
     choices: tuple[str, ...] | None
     min: float | None
+    max: float | None
+    above: float | None
+    below: float | None
     cli: bool
     pipeline: bool
 
@@ -67,6 +80,13 @@ class OptionInfo:
         """bool | int | float | str | list (a list of strings)."""
         return _kind(self.type)
 
+    @property
+    def bounds(self) -> str | None:
+        """The range in words, as help and errors show it: `>= 0 and < 1`; None for an option without bounds."""
+        parts = [f"{op} {_number(v)}" for op, v in ((">=", self.min), (">", self.above), ("<=", self.max), ("<", self.below))
+                 if v is not None]
+        return " and ".join(parts) or None
+
 
 def describe(options_type: type) -> list[OptionInfo]:
     """Every option of a verb's options type, in declaration order."""
@@ -79,9 +99,10 @@ def describe(options_type: type) -> list[OptionInfo]:
         flag = md.get("flag")
         key = (flag.split("/")[0].lstrip("-") if flag else f.name.replace("_", "-"))
         default = _default(f)
-        infos.append(OptionInfo(f.name, key, hints[f.name], default, default is MISSING, md["help"], flag, md.get("short"),
-                                md.get("argument", False), md.get("choices"), md.get("min"), md.get("cli", True),
-                                md.get("pipeline", True)))
+        infos.append(OptionInfo(name=f.name, key=key, type=hints[f.name], default=default, required=default is MISSING,
+                                help=md["help"], flag=flag, short=md.get("short"), argument=md.get("argument", False),
+                                choices=md.get("choices"), min=md.get("min"), max=md.get("max"), above=md.get("above"),
+                                below=md.get("below"), cli=md.get("cli", True), pipeline=md.get("pipeline", True)))
     return infos
 
 
@@ -131,8 +152,8 @@ def check_value(info: OptionInfo, value: Any, where: str) -> Any:
         if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in items):
             _fail(where, "a string or a list of strings", value)
         value = [str(v) for v in items]
-    if info.min is not None and kind in ("int", "float") and value < info.min:
-        _fail(where, f"a number >= {info.min:g}", value)
+    if kind in ("int", "float"):
+        check_number(info, value, where, info.key)
     return value
 
 
@@ -142,10 +163,33 @@ def check(options: Any) -> None:
         value = getattr(options, info.name)
         if value is None:
             continue
+        flag = info.flags[0].split("/")[0]
         if info.choices and value not in info.choices:
-            _fail(info.flags[0].split("/")[0], "|".join(info.choices), value)
-        if info.min is not None and info.kind in ("int", "float") and value < info.min:
-            _fail(info.flags[0].split("/")[0], f"a number >= {info.min:g}", value)
+            _fail(flag, "|".join(info.choices), value)
+        if info.kind in ("int", "float"):
+            check_number(info, value, flag, flag)
+
+
+def check_number(info: OptionInfo, value: float, where: str, name: str) -> None:
+    """A number option's value within its bounds, and finite: NaN compares false with every bound, so it would slip
+    through `value < min`; it is refused by name, as infinity is. The error names `where` and the value; the hint the
+    range, for `name` (the flag, or the pipeline key)."""
+    bounds = info.bounds
+    expected = f"a number {bounds}" if bounds else "a finite number"
+    if isinstance(value, float) and not math.isfinite(value):
+        what = "NaN is not a number" if math.isnan(value) else "infinity is not a finite number"
+        raise InputError(f"{where}: expected {expected}, got {value!r} ({what})", hint=f"{name} takes {expected}")
+    if bounds and not _within(info, value):
+        raise InputError(f"{where}: expected {expected}, got {shown(value)}", hint=f"{name} takes {expected}")
+
+
+def _within(info: OptionInfo, value: float) -> bool:
+    return ((info.min is None or value >= info.min) and (info.above is None or value > info.above)
+            and (info.max is None or value <= info.max) and (info.below is None or value < info.below))
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def json_schema(options_type: type, title: str, exclude: typing.Collection[str] = (),
@@ -175,8 +219,10 @@ def _schema_type(info: OptionInfo) -> dict[str, Any]:
     assert base is not None
     if info.choices:
         base = {**base, "enum": list(info.choices)}
-    if info.min is not None:
-        base = {**base, "minimum": info.min}
+    for key, bound in (("minimum", info.min), ("maximum", info.max), ("exclusiveMinimum", info.above),
+                       ("exclusiveMaximum", info.below)):
+        if bound is not None and info.kind in ("int", "float"):
+            base = {**base, key: bound}
     return {"anyOf": [base, {"type": "null"}]} if _optional(info.type) else base
 
 
@@ -214,4 +260,4 @@ def values(options: Any) -> dict[str, Any]:
     return {i.key: getattr(options, i.name) for i in describe(type(options))}
 
 
-__all__ = ["option", "OptionInfo", "describe", "build", "check", "check_value", "json_schema", "values"]
+__all__ = ["option", "OptionInfo", "describe", "build", "check", "check_value", "check_number", "json_schema", "values"]

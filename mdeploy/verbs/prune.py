@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdeploy import machine, registry
 from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
 from mdeploy.errors import ConversionError, InputError
+from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.passes.accuracy import Bar, parse_bar
 from mdeploy.passes.calibration import batches_from_data, load_arrays
@@ -50,12 +49,13 @@ class Options:
     output: str = option(help="Where to write the pruned model (.onnx, or .pt2 with torch.export).", short="-o")
     weights: str | None = option(None, help="state_dict for the factory's module (loaded with weights_only=True).")
     sparsity: float | None = option(None, help="Fraction of channels (structured) or weights (unstructured) removed "
-                                    "(default 0.5; 0 with --head-sparsity removes attention heads only).", min=0.0)
+                                    "(default 0.5; 0 with --head-sparsity removes attention heads only).", min=0.0,
+                                    below=1.0)
     target_macs: float | None = option(None, help="Structured: prune until MACs reach this fraction of the original.",
-                                       min=0.0)
+                                       above=0.0, below=1.0)
     head_sparsity: float | None = option(None, help="Structured: fraction of attention heads removed whole, in attention "
                                          "with separate q/k/v nn.Linear layers and a head count (default: --sparsity; 0 "
-                                         "keeps every head).", min=0.0)
+                                         "keeps every head).", min=0.0, below=1.0)
     method: str = option("structured", help="structured (channels, really faster) | unstructured | 2:4 (masks: a dense "
                          "runtime gains no speed).", choices=METHODS)
     importance: str = option("magnitude", help="Channel ranking: magnitude (L2) | taylor (gradients on --data).",

@@ -13,12 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdeploy import registry
 from mdeploy.converters.base import chosen_options
 from mdeploy.core import Format, ModelRef, classifier_choice, tolerance_for
 from mdeploy.errors import InputError, MdeployError
+from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.passes import accuracy
 from mdeploy.passes.accuracy import Bar, parse_bar

@@ -37,8 +37,8 @@ class Options:
     labels: str | None = option(None, help=".npy of class ids for --data: reports both models' top-1 accuracy.")
     samples: int | None = option(None, help="Number of random inputs built from the input specs (default 1).", min=1)
     inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
-    atol: float | None = option(None, help="Absolute tolerance (default per precision).")
-    rtol: float | None = option(None, help="Relative tolerance (default per precision).")
+    atol: float | None = option(None, help="Absolute tolerance (default per precision).", min=0.0)
+    rtol: float | None = option(None, help="Relative tolerance (default per precision).", min=0.0)
     precision: str = option("fp32", help="Default tolerances for fp32, fp16 or int8 candidates.", choices=PRECISIONS)
     device: str = option("cpu", help="cpu or cuda: cuda runs the candidate on the GPU against the reference on the CPU "
                          "(unless --ref-device / --cand-device say otherwise).", choices=DEVICES)

@@ -2,6 +2,7 @@
 and the input is never touched."""
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -181,8 +182,7 @@ def test_usage_errors_exit_2(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (("validate", "a.onnx", "b.onnx", "--samples", "0"), "--samples"),
-        (("validate", "a.onnx", "b.onnx", "--no-such-flag", "--json"), "--no-such-flag"),
+        (("validate", "a.onnx", "b.onnx", "--no-such-flag"), "--no-such-flag"),
         (("benchmark", "a.onnx", "--iterations", "x"), "--iterations"),
         (("validate", "a.onnx"), "candidate"),
     ],
@@ -194,11 +194,126 @@ def test_usage_errors_are_one_error_line_and_a_hint_not_a_box(args, needle):
     assert result.stdout == ""
 
 
+def test_a_value_typer_cannot_read_is_named():
+    result = run_cli("benchmark", "a.onnx", "--iterations=x")
+    assert_clean_error(result, "--iterations", "(got 'x')")
+
+
 @pytest.mark.parametrize("flag, value", [("--atol", "-1"), ("--rtol", "-0.5"), ("--atol", "nan")])
 def test_a_negative_or_nan_tolerance_is_bad_input(cnn_onnx, flag, value):
-    result = run_cli("validate", cnn_onnx, cnn_onnx, flag, value, "--json")
-    assert_clean_error(result, flag, "not a tolerance")
+    result = run_cli("validate", cnn_onnx, cnn_onnx, flag, value)
+    assert_clean_error(result, f"{flag}: expected a number >= 0, got {float(value)!r}", f"hint: {flag} takes a number >= 0")
     assert result.stdout == ""
+
+
+_PRUNE = ("prune", "model.py:build", "-o", "pruned.onnx")
+_DISTILL = ("distill", "--teacher", "t.onnx", "--student", "s.py:build", "--data", "d.npz", "-o", "s.onnx")
+
+
+@pytest.mark.parametrize(
+    "args, flag, value, bounds",
+    [
+        ((*_PRUNE, "--sparsity", "-0.1"), "--sparsity", "-0.1", ">= 0 and < 1"),
+        ((*_PRUNE, "--sparsity", "nan"), "--sparsity", "nan", ">= 0 and < 1"),
+        ((*_PRUNE, "--sparsity", "inf"), "--sparsity", "inf", ">= 0 and < 1"),
+        ((*_PRUNE, "--sparsity", "1"), "--sparsity", "1.0", ">= 0 and < 1"),
+        ((*_PRUNE, "--target-macs", "0"), "--target-macs", "0.0", "> 0 and < 1"),
+        ((*_PRUNE, "--epochs", "-1"), "--epochs", "-1", ">= 0"),
+        ((*_DISTILL, "--alpha", "-0.1"), "--alpha", "-0.1", ">= 0 and <= 1"),
+        ((*_DISTILL, "--alpha", "1.5"), "--alpha", "1.5", ">= 0 and <= 1"),
+        ((*_DISTILL, "--temperature", "nan"), "--temperature", "nan", "> 0"),
+        ((*_DISTILL, "--lr", "0"), "--lr", "0.0", "> 0"),
+        (("benchmark", "m.onnx", "--duration", "inf"), "--duration", "inf", "> 0"),
+        (("validate", "a.onnx", "b.onnx", "--samples", "0"), "--samples", "0", ">= 1"),
+        (("run", "p.yaml", "--jobs", "0"), "--jobs", "0", ">= 1"),
+    ],
+)
+def test_a_value_out_of_range_names_the_flag_the_value_and_the_range(tmp_path, args, flag, value, bounds):
+    """Checked before anything is read (the files named here do not exist); NaN passes every `<` test, so it is
+    refused by name, as infinity is."""
+    result = run_cli(*args, cwd=tmp_path)
+    assert_clean_error(result, f"error: {flag}: expected a number {bounds}, got {value}", f"hint: {flag} takes a number {bounds}")
+    if value in ("nan", "inf"):
+        assert ("NaN is not a number" if value == "nan" else "infinity is not a finite number") in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "verb, flag, shown",
+    [("prune", "--sparsity", "[0<=x<1]"), ("prune", "--target-macs", "[0<x<1]"), ("prune", "--epochs", "[x>=0]"),
+     ("distill", "--alpha", "[0<=x<=1]"), ("distill", "--temperature", "[x>0]"), ("run", "--jobs", "[x>=1]")],
+)
+def test_help_shows_each_bound_as_the_verb_enforces_it(verb, flag, shown):
+    result = run_cli(verb, "--help", env={"COLUMNS": "200"})
+    line = next(line for line in result.stdout.splitlines() if f" {flag} " in line)
+    assert shown in line, line
+
+
+def test_every_bounded_option_takes_its_bounds_and_refuses_past_them():
+    """The whole class: every number option of every verb, at and past each of its bounds, NaN and infinity."""
+    import importlib
+    import math
+
+    from mdeploy.errors import InputError
+    from mdeploy.verbs import VERBS
+    from mdeploy.verbs.options import check_number, describe
+
+    checked = 0
+    for verb in VERBS:
+        for info in describe(importlib.import_module(f"mdeploy.verbs.{verb}").Options):
+            if info.kind not in ("int", "float"):
+                continue
+            step = 1 if info.kind == "int" else 1e-6
+            inside = [v for v in (info.min, info.max) if v is not None]
+            inside += [info.above + step for _ in [0] if info.above is not None]
+            inside += [info.below - step for _ in [0] if info.below is not None]
+            outside = [info.min - step] if info.min is not None else []
+            outside += [info.max + step] if info.max is not None else []
+            outside += [v for v in (info.above, info.below) if v is not None]
+            if info.kind == "float":
+                outside += [math.nan, math.inf, -math.inf]
+            for value in inside:
+                check_number(info, value, info.key, info.key)
+            for value in outside:
+                with pytest.raises(InputError, match=rf"^{info.key}: expected a (finite )?number") as raised:
+                    check_number(info, value, info.key, info.key)
+                assert raised.value.hint.startswith(f"{info.key} takes a")
+            checked += bool(inside or outside)
+    assert checked >= 30
+
+
+def test_a_pipeline_step_option_out_of_range_says_where_and_the_range():
+    from mdeploy.errors import InputError
+    from mdeploy.verbs import prune
+    from mdeploy.verbs.options import build
+
+    with pytest.raises(InputError, match=r"^steps\[1\]\.prune\.sparsity: expected a number >= 0 and < 1, got nan \(NaN"):
+        build(prune.Options, {"src": "m.py:build", "output": "p.onnx", "sparsity": float("nan")}, "steps[1].prune")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("validate", "a.onnx", "b.onnx", "--no-such-flag", "--json"),  # click: an unknown flag
+        ("benchmark", "a.onnx", "--iterations", "x", "--json"),  # click: a value typer cannot read
+        ("validate", "a.onnx", "--json"),  # click: a missing argument
+        ("nosuchverb", "--json"),  # click: an unknown command
+        ((*_PRUNE, "--sparsity", "nan", "--json")),  # a value out of range
+        ("inspect", "missing.onnx", "--json"),  # bad input
+        ("run", "missing.yaml", "--json"),
+        ("report", "merge", "missing.json", "-o", "merged", "--json"),
+    ],
+)
+def test_json_prints_one_object_for_every_exit_2(tmp_path, args):
+    """CI parses stdout the same way whatever happened: one JSON object, the stderr lines as its fields."""
+    result = run_cli(*args, cwd=tmp_path)
+    assert_clean_error(result)
+    obj = json.loads(result.stdout)  # one object: anything after it fails to parse
+    lines = result.stderr.strip().splitlines()
+    assert obj["code"] == 2 and obj["passed"] is False
+    assert obj["error"] == lines[0].removeprefix("error: ")
+    assert obj["hint"] == (lines[1].removeprefix("hint: ") if len(lines) > 1 else None)
+    assert obj["command"] == (args[0] if args[0] != "nosuchverb" else None)
 
 
 def test_the_license_is_an_spdx_string_so_installs_print_no_deprecation_block():

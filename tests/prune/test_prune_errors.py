@@ -38,7 +38,7 @@ def test_pruning_that_changes_nothing_is_an_error(cli, tmp_path):
 @pytest.mark.parametrize("args,words", [
     (["--sparsity", "0.5", "--target-macs", "0.4"], "not both"),
     (["--method", "unstructured", "--target-macs", "0.4"], "MACs"),
-    (["--sparsity", "1.5"], "fraction"),
+    (["--sparsity", "1.5"], "--sparsity: expected a number >= 0 and < 1, got 1.5"),
     (["--ignore", "nosuch"], "no module"),
     (["--target-macs", "0.4", "--head-sparsity", "0.5"], "keeps heads whole"),
     (["--method", "unstructured", "--head-sparsity", "0.5"], "--method structured"),
