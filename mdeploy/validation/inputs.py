@@ -153,13 +153,25 @@ def _stack_problem(arrays: dict[str, np.ndarray], specs: list[TensorSpec]) -> st
         problem = _fits_as_samples(spec, arrays[spec.name])
         if problem:
             return f"input '{spec.name}': {problem}"
+    problem = count_problem(arrays)
+    if problem:
+        return problem
+    fixed = _fixed_batch(arrays, specs)
+    total = next((int(a.shape[0]) for a in arrays.values()), 0)
+    if fixed and total % fixed:
+        return f"the model has a fixed batch of {fixed}, and {total} samples are not a multiple of it"
+    return None
+
+
+def count_problem(arrays: dict[str, np.ndarray]) -> str | None:
+    """None when every array has a sample axis (axis 0) and all agree on the number of samples, else why not
+    (what training, which draws batches of samples, checks where it has no declared shapes to read the data by)."""
+    scalar = next((k for k, a in arrays.items() if a.ndim == 0), None)
+    if scalar is not None:
+        return f"'{scalar}' is a scalar, with no sample axis"
     counts = {name: int(a.shape[0]) for name, a in arrays.items()}
     if len(set(counts.values())) > 1:
         return "the arrays hold different numbers of samples: " + ", ".join(f"{n} ({k})" for k, n in counts.items())
-    fixed = _fixed_batch(arrays, specs)
-    total = next(iter(counts.values()), 0)
-    if fixed and total % fixed:
-        return f"the model has a fixed batch of {fixed}, and {total} samples are not a multiple of it"
     return None
 
 

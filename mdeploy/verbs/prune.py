@@ -314,6 +314,10 @@ class Job:
         missing = [n for n in names if n not in arrays]
         if missing:
             raise InputError(f"--data has no array for input {', '.join(missing)}", hint="arrays in it: " + ", ".join(arrays))
+        problem = vinputs.count_problem({k: arrays[k] for k in names})
+        if problem:
+            raise InputError(f"--data is not a stack of samples along axis 0 ({problem}); training draws batches of samples "
+                             "from it", hint="give every array of --data its samples along axis 0")
         n = int(arrays[names[0]].shape[0])
         if labels is not None and len(labels) != n:
             raise InputError(f"{len(labels)} labels for {n} samples in --data", hint="give one label per sample")

@@ -182,3 +182,30 @@ def test_nan_the_reference_computes_on_the_users_data_is_compared_as_values(tmp_
     assert report and report.comparisons[0].outputs[0].ref_nonfinite == 1
     assert any("computes NaN/Inf on" in n and "compared as values" in n for n in _notes(report))
     assert not api.validate(str(model), str(log(tmp_path / "abs_log.onnx", abs_first=True)), data=data)
+
+
+def test_training_data_must_be_a_stack_of_samples(tmp_path):
+    """distill draws batches of samples: data that is one feed (a [1, S] mask beside [2, S, 4] queries) is exit 2
+    before any training, naming the flag and why it is not a stack."""
+    from tests.conftest import MODELS
+
+    teacher = attention_mask(tmp_path / "attn.onnx")
+    data = _data(tmp_path / "d.npz", q=np.ones((2, 5, 4), np.float32), mask=np.ones((1, 5), np.float32))
+    out = tmp_path / "student.onnx"
+    result = run_cli("distill", "--teacher", teacher, "--student", f"{MODELS / 'digits_student.py'}:build",
+                     "--data", data, "-o", out)
+    assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+    error, hint = result.stderr.strip().splitlines()
+    assert error == ("error: --data is not a stack of samples along axis 0 (the arrays hold different numbers of "
+                     "samples: 2 (q), 1 (mask)); training draws batches of samples from it")
+    assert hint.startswith("hint: ") and not out.exists()
+
+
+def test_prune_training_data_must_be_a_stack_of_samples(tmp_path):
+    """prune's recovery trains on --data too: a scalar array (no sample axis) is refused before pruning."""
+    from fixtures import prune_data
+
+    data = _data(tmp_path / "d.npz", image=np.array(0.5, np.float32))
+    result = run_cli("prune", prune_data.FACTORY, "-o", tmp_path / "p.onnx", "--data", data, "--no-benchmark")
+    assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--data is not a stack of samples along axis 0 ('image' is a scalar, with no sample axis)" in result.stderr
