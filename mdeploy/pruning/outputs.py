@@ -20,13 +20,17 @@ from mdeploy.deps import require
 from mdeploy.errors import InputError
 
 
-def producers(module: Any, examples: dict[str, Any]) -> dict[str, list[str]]:
+def producers(module: Any, examples: dict[str, Any], through: Callable[[Any], bool] = lambda layer: False) -> dict[str, list[str]]:
     """{output name: the layers (names as in named_modules()) whose outputs it is made of, element by element};
-    an output no layer reaches (an input passed through, a raw parameter) maps to []."""
+    an output no layer reaches (an input passed through, a raw parameter) maps to []. A layer for which `through`
+    is true is listed and walked through as well: Torch-Pruning prunes the parameter of a layer it does not know (an
+    RMSNorm written as `weight * x / rms`, as in T5 and Llama) with the channels that feed it, ignored or not, so
+    the layers before it must be kept too."""
     torch = require("torch", extra="torch")
     from mdeploy.frameworks.torch_models import flatten_outputs
 
     by_node: dict[Any, str] = {}  # autograd node of a layer's output -> the layer
+    layer_of = dict(module.named_modules())
     by_tensor: dict[int, str] = {}  # outputs without a graph (no gradient): by identity
     alive: list[Any] = []  # every output stays referenced, so no id is reused during the run
 
@@ -54,15 +58,16 @@ def producers(module: Any, examples: dict[str, Any]) -> dict[str, list[str]]:
                 if tensor.grad_fn is None:
                     found[name] = [by_tensor[id(tensor)]] if id(tensor) in by_tensor else []
                 else:
-                    found[name] = _trace(tensor.grad_fn, by_node)
+                    found[name] = _trace(tensor.grad_fn, by_node, lambda n: through(layer_of[n]))
     finally:
         for h in hooks:
             h.remove()
     return found
 
 
-def _trace(start: Any, by_node: dict[Any, str]) -> list[str]:
-    """The layers first met walking back from `start` through the autograd graph (not past any layer's output)."""
+def _trace(start: Any, by_node: dict[Any, str], through: Callable[[str], bool]) -> list[str]:
+    """The layers first met walking back from `start` through the autograd graph (not past a layer's output, unless
+    `through` says so for that layer)."""
     found: set[str] = set()
     seen: set[int] = set()
     stack = [start]
@@ -73,7 +78,8 @@ def _trace(start: Any, by_node: dict[Any, str]) -> list[str]:
         seen.add(id(node))
         if node in by_node:
             found.add(by_node[node])
-            continue
+            if not through(by_node[node]):
+                continue
         stack.extend(child for child, _ in getattr(node, "next_functions", ()))
     return sorted(found)
 

@@ -52,6 +52,19 @@ def test_resnet_residual_output_keeps_its_width(cli, tmp_path, amount):
     assert output.shape[1:] == [64, 1, 1]
 
 
+def test_an_rmsnorm_output_keeps_its_width():
+    """T5/Llama's RMSNorm is no layer Torch-Pruning knows: ignoring it did not keep its weight (exit 2, "output [2, 32]
+    -> [2, 16]"), so the layers feeding it are kept as well; the hidden layer inside still loses neurons."""
+    from fixtures.models import rmsnorm_mlp
+    from mdeploy.pruning import structured
+
+    model = rmsnorm_mlp.build()
+    examples = rmsnorm_mlp.example_inputs()
+    outcome = structured.prune(model, examples, structured.Settings(sparsity=0.5))
+    assert {"norm", "inp", "down"} <= set(outcome.ignored)
+    assert model(**examples).shape == (2, 32) and model.up.out_features == 32 and outcome.macs_after < outcome.macs_before
+
+
 def test_heads_only_pruning_removes_heads_and_no_channel(cli, tmp_path):
     """`--sparsity 0 --head-sparsity 0.5`: was refused ("--sparsity 0 is not a fraction between 0 and 1")."""
     _, report = _pruned(cli, tmp_path, HEADS, "--sparsity", "0", "--head-sparsity", "0.5")
