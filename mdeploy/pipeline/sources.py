@@ -154,11 +154,11 @@ def fingerprint(factory: str, file_hash: Callable[[Path], str]) -> dict[str, Any
             opened |= code_files(module)
             state = state_sha256(module)
         reads = sorted({file_hash(p) for p in user_files(opened)} | {file_hash(Path(target))})
-    except (Exception, SystemExit):  # any failure: the step runs, uncached, and reports it as its own
+    except (Exception, SystemExit):  # noqa: BLE001  user code: any failure means the step runs, uncached, and reports it
         return None
     finally:
-        loaded = module = None  # noqa: F841 (the module is not kept: the step builds its own)
+        loaded = module = None  # the module is not kept: the step builds its own
     return {"factory": attr, "sha256": file_hash(Path(target)), "reads": reads, "state": state}
 
 
-__all__ = ["fingerprint", "watch", "user_files", "code_files", "state_sha256"]
+__all__ = ["code_files", "fingerprint", "state_sha256", "user_files", "watch"]
