@@ -8,7 +8,6 @@ min/max calibrator keeps only each batch's reduced minima and maxima, so its mem
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 
 from mdeploy.core import TensorSpec
 from mdeploy.errors import InputError
+from mdeploy.lazy import logging
 from mdeploy.lazy import numpy as np
 from mdeploy.logs import is_verbose
 from mdeploy.progress import Advance
