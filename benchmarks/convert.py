@@ -7,15 +7,18 @@ parameters built from code) converted to ONNX with dynamic batch and sequence,
   module runs at the example inputs and at a second batch/sequence size, is released, onnx.checker reads the file,
   and the onnxruntime session runs against the kept outputs);
 - optimum: `optimum-cli export onnx` on a transformers BertModel of the same size saved from code, only where
-  optimum-cli is installed (give its path with --optimum-cli; it never downloads anything here).
+  optimum-cli is installed (give its path with --optimum-cli; it never downloads anything here). It exports with
+  the TorchScript exporter and checks the outputs at one small shape.
 
 Rounds interleave the tools, so machine noise hits them alike; each is a separate process, its wall time measured
-around it and its peak RSS read from os.wait4 (ru_maxrss of that child alone). Prints medians, the ratios to the
-baseline, the CPU's ISA flags, and mdeploy's own breakdown of where its time went (from its --json report).
+around it, its CPU time and peak RSS read from os.wait4 (that child alone: CPU seconds tell more than wall time
+on a machine shared with other work). Prints medians, the ratios to the baseline, the CPU's ISA flags, mdeploy's
+own breakdown of where its time went (from its --json report), and a line per target.
 
-    python benchmarks/convert.py [--rounds 2] [--optimum-cli /tmp/optvenv/bin/optimum-cli]
+    python benchmarks/convert.py [--rounds 3] [--optimum-cli /tmp/optvenv/bin/optimum-cli]
 
-Targets: mdeploy <= 1.5x the baseline's wall time and <= 1.2x its peak RSS, validation included.
+Targets (validation at two shapes included): mdeploy <= 1.5x the baseline's wall time and <= 1.2x its peak RSS;
+with optimum-cli, <= 1.0x optimum-cli's wall time and <= 0.6x its peak RSS.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ transformers.BertModel(config).eval().save_pretrained(sys.argv[1])
 """
 
 
-def measure(cmd: list[str], cwd: Path, logs: Path) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in GB of this child alone (from os.wait4), and its stdout."""
+def measure(cmd: list[str], cwd: Path, logs: Path) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds (user + system), peak RSS in GB of this child alone (from os.wait4), and its stdout."""
     with open(logs / "stdout", "w+") as out, open(logs / "stderr", "w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, text=True)
@@ -75,7 +78,7 @@ def measure(cmd: list[str], cwd: Path, logs: Path) -> tuple[float, float, str]:
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd[:5]))} ... failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return wall, usage.ru_maxrss / 2**20, stdout
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20, stdout
 
 
 def breakdown(report: dict, wall: float) -> dict[str, float]:
@@ -90,7 +93,7 @@ def breakdown(report: dict, wall: float) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--optimum-cli", default=shutil.which("optimum-cli"), help="optimum-cli to compare with, if installed")
     args = parser.parse_args()
     print(f"CPU: {machine.describe()}")
@@ -107,29 +110,40 @@ def main() -> None:
             tools["optimum-cli export onnx"] = [args.optimum_cli, "export", "onnx", "--model", str(work / "bert"),
                                                 "--task", "feature-extraction", str(work / "optimum")]
         walls: dict[str, list[float]] = {name: [] for name in tools}
+        cpus: dict[str, list[float]] = {name: [] for name in tools}
         rss: dict[str, list[float]] = {name: [] for name in tools}
         parts: list[dict[str, float]] = []
         for round_ in range(args.rounds):
             order = list(tools) if round_ % 2 == 0 else list(reversed(tools))
             for name in order:
-                wall, peak, stdout = measure(tools[name], ROOT, work)
+                wall, cpu, peak, stdout = measure(tools[name], ROOT, work)
                 walls[name].append(wall)
+                cpus[name].append(cpu)
                 rss[name].append(peak)
                 if name == "mdeploy convert":
                     report = json.loads(stdout)
                     if not report["passed"]:
                         raise SystemExit("mdeploy's validation failed: " + json.dumps(report["comparisons"])[:2000])
                     parts.append(breakdown(report, wall))
-                print(f"  round {round_ + 1}: {name:32} {wall:6.1f} s  {peak:5.2f} GB", flush=True)
+                print(f"  round {round_ + 1}: {name:32} {wall:6.1f} s  {cpu:6.1f} CPU s  {peak:5.2f} GB", flush=True)
+    wall, cpu, peak = ({name: statistics.median(v[name]) for name in tools} for v in (walls, cpus, rss))
     base = next(iter(tools))
-    print(f"\n{'tool':32} {'wall s':>7} {'ratio':>6} {'peak RSS GB':>12} {'ratio':>6}   (medians of {args.rounds})")
+    print(f"\n{'tool':32} {'wall s':>7} {'ratio':>6} {'CPU s':>7} {'ratio':>6} {'peak RSS GB':>12} {'ratio':>6}"
+          f"   (medians of {args.rounds}; ratios to the first row)")
     for name in tools:
-        w, r = statistics.median(walls[name]), statistics.median(rss[name])
-        bw, br = statistics.median(walls[base]), statistics.median(rss[base])
-        print(f"{name:32} {w:7.1f} {w / bw:5.2f}x {r:12.2f} {r / br:5.2f}x")
+        print(f"{name:32} {wall[name]:7.1f} {wall[name] / wall[base]:5.2f}x {cpu[name]:7.1f} {cpu[name] / cpu[base]:5.2f}x "
+              f"{peak[name]:12.2f} {peak[name] / peak[base]:5.2f}x")
     print("\nmdeploy convert, where the time went (median s):")
     for key in parts[0]:
         print(f"  {key:40} {statistics.median(p.get(key, 0.0) for p in parts):6.2f}")
+    print(f"\nCPU: {machine.describe()}")
+    targets = [("wall time", wall, base, 1.5), ("peak RSS", peak, base, 1.2)]
+    if "optimum-cli export onnx" in tools:
+        targets += [("wall time", wall, "optimum-cli export onnx", 1.0), ("peak RSS", peak, "optimum-cli export onnx", 0.6)]
+    for what, values, other, limit in targets:
+        ratio = values["mdeploy convert"] / values[other]
+        verdict = "target met" if ratio <= limit else "target NOT met"
+        print(f"{verdict}: mdeploy convert's {what} is {ratio:.2f}x {other}'s (target <= {limit}x)")
 
 
 if __name__ == "__main__":
