@@ -103,6 +103,7 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         "version": request.version, "seed": o.seed, **({"data": o.data} if o.data else {"samples": len(request.feeds)}),
     })
     report.notes.extend(runner.notes if runner is not None else [])
+    report.notes.extend(getattr(request.feeds, "notes", []))  # how --data was read (vinputs.Feeds)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         started = time.perf_counter()

@@ -135,3 +135,11 @@ def test_keras_and_its_tflite_conversion_share_one_array_whatever_its_name(tmp_p
     result = run_cli("validate", tmp_path / "m.keras", tmp_path / "m.tflite", "--data", data)
     assert result.code == 0, result.stderr
     assert "note: --data: its only array 'keras_tensor' fed to the model's only input 'input_layer'" in result.stdout
+
+
+def test_package_validation_data_of_another_name_with_a_note(tmp_path):
+    model = linear(tmp_path / "a.onnx", "input")
+    data = tmp_path / "d.npz"
+    np.savez(data, pixels=np.ones((3, 4), np.float32))
+    report = api.package(str(model), "kserve", str(tmp_path / "isvc"), data=str(data))
+    assert report and "--data: its only array 'pixels' fed to the model's only input 'input'" in report.notes
