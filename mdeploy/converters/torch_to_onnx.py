@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,11 +18,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mdeploy.converters.base import ConversionResult, Converter
+from mdeploy.converters.export_failures import export_error, note
+from mdeploy.converters.onnx_writing import check_written as _check
+from mdeploy.converters.onnx_writing import save_streamed
 from mdeploy.core import Format, ModelRef, TensorSpec
-from mdeploy.deps import require
-from mdeploy.errors import ConversionError, InputError, first_line
+from mdeploy.errors import InputError, first_line
 from mdeploy.frameworks import onnx_models, torch_models
-from mdeploy.frameworks.onnx_skeleton import varint
 from mdeploy.logs import framework_output
 from mdeploy.runners.torch_runner import integer_hint
 from mdeploy.validation.inputs import random_feed
@@ -76,9 +76,9 @@ class TorchToOnnx(Converter):
                 out.unlink(missing_ok=True)
                 laps.lap(f"failed {exporter} export")
         else:
-            raise _export_error(failures)
+            raise export_error(failures)
         for failed, exc in failures:
-            notes.append(f"{_note(failed, exc)}; used the {exporter} exporter")
+            notes.append(f"{note(failed, exc)}; used the {exporter} exporter")
         notes.append(f"exported with the {exporter} exporter")
         gc.collect()  # the exporter's graphs hold reference cycles: free them before validation allocates
         laps.lap("free the exporter's graphs")
@@ -266,7 +266,7 @@ def _example_tensors(loaded: torch_models.LoadedTorchModel, specs: list[TensorSp
 
 
 def _export_dynamo(loaded, examples, specs, dynamic, output_names, opset, out: Path, big: bool, laps) -> set[str]:  # noqa: ANN001
-    """Export with the dynamo exporter and save; the names of the weights save_streamed wrote (see _check)."""
+    """Export with the dynamo exporter and save; the names of the weights save_streamed wrote (see check_written)."""
     t = torch_models.torch()
     names = [s.name for s in specs]
     kwargs: dict[str, Any] = {"dynamo": True, "opset_version": opset, "output_names": output_names, "optimize": True}
@@ -313,61 +313,6 @@ def _drop_weights(graph: Any) -> None:
     graph.initializers.clear()
 
 
-def save_streamed(model: Any, out: Path, min_bytes: int = 1024) -> set[str]:
-    """Write an onnx_ir model as one .onnx file, its weights streamed from memory into the file.
-
-    ir.save builds the whole ModelProto (a copy of every weight) and then its serialized bytes (another copy):
-    for BERT-base 0.9 GB over the weights themselves, the largest share of convert's peak memory. Here the graph
-    is serialized without its large initializers, and each one follows as its own `graph { initializer {...} }`
-    record, written straight from the tensor's memory (protobuf merges repeated records of a message field, so
-    readers see one graph holding every initializer). Extra memory: one tensor's header. Below 2 GB only.
-    Returns the names of the weights written that way.
-    """
-    from onnx_ir import serde
-
-    onnx = require("onnx", extra="onnx")
-    graph = model.graph
-    moved = {name: v for name, v in graph.initializers.items()
-             if v.const_value is not None and v.const_value.dtype.name != "STRING" and v.const_value.nbytes >= min_bytes}
-    for name in moved:
-        graph.initializers.pop(name)
-    try:
-        proto = serde.serialize_model(model)
-    finally:
-        graph.initializers.update(moved)
-    inputs = {v.name for v in graph.inputs}
-    for value in moved.values():  # the value_info ir.save gives initializers that have a type or shape
-        described = value.type is not None or value.shape is not None or value.metadata_props or value.doc_string
-        if described and value.name not in inputs:
-            serde.serialize_value_into(proto.graph.value_info.add(), value)
-    with open(out, "wb") as f:
-        f.write(proto.SerializeToString())
-        for value in moved.values():
-            tensor = value.const_value
-            header = onnx.TensorProto(name=value.name, data_type=tensor.dtype.value, dims=list(tensor.shape.numpy()))
-            if tensor.doc_string:
-                header.doc_string = tensor.doc_string
-            for key, text in tensor.metadata_props.items():
-                header.metadata_props.add(key=key, value=text)
-            head = header.SerializeToString()
-            size = tensor.nbytes
-            body = len(head) + 1 + _varint_len(size) + size  # TensorProto: header fields, then raw_data (field 9)
-            record = 1 + _varint_len(body) + body  # GraphProto.initializer (field 5)
-            f.write(b"\x3a" + varint(record) + b"\x2a" + varint(body) + head + b"\x4a" + varint(size))  # ModelProto.graph (7)
-            start = f.tell()
-            tensor.tofile(f)
-            if f.tell() - start != size:
-                raise ConversionError(f"writing the weight {value.name} wrote {f.tell() - start} bytes, not {size}")
-            needed = (int(np.prod(header.dims, dtype=np.int64)) * tensor.dtype.bitwidth + 7) // 8
-            if size != needed:  # what onnx.checker checks of raw_data (_check reads these tensors' headers only)
-                raise ConversionError(f"the weight {value.name} holds {size} bytes; its shape and type need {needed}")
-    return set(moved)
-
-
-def _varint_len(n: int) -> int:
-    return len(varint(n))
-
-
 def _script_to_graph_module(module: Any, args: tuple) -> Any:
     """torch.export cannot trace a ScriptModule; torch's TS2EP converter turns it into an ExportedProgram whose
     module re-exports with dynamic shapes like any nn.Module. (A private torch API: failures fall back to the
@@ -385,100 +330,30 @@ def _export_torchscript(loaded, examples, specs, dynamic, output_names, opset, o
     axes: dict[str, dict[int, str]] = {}
     for name, axis, dim in dynamic:
         axes.setdefault(name, {})[axis] = dim
-    with t.inference_mode(False), t.no_grad(), framework_output():
-        t.onnx.export(
-            loaded.module,
-            tuple(examples[n] for n in names),
-            str(out),
-            dynamo=False,
-            input_names=names,
-            output_names=output_names,
-            opset_version=opset or 17,
-            dynamic_axes=axes or None,
-        )
+    # Without grad, nn.TransformerEncoderLayer and nn.MultiheadAttention take their fused inference kernels
+    # (aten::_transformer_encoder_layer_fwd, _native_multi_head_attention), which this exporter cannot write: torch's
+    # switch for that fast path is off while it traces (the dynamo exporter decomposes them itself).
+    mha = t.backends.mha
+    fast_path = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        with t.inference_mode(False), t.no_grad(), framework_output():
+            t.onnx.export(
+                loaded.module,
+                tuple(examples[n] for n in names),
+                str(out),
+                dynamo=False,
+                input_names=names,
+                output_names=output_names,
+                opset_version=opset or 17,
+                dynamic_axes=axes or None,
+            )
+    finally:
+        mha.set_fastpath_enabled(fast_path)
     laps.lap("torch.onnx.export (torchscript)")
     if big and not onnx_models.external_data_files(onnx_models.load_proto(out)):
         onnx_models.move_weights_to_external_data(out)
         laps.lap("save")
-
-
-def _check(out: Path, streamed: set[str] | None = None) -> None:
-    """onnx.checker on the written model.
-
-    A file save_streamed wrote is checked without the large weights it streamed (`streamed`) (onnx_skeleton: 0.1 s and a few MB where
-    reading the whole file took 1.7 s and 0.8 GB for BERT-base): each such weight stands as a graph input of its
-    type and shape, so every check of the graph (nodes against their schemas, topological order, every input
-    defined, opsets, types) still applies to the file as written. What the checker checks of those tensors
-    themselves (a valid type, one value field of exactly the size their shape needs) save_streamed checked as it
-    wrote them. A file the exporter wrote itself gets the whole check.
-    """
-    onnx = require("onnx", extra="onnx")
-    try:
-        onnx.checker.check_model(_weightless(out, streamed) if streamed else str(out))
-    except Exception as exc:
-        raise ConversionError(f"the exported model fails onnx.checker: {first_line(exc)}") from None
-
-
-def _weightless(out: Path, streamed: set[str]) -> Any:
-    """The model at `out` as onnx.checker sees it, the weights save_streamed wrote (their bytes left unread) turned
-    into typed graph inputs."""
-    onnx = require("onnx", extra="onnx")
-    from mdeploy.frameworks import onnx_skeleton
-
-    model = onnx_skeleton.load_without_weights(out)
-    graph = model.graph
-    values = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
-    unread = [t for t in graph.initializer if t.name in streamed and not any(len(getattr(t, f)) for f in values)]
-    if not unread:
-        return model
-    names = {t.name for t in unread}
-    kept = [t for t in graph.initializer if t.name not in names]
-    inputs = {i.name for i in graph.input}
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in unread
-                       if t.name not in inputs)
-    return model
-
-
-_OP = re.compile(r"(aten[.:]{1,2}[A-Za-z_0-9]+(?:\.[A-Za-z_0-9]+)?|torch\.ops\.[\w.]+|prim::\w+|onnx::\w+)")
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _clean(text: str) -> str:
-    return _ANSI.sub("", text).strip()
-
-
-def _failure_summary(exc: BaseException) -> tuple[str, str]:
-    """Where an exporter failed (the operator, else the module) and its own explanation."""
-    text = _clean(f"{exc}\n{exc.__cause__ or ''}")
-    ops = [m for m in _OP.findall(text) if not m.startswith("onnx::")] or _OP.findall(text)
-    module = re.search(r"(?:module|Module) [`']?([\w.]+)[`']?", text)
-    where = f"operator {ops[0]}" if ops else (f"module {module.group(1)}" if module else "")
-    return where, _reason(text)
-
-
-def _reason(text: str) -> str:
-    """The exporter's own explanation: its exception summary when it has one, else its first line."""
-    summary = re.search(r"## Exception summary\s+(.+)", text)
-    line = summary.group(1) if summary else text.splitlines()[0] if text else "unknown error"
-    return line if len(line) <= 300 else line[:297] + "..."
-
-
-def _note(exporter: str, exc: BaseException) -> str:
-    where, reason = _failure_summary(exc)
-    return f"the {exporter} exporter failed{' at ' + where if where else ''} ({reason})"
-
-
-def _export_error(failures: list[tuple[str, BaseException]]) -> ConversionError:
-    """One line naming the operator or module that failed; the exporters' own messages follow as the hint."""
-    exporter, exc = failures[0]
-    where, reason = _failure_summary(exc)
-    message = f"the {exporter} exporter failed{' at ' + where if where else ''}"
-    hints = [reason] + [_note(e, x) for e, x in failures[1:]]
-    return ConversionError(message, hint=" | ".join(hints) + " (--debug shows the traceback)")
 
 
 def _weight_bytes(module: Any) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from mdeploy.converters import torch_to_onnx
+from mdeploy.converters import onnx_writing, torch_to_onnx
 from mdeploy.errors import ConversionError
 from mdeploy.frameworks import torch_models
 from mdeploy.validation import run as validation_run
@@ -76,7 +76,7 @@ def test_a_streamed_file_is_checked_without_reading_its_weights(tmp_path):
     assert _convert(out, no_validate=True).passed
     full = onnx.load(str(out))
     streamed = {t.name for t in full.graph.initializer if len(t.raw_data) >= 1024}
-    checked = torch_to_onnx._weightless(out, streamed)
+    checked = onnx_writing.weightless(out, streamed)
     assert streamed and not streamed & {t.name for t in checked.graph.initializer}  # their bytes were not read
     assert streamed <= {i.name for i in checked.graph.input}  # each stands as a graph input of its type and shape
     kinds = {i.name: (i.type.tensor_type.elem_type, [d.dim_value for d in i.type.tensor_type.shape.dim])

@@ -84,8 +84,8 @@ def test_convert_builds_the_module_once_and_reports_its_timings(tmp_path, valida
     if validate:  # onnx.checker runs between the source's runs and the result's (the two never hold memory at once)
         assert result.json["passed"]
         assert list(result.json["steps"][1]["details"]["timings"]) == [
-            "open the source", "run the source at example inputs", "release the source", "onnx.checker", "open the result",
-            "run the result at example inputs"]
+            "open the source", "the source at example inputs: the converter's run, reused", "release the source",
+            "onnx.checker", "open the result", "run the result at example inputs"]
     else:
         assert "onnx.checker" in convert_step["details"]["timings"]
 

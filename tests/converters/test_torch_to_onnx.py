@@ -99,6 +99,18 @@ def test_torchscript_exporter_can_be_chosen(tmp_path):
     assert result.json["steps"][0]["details"]["exporter"] == "torchscript"
 
 
+def test_torchscript_exporter_writes_transformer_layers_without_their_fused_kernels(tmp_path):
+    """Under no_grad nn.TransformerEncoderLayer takes aten::_transformer_encoder_layer_fwd, which the TorchScript
+    exporter cannot write: it was exit 2 for every nn.TransformerEncoder model (the BERT-base benchmark's too)."""
+    import torch
+
+    from mdeploy.verbs import convert
+
+    report = convert.run(convert.Options(src=factory("text_encoder"), output=str(tmp_path / "ts.onnx"), exporter="torchscript"))
+    assert report.passed and report.steps[0].details["exporter"] == "torchscript"
+    assert torch.backends.mha.get_fastpath_enabled()  # torch's switch is back to what it was
+
+
 def test_export_that_froze_a_dynamic_axis_fails_validation(tmp_path):
     """The TorchScript exporter bakes `int(x.shape[0])` in as a constant: the batch looks dynamic but is not."""
     out = tmp_path / "frozen.onnx"
