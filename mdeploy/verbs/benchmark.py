@@ -61,10 +61,12 @@ class Options:
     seed: int = option(0, help="Seed for the random inputs (recorded in the report).")
 
 
-def release_freed_memory() -> None:
+def release_freed_memory(collect: bool = True) -> None:
     """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise), so that the
-    next model's memory growth is measured from a true baseline and not hidden in the previous one's pages."""
-    gc.collect()
+    next model's memory growth is measured from a true baseline and not hidden in the previous one's pages.
+    `collect=False` for a caller that has just collected (after a torch export a collection walks a million objects)."""
+    if collect:
+        gc.collect()
     try:
         import ctypes
 

@@ -209,9 +209,9 @@ def _validate_conversion(src, result, specs, dynamic, tolerance, seed, report, p
             advance()
         release = getattr(ref_runner, "release", None)  # a runner that can free its model's memory at once (torch)
         if release is not None:
-            release()
+            release()  # it collects the garbage itself
         del ref_runner
-        release_freed_memory()
+        release_freed_memory(collect=release is None)
         lap("release the source")
         if pending_check is not None:
             pending_check()
