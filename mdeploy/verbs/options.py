@@ -260,4 +260,4 @@ def values(options: Any) -> dict[str, Any]:
     return {i.key: getattr(options, i.name) for i in describe(type(options))}
 
 
-__all__ = ["option", "OptionInfo", "describe", "build", "check", "check_value", "check_number", "json_schema", "values"]
+__all__ = ["OptionInfo", "build", "check", "check_number", "check_value", "describe", "json_schema", "option", "values"]
