@@ -74,9 +74,9 @@ def _varint_len(n: int) -> int:
 def check_written(out: Path, streamed: set[str] | None = None) -> None:
     """onnx.checker on the written model.
 
-    A file save_streamed wrote is checked without the large weights it streamed (`streamed`) (onnx_skeleton: 0.1 s and a few MB where
-    reading the whole file took 1.7 s and 0.8 GB for BERT-base): each such weight stands as a graph input of its
-    type and shape, so every check of the graph (nodes against their schemas, topological order, every input
+    A file save_streamed wrote is checked without reading the large weights it streamed, `streamed` (onnx_skeleton:
+    0.1 s and a few MB where reading the whole file took 1.7 s and 0.8 GB for BERT-base): each such weight stands as a
+    graph input of its type and shape, so every check of the graph (nodes against their schemas, topological order, every input
     defined, opsets, types) still applies to the file as written. What the checker checks of those tensors
     themselves (a valid type, one value field of exactly the size their shape needs) save_streamed checked as it
     wrote them. A file the exporter wrote itself gets the whole check.
