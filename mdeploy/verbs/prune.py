@@ -26,7 +26,7 @@ from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_cho
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.passes.accuracy import Bar, parse_bar
+from mdeploy.validation.accuracy import Bar, parse_bar
 from mdeploy.passes.calibration import batches_from_data, load_arrays
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step

@@ -19,8 +19,8 @@ from mdeploy.core import Format, ModelRef, classifier_choice, tolerance_for
 from mdeploy.errors import InputError, MdeployError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.passes import accuracy
-from mdeploy.passes.accuracy import Bar, parse_bar
+from mdeploy.validation import accuracy
+from mdeploy.validation.accuracy import Bar, parse_bar
 from mdeploy.passes.base import build_pass_options
 from mdeploy.passes.calibration import batches_from_data, fixed_batch, load_arrays
 from mdeploy.progress import ProgressFactory, no_progress
