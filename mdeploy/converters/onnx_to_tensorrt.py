@@ -24,7 +24,7 @@ from mdeploy.converters.base import ConversionResult, Converter
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import ConversionError, InputError, first_line
 from mdeploy.frameworks import onnx_models, tensorrt_env
-from mdeploy.frameworks.tensorrt_profiles import Profile, derive_profiles, validation_specs
+from mdeploy.converters.tensorrt_profiles import Profile, derive_profiles, validation_specs
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -65,7 +65,7 @@ class OnnxToTensorRT(Converter):
         model_path = src.path
         details: dict[str, Any] = {"profiles": [p.as_dict() for p in plan["profiles"]], "precision": o.precision}
         if o.precision == "fp16":
-            from mdeploy.frameworks.tensorrt_fp16 import float16_model
+            from mdeploy.converters.tensorrt_fp16 import float16_model
 
             model_path, comparison = float16_model(src.path, out.with_name(out.stem + ".fp16.onnx"), plan["profiles"])
             notes.append(f"float16 ONNX (onnxconverter-common, float32 I/O) validated on CPU: {comparison.tolerance.describe()}")

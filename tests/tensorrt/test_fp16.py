@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mdeploy.errors import ConversionError
-from mdeploy.frameworks.tensorrt_fp16 import float16_model
-from mdeploy.frameworks.tensorrt_profiles import Profile
+from mdeploy.converters.tensorrt_fp16 import float16_model
+from mdeploy.converters.tensorrt_profiles import Profile
 
 
 def test_the_float16_model_keeps_float32_io_and_matches_on_cpu(models, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from mdeploy.core import TensorSpec
 from mdeploy.errors import InputError
-from mdeploy.frameworks.tensorrt_profiles import derive_profiles, parse_shapes
+from mdeploy.converters.tensorrt_profiles import derive_profiles, parse_shapes
 
 IMAGES = TensorSpec("images", ("batch", 3, 224, 224))
 TOKENS = TensorSpec("tokens", ("batch", "seq"), "int64")
@@ -85,7 +85,7 @@ def test_shapes_that_do_not_fit_the_model(kwargs, says):
 
 
 def test_validation_stays_inside_the_profile():
-    from mdeploy.frameworks.tensorrt_profiles import validation_specs
+    from mdeploy.converters.tensorrt_profiles import validation_specs
     from mdeploy.validation.run import resized_feed
 
     mask = TensorSpec("mask", ("batch", "seq"), "int64")

@@ -19,7 +19,7 @@ from mdeploy.core import Format, ModelRef, TensorSpec, tolerance_for
 from mdeploy.deps import require
 from mdeploy.errors import ConversionError, first_line
 from mdeploy.frameworks import onnx_models
-from mdeploy.frameworks.tensorrt_profiles import Profile
+from mdeploy.converters.tensorrt_profiles import Profile
 
 _PROTOBUF_LIMIT = 2_000_000_000
 
