@@ -16,8 +16,8 @@ def _show(report: Report) -> None:
     show_comparisons(report)
     acc = report.data.get("accuracy")
     if acc:
-        stdout.print(f"accuracy on {acc['samples']} labelled samples: reference {acc['float']:.4f}, candidate "
-                     f"{acc['quantized']:.4f} (drop {acc['drop'] * 100:+.2f} points)")
+        stdout.print(f"accuracy on {acc['samples']} labelled samples: reference {acc['reference']:.4f}, candidate "
+                     f"{acc['candidate']:.4f} (drop {acc['drop'] * 100:+.2f} points)")
     data = report.data
     verdict(report, f"{data['candidate']}{_on(report, 'candidate')} against {data['reference']}{_on(report, 'reference')}")
 

@@ -106,7 +106,7 @@ def measure(metric: str, model: dict[str, Any]) -> Measured:
         acc = model.get("accuracy")
         if not acc:
             return None, None, f"not measured: no step measured task accuracy; add {METRICS[metric][1]}"
-        value = acc.get("quantized") if metric == "accuracy" else acc.get("drop")
+        value = acc.get("candidate") if metric == "accuracy" else acc.get("drop")
         return (None if value is None else float(value)), acc.get("step"), None
     if metric in ("cosine", "top1", "max-abs"):
         return _from_comparisons(metric, model, baseline, current)

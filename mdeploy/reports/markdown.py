@@ -141,7 +141,7 @@ def run(d: dict[str, Any], limit: int = MAX_BYTES) -> str:
     for m in models:
         base, _ = view.baseline_and_current(m)
         w = view.worst(view.judged(m))
-        accuracy = (m.get("accuracy") or {}).get("quantized")
+        accuracy = (m.get("accuracy") or {}).get("candidate")
         for row in m.get("benchmark") or [{}]:
             lat = row.get("latency_ms") or {}
             is_base = row is base

@@ -113,8 +113,8 @@ def changes(model: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     accuracy = model.get("accuracy")
     if accuracy:
         drop = as_float(accuracy.get("drop"))
-        rows.append((f"accuracy ({accuracy.get('samples', '?')} samples)", svg.number(as_float(accuracy.get("float")), 4),
-                     svg.number(as_float(accuracy.get("quantized")), 4), f"{0.0 - drop + 0.0:+.4f}" if drop is not None else "-"))
+        rows.append((f"accuracy ({accuracy.get('samples', '?')} samples)", svg.number(as_float(accuracy.get("reference")), 4),
+                     svg.number(as_float(accuracy.get("candidate")), 4), f"{0.0 - drop + 0.0:+.4f}" if drop is not None else "-"))
     comparisons = judged(model)
     if comparisons:
         w = worst(comparisons)

@@ -32,14 +32,11 @@ class Accuracy:
     def drop(self) -> float:
         return self.reference - self.candidate
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "samples": self.samples,
-            "float": self.reference,
-            "quantized": self.candidate,
-            "drop": self.drop,
-        }
+    def to_dict(self, reference: str = "reference", candidate: str = "candidate") -> dict[str, Any]:
+        """Keyed by the two models' roles; a verb whose report names them otherwise (prune: before/after, distill:
+        teacher/student) passes its own names."""
+        return {"output": self.output, "samples": self.samples, reference: self.reference, candidate: self.candidate,
+                "drop": self.drop}
 
 
 @dataclass

@@ -24,7 +24,7 @@ def test_static_int8_on_digits_loses_at_most_one_point(static_digits, digits):
     assert report["passed"] and report["mode"] == "static"
     acc = report["accuracy"]
     assert acc["samples"] == 540
-    assert abs(acc["float"] - digits_fixture.torch_accuracy(digits["model"].parent)) < 1e-6
+    assert abs(acc["reference"] - digits_fixture.torch_accuracy(digits["model"].parent)) < 1e-6
     assert acc["drop"] <= 0.01
     assert report["size"]["ratio"] < 0.35
     output = report["comparisons"][0]["outputs"][0]
@@ -206,8 +206,8 @@ def test_validate_reports_task_accuracy_from_labels_in_the_data_or_a_labels_file
         assert result.code == 0, result.stderr
         acc = result.json["accuracy"]
         assert acc["samples"] == quantized.json["accuracy"]["samples"]
-        assert acc["float"] == pytest.approx(quantized.json["accuracy"]["float"])
-        assert acc["quantized"] == pytest.approx(quantized.json["accuracy"]["quantized"])
+        assert acc["reference"] == pytest.approx(quantized.json["accuracy"]["reference"])
+        assert acc["candidate"] == pytest.approx(quantized.json["accuracy"]["candidate"])
     plain = cli("validate", digits["model"], out, "--precision", "int8", "--data", digits["eval_images"], "--json")
     assert "accuracy" not in plain.json
     orphan = cli("validate", digits["model"], out, "--labels", digits["eval_labels"])

@@ -33,7 +33,7 @@ def _model(name: str, folder: Path, fp32: Path, data: Path, labels: Path, candid
     qd, vd, bd = q.to_dict(), v.to_dict(), b.to_dict()
     accuracy = qd.get("accuracy")
     if accuracy and candidate_from is not None:  # the float side is the baseline's accuracy (1.0: labels are its argmax)
-        accuracy = {**accuracy, "float": 1.0, "drop": 1.0 - accuracy["quantized"]}
+        accuracy = {**accuracy, "reference": 1.0, "drop": 1.0 - accuracy["candidate"]}
     lat = bd["models"]
     cos = min(float(o["cosine"]) for o in vd["comparisons"][0]["outputs"])
     gates = [
