@@ -188,6 +188,12 @@ class TensorSpec:
         return cls(name, shape, dtype, dtype_given=len(parts) == 3)
 
 
+def parse_specs(values: list[Any] | None) -> list[TensorSpec]:
+    """`--input` values as TensorSpecs: every verb that takes `--input` reads it here, and API callers may pass
+    TensorSpecs already."""
+    return [v if isinstance(v, TensorSpec) else TensorSpec.parse(v) for v in values or []]
+
+
 def classifier_choice(outputs: list[str] | None, none: bool) -> tuple[str, ...] | None:
     """`--classifier-output NAME`... and `--no-classifier` as Tolerance.classifier_outputs."""
     if outputs and none:

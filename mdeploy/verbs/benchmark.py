@@ -302,9 +302,8 @@ def _batch_of(feed: dict[str, np.ndarray], specs: list[TensorSpec]) -> int:
 
 def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     """Measure latency (mean/p50/p90/p99), throughput, peak memory and size of each model."""
-    from mdeploy.core import ModelRef
+    from mdeploy.core import ModelRef, parse_specs
     from mdeploy.reports.report import Report, Step
-    from mdeploy.verbs.validate import parse_specs
 
     check(options)
     models, batch, threads, warmup = options.models, options.batch, options.threads, options.warmup

@@ -11,7 +11,16 @@ from pathlib import Path
 
 from mdeploy import registry
 from mdeploy.converters.base import build_options, chosen_options
-from mdeploy.core import Format, ModelRef, TensorSpec, classifier_choice, format_for_output, parse_dynamic, tolerance_for
+from mdeploy.core import (
+    Format,
+    ModelRef,
+    TensorSpec,
+    classifier_choice,
+    format_for_output,
+    parse_dynamic,
+    parse_specs,
+    tolerance_for,
+)
 from mdeploy.errors import InputError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output
@@ -21,7 +30,6 @@ from mdeploy.validation import inputs as vinputs
 from mdeploy.validation.run import compare_to_reference, merge_specs, resized_feed, run_reference
 from mdeploy.verbs.benchmark import release_freed_memory
 from mdeploy.verbs.options import check, option
-from mdeploy.verbs.validate import parse_specs
 
 
 @dataclass

@@ -69,10 +69,9 @@ class Options:
 def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     """Package a model for a model server (MLflow, Triton, TF Serving, KServe), checked against the model."""
     from mdeploy import registry
-    from mdeploy.core import tolerance_for
+    from mdeploy.core import parse_specs, tolerance_for
     from mdeploy.packaging import target as target_module
     from mdeploy.packaging.base import Request, convert_hint
-    from mdeploy.verbs.validate import parse_specs
 
     check(options)
     o = options

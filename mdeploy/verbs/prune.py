@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy import machine, registry
-from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
+from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice, parse_specs
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
@@ -33,7 +33,6 @@ from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
 from mdeploy.validation.proof import prove
 from mdeploy.verbs.options import check, option
-from mdeploy.verbs.validate import parse_specs
 
 METHODS = ("structured", "unstructured", "2:4")
 DEFAULT_SPARSITY = 0.5

@@ -15,7 +15,7 @@ from typing import Any
 
 from mdeploy import registry
 from mdeploy.converters.base import chosen_options
-from mdeploy.core import Format, ModelRef, classifier_choice, tolerance_for
+from mdeploy.core import Format, ModelRef, classifier_choice, parse_specs, tolerance_for
 from mdeploy.errors import InputError, MdeployError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
@@ -28,7 +28,6 @@ from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
 from mdeploy.validation.proof import Proof, prove
 from mdeploy.verbs.options import check, option
-from mdeploy.verbs.validate import parse_specs
 
 SUFFIXES = {Format.ONNX: ".onnx", Format.TFLITE: ".tflite"}
 EVAL_BATCH = 64

@@ -58,7 +58,7 @@ class Options:
 
 def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     """Run two models on the same inputs and compare every output. Exit 1 on a mismatch."""
-    from mdeploy.core import ModelRef, classifier_choice, tolerance_for
+    from mdeploy.core import ModelRef, classifier_choice, parse_specs, tolerance_for
     from mdeploy.outputs import check_output
 
     check(options)
@@ -80,13 +80,6 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
 
         write(report, Path(o.report))
     return report
-
-
-def parse_specs(values: list[Any]) -> list[TensorSpec]:
-    """`--input` values as TensorSpecs (API callers may pass TensorSpecs already)."""
-    from mdeploy.core import TensorSpec
-
-    return [v if isinstance(v, TensorSpec) else TensorSpec.parse(v) for v in values or []]
 
 
 def _feeds(specs: list[TensorSpec], o: Options) -> tuple[Any, dict[str, Any]]:
