@@ -1,14 +1,16 @@
-"""Proving what a quantized (or otherwise optimized) model kept: output agreement and, with labels, task accuracy.
+"""Proving on data what a quantized, pruned or distilled model kept: output agreement and, with labels, task accuracy.
 
 One pass over the data runs both models per batch, folds every output into the running comparison metrics,
-and counts correct top-1 predictions of the first classifier-like output against the labels.
+and counts correct top-1 predictions of the first classifier-like output against the labels. quantize, prune and
+distill all prove their result here: the feeds (`random_feeds` when no data is given), the tolerance the bar implies
+(`bar_tolerance`), `prove`, then the bar's verdict (validation/bar.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from mdeploy.core import Tolerance
 from mdeploy.errors import InputError
@@ -16,7 +18,12 @@ from mdeploy.lazy import numpy as np
 from mdeploy.runners.base import Feed, Runner
 from mdeploy.validation import scores
 from mdeploy.validation.compare import Comparison, OutputAccumulator, match_outputs
+from mdeploy.validation.inputs import random_feed
 from mdeploy.validation.run import candidate_feed, output_kinds
+
+if TYPE_CHECKING:
+    from mdeploy.core import TensorSpec
+    from mdeploy.validation.bar import Bar
 
 
 @dataclass
@@ -57,6 +64,19 @@ class Proof:
         if self.accuracy is None:
             return None
         return self.accuracy.candidate if name == "accuracy" else self.accuracy.drop
+
+
+def bar_tolerance(bar: Bar | None, default: Tolerance, classifier_outputs: tuple[str, ...] | None) -> Tolerance:
+    """What each output is judged by: the tolerance the bar implies (`--max-error`), else the verb's own default; top-1
+    only on the outputs the user says are class scores (None: decided per output)."""
+    return replace(bar.tolerance() if bar else default, classifier_outputs=classifier_outputs)
+
+
+def random_feeds(specs: list[TensorSpec], seed: int, samples: int, batch: int) -> tuple[list[Feed], str]:
+    """`samples` random samples in feeds of `batch` (at least one feed), and the proof's source line for them."""
+    rng = np.random.default_rng(seed)
+    feeds = [random_feed(specs, rng, batch=batch) for _ in range(max(1, samples // batch))]
+    return feeds, f"{len(feeds) * batch} random samples"
 
 
 def prove(

@@ -14,7 +14,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,13 @@ from mdeploy.errors import ConversionError, InputError, MdeployError
 from mdeploy.interrupts import sigterm_as_interrupt
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.validation.accuracy import parse_bar
 from mdeploy.passes.calibration import batches_from_data, fixed_batch
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
 from mdeploy.validation import scores
-from mdeploy.validation.proof import prove
+from mdeploy.validation.bar import Bar, parse_bar
+from mdeploy.validation.proof import bar_tolerance, prove
 from mdeploy.verbs.options import check, option
 
 HELD_OUT_FRACTION = 0.15
@@ -143,7 +143,7 @@ class _Distill:
     student_ref: ModelRef
     out: Path
     weights_out: Path | None
-    bar: Any
+    bar: Bar | None
     progress: ProgressFactory
     echo: Callable[[str], None] | None
     report: Report
@@ -269,14 +269,10 @@ class _Distill:
             report.steps.append(Step("export", "done", {"format": fmt.value}, time.perf_counter() - start))
             start = time.perf_counter()
             cand = registry.open_runner(ModelRef(tmp, fmt), o.device)
-            if kind == "scores":
-                tolerance = self.bar.tolerance() if self.bar else Tolerance(atol=None, rtol=None, source="distill (no bar)")
-                tolerance = Tolerance(tolerance.atol, tolerance.rtol, tolerance.min_cosine, tolerance.min_top1, tolerance.source,
-                                      classifier_outputs=(output,))
-            else:
-                base = self.bar.tolerance() if self.bar else Tolerance(atol=None, rtol=None)
-                tolerance = Tolerance(base.atol, base.rtol, base.min_cosine, None, base.source if self.bar else "distill (no bar)",
-                                      classifier_outputs=())
+            tolerance = bar_tolerance(self.bar, Tolerance(atol=None, rtol=None, source="distill (no bar)"),
+                                      (output,) if kind == "scores" else ())
+            if kind != "scores":  # a regression output: no top-1 to judge, whatever the bar says
+                tolerance = replace(tolerance, min_top1=None)
             with self.progress("proving the student", len(feeds)) as advance:
                 proof = prove(teacher, cand, feeds, tolerance, labels, label="student vs teacher on held-out data",
                               progress=advance)
@@ -284,17 +280,14 @@ class _Distill:
             report.steps.append(Step("validate", "passed" if proof.comparison else "failed",
                                      {"inputs_sha256": vinputs.feeds_hash(feeds)}, time.perf_counter() - start))
             if proof.accuracy:
-                a = proof.accuracy
-                report.data["accuracy"] = {"output": a.output, "samples": a.samples, "teacher": a.reference,
-                                           "student": a.candidate, "drop": a.drop}
+                report.data["accuracy"] = proof.accuracy.to_dict("teacher", "student")
             report.data["models"] = self._side_by_side(teacher, cand, feeds[0], tmp, fmt, student)
             if self.bar:
-                margin, missed = self.bar.check(proof)
-                report.data["max_error"] = {"bar": str(self.bar), "met": margin >= 0}
-                report.steps.append(Step(f"max-error {self.bar}", "passed" if margin >= 0 else "failed",
-                                         {"missed": missed} if missed else {}))
-                if missed:
-                    report.notes.append(f"the best student misses {self.bar} ({'; '.join(missed)}); it is written anyway")
+                verdict = self.bar.judge(proof)
+                report.data["max_error"] = verdict.to_dict()
+                report.steps.append(verdict.step())
+                if verdict.missed:
+                    report.notes.append(f"the best student misses {self.bar} ({'; '.join(verdict.missed)}); it is written anyway")
             del cand
             if self.weights_out is not None:
                 with atomic_output(self.weights_out, o.force) as wtmp:

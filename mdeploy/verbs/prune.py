@@ -26,12 +26,12 @@ from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_cho
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.validation.accuracy import Bar, parse_bar
 from mdeploy.passes.calibration import batches_from_data, load_arrays
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
-from mdeploy.validation.proof import prove
+from mdeploy.validation.bar import Bar, parse_bar
+from mdeploy.validation.proof import bar_tolerance, prove, random_feeds
 from mdeploy.verbs.options import check, option
 
 METHODS = ("structured", "unstructured", "2:4")
@@ -456,30 +456,25 @@ class Job:
             report.notes.extend(feeds.notes)
             source = o.eval_data
         else:
-            rng = np.random.default_rng(o.seed)
-            feeds = [vinputs.random_feed(specs, rng, batch=RANDOM_SAMPLES)]
-            source = f"{RANDOM_SAMPLES} random samples"
+            feeds, source = random_feeds(specs, o.seed, RANDOM_SAMPLES, RANDOM_SAMPLES)
             report.notes.append("proved on random inputs only: give --eval-data (with labels) for a real proof")
-        tolerance = self.bar.tolerance() if self.bar else Tolerance(atol=None, rtol=None, source="measured, not judged")
-        tolerance = Tolerance(tolerance.atol, tolerance.rtol, tolerance.min_cosine, tolerance.min_top1, tolerance.source,
-                              classifier_choice(o.classifier_output, False))
+        tolerance = bar_tolerance(self.bar, Tolerance(atol=None, rtol=None, source="measured, not judged"),
+                                  classifier_choice(o.classifier_output, False))
         start = time.perf_counter()
         proof = prove(ref_runner, cand, feeds, tolerance, labels, label=f"pruned vs unpruned on {source}")
         outputs = proof.comparison.to_dict()
         report.data["proof"] = {"data": source, "comparison": outputs}
         if proof.accuracy:
-            acc = proof.accuracy
-            report.data["accuracy"] = {"output": acc.output, "samples": acc.samples, "before": acc.reference,
-                                       "after": acc.candidate, "drop": acc.drop}
+            report.data["accuracy"] = proof.accuracy.to_dict("before", "after")
         step = Step("prove against the unpruned model", "done", {"data": source}, time.perf_counter() - start)
         report.steps.append(step)
         if self.bar:
-            margin, missed = self.bar.check(proof)
-            report.data["max_error"] = {"bar": str(self.bar), "met": margin >= 0, "missed": missed}
-            report.steps.append(Step(f"max-error {self.bar}", "passed" if margin >= 0 else "failed",
-                                     {"missed": missed} if missed else {}))
-            if margin < 0:
-                report.notes.append(f"the bar {self.bar} is not met ({'; '.join(missed)}); the pruned model is written anyway")
+            verdict = self.bar.judge(proof)
+            report.data["max_error"] = verdict.to_dict()
+            report.steps.append(verdict.step())
+            if not verdict.met:
+                report.notes.append(f"the bar {self.bar} is not met ({'; '.join(verdict.missed)}); the pruned model is written "
+                                    "anyway")
 
 
 def _slower(latency: dict[str, Any], method: str) -> str | None:

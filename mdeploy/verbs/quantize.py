@@ -9,7 +9,7 @@ report fails (exit 1).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,14 @@ from mdeploy.core import Format, ModelRef, classifier_choice, parse_specs, toler
 from mdeploy.errors import InputError, MdeployError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.validation import accuracy
-from mdeploy.validation.accuracy import Bar, parse_bar
 from mdeploy.passes.base import build_pass_options
 from mdeploy.passes.calibration import batches_from_data, fixed_batch, load_arrays
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
-from mdeploy.validation.proof import Proof, prove
+from mdeploy.validation import repair
+from mdeploy.validation.bar import Bar, parse_bar
+from mdeploy.validation.proof import Proof, bar_tolerance, prove, random_feeds
 from mdeploy.verbs.options import check, option
 
 SUFFIXES = {Format.ONNX: ".onnx", Format.TFLITE: ".tflite"}
@@ -178,7 +178,7 @@ class Plan:
             return report
         ref_runner = registry.open_runner(self.ref, self.device)
         feeds, labels, source = self._feeds(ref_runner, report)
-        tolerance = replace(self.bar.tolerance() if self.bar else tolerance_for("int8"), classifier_outputs=self.classifier_outputs)
+        tolerance = bar_tolerance(self.bar, tolerance_for("int8"), self.classifier_outputs)
 
         def evaluate(path: Path) -> Proof:
             cand = cand_runner_cls(ModelRef(path, self.pass_cls.target), device=self.device)
@@ -219,11 +219,7 @@ class Plan:
             report.notes.extend(f"proof {note}" for note in feeds.notes if note not in report.notes)
             source = self.data
         else:
-            rng = np.random.default_rng(self.seed)
-            n = self.eval_samples or RANDOM_SAMPLES
-            step = fixed_batch(specs) or 1
-            feeds = [vinputs.random_feed(specs, rng, batch=step) for _ in range(max(1, n // step))]
-            source = f"{len(feeds) * step} random samples"
+            feeds, source = random_feeds(specs, self.seed, self.eval_samples or RANDOM_SAMPLES, fixed_batch(specs) or 1)
             report.notes.append(
                 "validated on random inputs: give --eval-data (or --calib-data) with real inputs for a real proof"
             )
@@ -237,16 +233,16 @@ class Plan:
 
     def _meet_bar(self, quantizer: Any, tmp: Path, proof: Proof, evaluate: Any, feeds: list[dict], report: Report) -> Proof:
         assert self.bar is not None
-        margin, missed = self.bar.check(proof)
-        info: dict[str, Any] = {"bar": str(self.bar), "met": margin >= 0}
-        if margin < 0 and self.pass_cls.target != Format.ONNX:
+        verdict = self.bar.judge(proof)
+        info: dict[str, Any] = {"bar": str(self.bar), "met": verdict.met}  # no `missed`: the step and the notes say it
+        if not verdict.met and self.pass_cls.target != Format.ONNX:
             report.notes.append("accuracy-aware repair works on ONNX models only; the bar is not met")
-        elif margin < 0:
+        elif not verdict.met:
             from mdeploy.validation.layerwise import compare_layers
 
             layer_feeds = _first_samples(feeds, LAYERWISE_SAMPLES)
-            with accuracy.workspace() as work:
-                found = accuracy.repair(
+            with repair.workspace() as work:
+                found = repair.repair(
                     run_pass=lambda opts, path: quantizer.run(self.ref, path, opts),
                     options=self.options,
                     first=tmp,
@@ -257,9 +253,9 @@ class Plan:
                     producers=lambda: quantizer.producers,
                     workdir=Path(work),
                 )
-                accuracy.install(found.best_path, tmp)
+                repair.install(found.best_path, tmp)
             proof = found.best_proof
-            _, missed = self.bar.check(proof)
+            verdict = self.bar.judge(proof)
             info.update(
                 met=found.met,
                 rounds=[r.to_dict() for r in found.rounds],
@@ -272,11 +268,9 @@ class Plan:
                     f"to reuse: {found.exclude_args}"
                 )
             if not found.met:
-                report.notes.append(f"the bar {self.bar} could not be met; wrote the best model found ({'; '.join(missed)})")
+                report.notes.append(f"the bar {self.bar} could not be met; wrote the best model found ({'; '.join(verdict.missed)})")
         report.data["max_error"] = info
-        report.steps.append(
-            Step(f"max-error {self.bar}", "passed" if info["met"] else "failed", {"missed": missed} if missed else {})
-        )
+        report.steps.append(verdict.step())
         return proof
 
 

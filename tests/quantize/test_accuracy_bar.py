@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mdeploy.errors import InputError
-from mdeploy.validation.accuracy import parse_bar
+from mdeploy.validation.bar import parse_bar
 
 
 def test_bar_parses_several_criteria():
@@ -16,13 +16,23 @@ def test_bar_parses_several_criteria():
     assert tol.min_cosine == 0.995 and tol.min_top1 == 0.99
 
 
-@pytest.mark.parametrize("spec", ["cosine", "cosine>0.9", "cosine<=0.9", "loss<=1", "top1>=x", ",", "cosine>=0.9,"])
-def test_bad_specs_are_input_errors(spec):
-    if spec == "cosine>=0.9,":  # a trailing comma is harmless
-        assert len(parse_bar(spec).criteria) == 1
-        return
-    with pytest.raises(InputError):
+@pytest.mark.parametrize(("spec", "says", "hint"), [
+    ("cosine", "cannot parse --max-error 'cosine'", "METRIC>=VALUE"),
+    ("cosine>0.9", "cannot parse --max-error 'cosine>0.9'", "METRIC>=VALUE"),
+    ("top1>=x", "cannot parse --max-error 'top1>=x'", "METRIC>=VALUE"),
+    (",", "cannot parse --max-error ','", "METRIC>=VALUE"),
+    ("cosine<=0.9", "--max-error cosine takes >=, not <=", "cosine>="),
+    ("loss<=1", "unknown metric 'loss' in --max-error 'loss<=1'", "metrics: cosine, top1, accuracy, accuracy-drop, max-abs"),
+])
+def test_bad_specs_are_input_errors_that_say_what_is_wrong(spec, says, hint):
+    with pytest.raises(InputError) as caught:
         parse_bar(spec)
+    assert str(caught.value) == says
+    assert hint in caught.value.hint
+
+
+def test_a_trailing_comma_is_harmless():
+    assert [str(c) for c in parse_bar("cosine>=0.9,").criteria] == ["cosine>=0.9"]
 
 
 def test_margin_is_positive_when_met():

@@ -1,5 +1,5 @@
-"""Accuracy-aware quantization: a bar (`--max-error`), and the loop that keeps the costliest nodes in float
-until the quantized model clears it.
+"""Accuracy-aware quantization: the loop that keeps the costliest nodes in float until the quantized model clears
+the bar (`--max-error`, validation/bar.py).
 
 Which nodes cost the most is measured, not guessed: the float and quantized models are compared layer by
 layer, and each node the quantizer actually quantized is charged the error its output adds over the error
@@ -10,7 +10,6 @@ finishes in a few rounds.
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -18,94 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mdeploy.core import ModelRef, Tolerance
-from mdeploy.errors import InputError
+from mdeploy.core import ModelRef
 
 if TYPE_CHECKING:  # annotations only: `mdeploy VERB --help` imports this module
+    from mdeploy.validation.bar import Bar
     from mdeploy.validation.layerwise import LayerwiseResult
     from mdeploy.validation.proof import Proof
 
-METRICS = {
-    "cosine": ">=",  # worst output's cosine similarity to the float model
-    "top1": ">=",  # worst output's top-1 agreement with the float model
-    "accuracy": ">=",  # task accuracy against labels
-    "accuracy-drop": "<=",  # float accuracy minus quantized accuracy, against labels
-    "max-abs": "<=",  # worst absolute error of any output value
-}
-_SPEC = re.compile(r"^\s*(?P<metric>[a-z0-9-]+)\s*(?P<op>>=|<=)\s*(?P<value>[-+0-9.eE]+)\s*$")
 MAX_ROUNDS = 8
-
-
-@dataclass(frozen=True)
-class Criterion:
-    metric: str
-    op: str
-    value: float
-
-    def margin(self, measured: float) -> float:
-        """Positive when met: how far inside the bar the measured value is."""
-        return measured - self.value if self.op == ">=" else self.value - measured
-
-    def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.value:g}"
-
-
-@dataclass(frozen=True)
-class Bar:
-    criteria: tuple[Criterion, ...]
-
-    @property
-    def needs_labels(self) -> bool:
-        return any(c.metric.startswith("accuracy") for c in self.criteria)
-
-    def tolerance(self) -> Tolerance:
-        """The output tolerance this bar implies (for the comparison table's pass/fail per output)."""
-        cos = next((c.value for c in self.criteria if c.metric == "cosine"), None)
-        top1 = next((c.value for c in self.criteria if c.metric == "top1"), None)
-        atol = next((c.value for c in self.criteria if c.metric == "max-abs"), None)
-        return Tolerance(atol=atol, rtol=0.0 if atol is not None else None, min_cosine=cos, min_top1=top1, source="--max-error")
-
-    def check(self, proof: Proof) -> tuple[float, list[str]]:
-        """The worst margin over the criteria (>= 0: met) and a line per missed criterion."""
-        worst, missed = float("inf"), []
-        for c in self.criteria:
-            measured = proof.metric(c.metric)
-            if measured is None:
-                raise InputError(
-                    f"--max-error {c}: {c.metric} cannot be measured on this model",
-                    hint="top1 needs an output that is class scores (name it with --classifier-output); accuracy needs labels (--labels or a labels array)",
-                )
-            margin = c.margin(measured)
-            worst = min(worst, margin)
-            if margin < 0:
-                missed.append(f"{c.metric} {measured:.6g} (bar {c})")
-        return worst, missed
-
-    def __str__(self) -> str:
-        return ",".join(str(c) for c in self.criteria)
-
-
-def parse_bar(text: str) -> Bar:
-    """`cosine>=0.995`, `top1>=0.99,accuracy-drop<=0.01`: comma-separated; all must hold."""
-    criteria = []
-    for part in [p for p in text.split(",") if p.strip()] or [text]:
-        m = _SPEC.match(part)
-        if not m:
-            raise InputError(
-                f"cannot parse --max-error '{text}'",
-                hint="write METRIC>=VALUE or METRIC<=VALUE, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01",
-            )
-        metric, op = m["metric"], m["op"]
-        if metric not in METRICS:
-            raise InputError(f"unknown metric '{metric}' in --max-error '{text}'", hint="metrics: " + ", ".join(METRICS))
-        if op != METRICS[metric]:
-            raise InputError(f"--max-error {metric} takes {METRICS[metric]}, not {op}", hint=f"e.g. {metric}{METRICS[metric]}...")
-        try:
-            value = float(m["value"])
-        except ValueError:
-            raise InputError(f"cannot parse the number in --max-error '{part.strip()}'") from None
-        criteria.append(Criterion(metric, op, value))
-    return Bar(tuple(criteria))
 
 
 @dataclass
@@ -161,7 +80,7 @@ def costs(
             tensor = frontier.pop()
             if tensor not in producers:
                 continue
-            node, op, inputs = producers[tensor]
+            node, _op, inputs = producers[tensor]
             if node in nodes:
                 continue
             nodes.append(node)
