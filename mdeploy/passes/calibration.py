@@ -2,8 +2,9 @@
 
 The data is checked against the model's inputs before any work (names, dtypes, shapes; never cast or
 reshaped), then cut into batches: slices of the model's own batch size when it is fixed, else `batch`
-samples. Slices are views, and `.npy` files are memory-mapped, so the data set is not copied; onnxruntime's
-min/max calibrator keeps only each batch's reduced minima and maxima, so its memory stays small too.
+samples. Slices are views, and `.npy` files are memory-mapped (validation.inputs.load_arrays with mmap=True),
+so the data set is not copied; onnxruntime's min/max calibrator keeps only each batch's reduced minima and
+maxima, so its memory stays small too.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from mdeploy.core import TensorSpec
-from mdeploy.errors import InputError
 from mdeploy.lazy import logging
 from mdeploy.lazy import numpy as np
 from mdeploy.logs import is_verbose
@@ -26,20 +25,6 @@ from mdeploy.validation import inputs as vinputs
 
 Feed = dict[str, "np.ndarray"]
 DEFAULT_BATCH = 16
-
-
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Like validation.inputs.load_arrays, but `.npy` files are memory-mapped rather than read whole."""
-    if path.is_dir() or path.suffix == ".npy":
-        files = sorted(path.glob("*.npy")) if path.is_dir() else [path]
-        if not files:
-            raise InputError(f"no .npy files in {path}")
-        try:
-            arrays = {f.stem: np.load(f, mmap_mode="r", allow_pickle=False) for f in files}
-        except (ValueError, OSError) as exc:
-            raise InputError(f"cannot read data file {path}: {exc}") from None
-        return {"": arrays[files[0].stem]} if path.suffix == ".npy" else arrays
-    return vinputs.load_arrays(path)
 
 
 def fixed_batch(specs: list[TensorSpec]) -> int | None:

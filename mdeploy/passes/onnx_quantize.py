@@ -29,6 +29,7 @@ from mdeploy.logs import framework_output
 from mdeploy.passes import calibration, onnx_prepare
 from mdeploy.passes.base import Pass, PassResult
 from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.validation import inputs as vinputs
 
 MODES = ("auto", "dynamic", "static")
 CALIB_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -249,7 +250,7 @@ class OnnxQuantize(Pass):
     ) -> dict[str, Any]:
         q = require("onnxruntime.quantization", extra="onnx")
         if options.calib_data:
-            arrays = calibration.load_arrays(Path(options.calib_data))
+            arrays = vinputs.load_arrays(Path(options.calib_data), mmap=True)
             feeds = calibration.batches_from_data(arrays, specs, options.calib_batch, flag="--calib-data")
             notes.extend(feeds.notes)
             total: int | None = len(feeds)

@@ -24,12 +24,12 @@ def load_data(path: str | Path, labels_path: str | Path | None, flag: str,
     """The arrays of the file given with `flag` (`--data`, `--eval-data`: .npz, .npy or a folder of .npy, memory-mapped
     where it can be), checked finite, and their class ids: from the .npy given with `labels_flag` (`--labels`,
     `--eval-labels`), else from a `labels` array inside, else None."""
-    from mdeploy.passes.calibration import load_arrays
+    from mdeploy.validation.inputs import load_arrays
 
     if not Path(path).exists():
         raise InputError(f"{flag}: file not found: {path}",
                          hint=f"{flag} is an .npz of arrays keyed by input name, an .npy, or a folder of .npy files")
-    arrays = load_arrays(Path(path))
+    arrays = load_arrays(Path(path), mmap=True)
     labels = arrays.pop("labels", None)
     check_finite(arrays, flag, path)
     if labels_path:

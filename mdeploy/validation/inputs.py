@@ -20,18 +20,23 @@ DEFAULT_DIM = 1
 DEFAULT_NON_BATCH_DIM = 16
 
 
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Load `.npz` (arrays keyed by input name), a `.npy` (one unnamed array), or a folder of `.npy` files."""
+def load_arrays(path: Path, mmap: bool = False) -> dict[str, np.ndarray]:
+    """Load `.npz` (arrays keyed by input name), a `.npy` (one unnamed array), or a folder of `.npy` files.
+
+    `mmap=True` memory-maps `.npy` files (read-only) rather than reading them whole: calibration, evaluation and
+    training data is only ever sliced into batches, and may be larger than memory. An `.npz` is a zip: always read.
+    """
     if not path.exists():
         raise InputError(f"data not found: {path}")
+    mode = "r" if mmap else None
     try:
         if path.is_dir():
             files = sorted(path.glob("*.npy"))
             if not files:
                 raise InputError(f"no .npy files in {path}")
-            return {f.stem: np.load(f, allow_pickle=False) for f in files}
+            return {f.stem: np.load(f, mmap_mode=mode, allow_pickle=False) for f in files}
         if path.suffix == ".npy":
-            return {"": np.load(path, allow_pickle=False)}
+            return {"": np.load(path, mmap_mode=mode, allow_pickle=False)}
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except InputError:

@@ -26,7 +26,7 @@ from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_cho
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.passes.calibration import batches_from_data, load_arrays
+from mdeploy.passes.calibration import batches_from_data
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
@@ -110,7 +110,8 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         raise InputError("--labels needs the --data they label")
     if o.eval_labels and not o.eval_data:
         raise InputError("--eval-labels needs the --eval-data they label")
-    if bar and bar.needs_labels and not (o.eval_labels or (o.eval_data and "labels" in load_arrays(Path(o.eval_data)))):
+    if bar and bar.needs_labels and not (
+            o.eval_labels or (o.eval_data and "labels" in vinputs.load_arrays(Path(o.eval_data), mmap=True))):
         raise InputError("--max-error on accuracy needs labelled evaluation data",
                          hint="give --eval-data E.npz with --eval-labels EL.npy (or a `labels` array in E.npz)")
     job = Job(o, ref, out, weights_out, sparsity, target, bar, progress)

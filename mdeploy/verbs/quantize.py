@@ -20,7 +20,7 @@ from mdeploy.errors import InputError, MdeployError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.passes.base import build_pass_options
-from mdeploy.passes.calibration import batches_from_data, fixed_batch, load_arrays
+from mdeploy.passes.calibration import batches_from_data, fixed_batch
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
@@ -145,7 +145,7 @@ class Plan:
             )
 
     def _has_labels(self) -> bool:
-        return Path(self.data).suffix == ".npz" and "labels" in load_arrays(Path(self.data))
+        return Path(self.data).suffix == ".npz" and "labels" in vinputs.load_arrays(Path(self.data), mmap=True)
 
     def execute(self, tmp: Path) -> Report:
         quantizer = self.pass_cls()
@@ -213,7 +213,7 @@ class Plan:
         specs = runner.input_specs()
         labels = None
         if self.data:
-            arrays = load_arrays(Path(self.data))
+            arrays = vinputs.load_arrays(Path(self.data), mmap=True)
             labels = arrays.pop("labels", None)
             feeds = batches_from_data(arrays, specs, EVAL_BATCH)
             report.notes.extend(f"proof {note}" for note in feeds.notes if note not in report.notes)
