@@ -52,7 +52,8 @@ class Bar:
         cos = next((c.value for c in self.criteria if c.metric == "cosine"), None)
         top1 = next((c.value for c in self.criteria if c.metric == "top1"), None)
         atol = next((c.value for c in self.criteria if c.metric == "max-abs"), None)
-        return Tolerance(atol=atol, rtol=0.0 if atol is not None else None, min_cosine=cos, min_top1=top1, source="--max-error")
+        rtol = 0.0 if atol is not None else None
+        return Tolerance(atol=atol, rtol=rtol, min_cosine=cos, min_top1=top1, source="--max-error")
 
     def check(self, proof: Proof) -> tuple[float, list[str]]:
         """The worst margin over the criteria (>= 0: met) and a line per missed criterion."""

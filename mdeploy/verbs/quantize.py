@@ -268,7 +268,9 @@ class Plan:
                     f"to reuse: {found.exclude_args}"
                 )
             if not found.met:
-                report.notes.append(f"the bar {self.bar} could not be met; wrote the best model found ({'; '.join(verdict.missed)})")
+                report.notes.append(
+                    f"the bar {self.bar} could not be met; wrote the best model found ({'; '.join(verdict.missed)})"
+                )
         report.data["max_error"] = info
         report.steps.append(verdict.step())
         return proof
