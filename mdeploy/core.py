@@ -35,15 +35,27 @@ class Format(StrEnum):
             known = ", ".join(f.value for f in cls)
             raise InputError(f"unknown format '{text}'", hint=f"known formats: {known}") from None
 
+    @property
+    def suffix(self) -> str:
+        """The extension mdeploy writes this format with: "" for a folder (SavedModel) or code (a pytorch-module).
+        The one format -> suffix table: convert's hops, quantize's output check and the pipeline's step files read it."""
+        return _WRITTEN[self]
 
+
+# what each format is written as; _SUFFIXES below also reads the other extensions a format comes with
+_WRITTEN = {
+    Format.ONNX: ".onnx",
+    Format.PYTORCH_EXPORTED: ".pt2",
+    Format.TORCHSCRIPT: ".pt",
+    Format.PYTORCH_MODULE: "",
+    Format.SAVEDMODEL: "",
+    Format.KERAS: ".keras",
+    Format.TFLITE: ".tflite",
+    Format.TENSORRT: ".engine",
+}
 _SUFFIXES = {
-    ".onnx": Format.ONNX,
-    ".pt2": Format.PYTORCH_EXPORTED,
-    ".pt": Format.TORCHSCRIPT,
+    **{suffix: fmt for fmt, suffix in _WRITTEN.items() if suffix},
     ".ts": Format.TORCHSCRIPT,
-    ".keras": Format.KERAS,
-    ".tflite": Format.TFLITE,
-    ".engine": Format.TENSORRT,
     ".plan": Format.TENSORRT,
 }
 # `file.py:factory` or `package.module:factory`
@@ -82,6 +94,20 @@ class ModelRef:
     def name(self) -> str:
         return self.factory or str(self.path)
 
+    @property
+    def is_code(self) -> bool:
+        """True for a module built by code (`FILE.py:FACTORY`, `pkg.module:FACTORY`), not read from a file."""
+        return self.factory is not None
+
+    @staticmethod
+    def code_parts(spec: str) -> tuple[str, str] | None:
+        """(target, FACTORY) when `spec` is written as code: target is FILE.py of `FILE.py:FACTORY` or pkg.module of
+        `pkg.module:FACTORY`; None otherwise. Only the text is read (the pipeline resolves FILE relative to its own
+        file, and importing pkg.module to check it would load its framework); a caller decides whether an existing
+        path of that shape is a file instead. The one place the pattern is written."""
+        match = _FACTORY.match(spec)
+        return (match["target"], match["attr"]) if match else None
+
     def with_load_options(self, options: dict[str, Any]) -> ModelRef:
         """The same model, loaded with the `--signature` / `--unsafe-deserialization` the user gave."""
         return replace(self, signature=options.get("signature") or self.signature,
@@ -94,9 +120,9 @@ class ModelRef:
         weights_path = Path(weights) if weights else None
         if weights_path is not None and not weights_path.is_file():
             raise InputError(f"weights file not found: {weights_path}")
-        match = _FACTORY.match(spec)
-        if (fmt in (None, Format.PYTORCH_MODULE)) and match and not Path(spec).exists():
-            target = match["target"]
+        code = cls.code_parts(spec)
+        if (fmt in (None, Format.PYTORCH_MODULE)) and code and not Path(spec).exists():
+            target = code[0]
             if target.endswith(".py") and not Path(target).is_file():
                 raise InputError(f"factory file not found: {target}", hint="give FILE.py:FACTORY or package.module:FACTORY")
             return cls(Path(target), Format.PYTORCH_MODULE, factory=spec, weights=weights_path)

@@ -61,7 +61,9 @@ def command(
     from mdeploy.pipeline import spec
 
     if schema:
-        sys.stdout.write(json.dumps(spec.schema(), indent=2) + "\n")
+        from mdeploy.pipeline.schema import schema as pipeline_schema
+
+        sys.stdout.write(json.dumps(pipeline_schema(), indent=2) + "\n")
         return
     if pipeline is None:
         raise InputError("missing the pipeline file",
@@ -148,7 +150,7 @@ def _selected(plan: Plan, job: str | None) -> Plan:
 def show_plan(plan: Plan) -> None:
     """The resolved plan as text: every step of every model, every option with its value and where it came from
     (defaults dimmed), every output path. Nothing is written."""
-    from mdeploy.pipeline.spec import options_keys
+    from mdeploy.pipeline.schema import options_keys
 
     p = stdout.print
     p(f"[bold]plan[/] of {escape(str(plan.pipeline))} (dry run: nothing is written)")

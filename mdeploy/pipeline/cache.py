@@ -173,6 +173,15 @@ class Entry:
         return json.loads(self.meta["report"].replace(RUN_DIR_MARK, _json_str(run_dir)))
 
 
+CACHE_ENV = "MDEPLOY_CACHE_DIR"
+
+
+def cache_dir(run_dir: Path) -> Path:
+    """`$MDEPLOY_CACHE_DIR`, or `.cache/` beside the run folder (default run folders are new every time)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else run_dir.parent / ".cache"
+
+
 class StepCache:
     """`CACHE/steps/<key>/`: look up, store and restore step results."""
 
@@ -291,4 +300,15 @@ def _with_mark(text: str, run_dir: Path) -> str:
     return text
 
 
-__all__ = ["StepCache", "Entry", "Hasher", "key", "versions", "tool_fingerprint", "link_or_copy", "write_atomic"]
+__all__ = [
+    "CACHE_ENV",
+    "Entry",
+    "Hasher",
+    "StepCache",
+    "cache_dir",
+    "key",
+    "link_or_copy",
+    "tool_fingerprint",
+    "versions",
+    "write_atomic",
+]

@@ -63,6 +63,10 @@ class Plan:
         """Plain JSON-able form (paths as strings): the dry-run output and the manifest's `plan`."""
         return _plain(asdict(self))
 
+    def folder_of(self, model: PlannedModel) -> Path:
+        """The model's folder in the run folder (a hand-made plan may leave `folder` unset)."""
+        return model.folder if str(model.folder) not in ("", ".") else self.run_dir / model.name
+
     def model(self, name: str) -> PlannedModel:
         for m in self.models:
             if m.name == name:

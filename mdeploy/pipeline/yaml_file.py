@@ -12,6 +12,7 @@ stays cheap; it is printing or walking it that would not, and the limit makes su
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,16 @@ class Doc:
 
     def at(self, node: Any) -> str:
         return self._where(node.start_mark)
+
+    def file(self, text: str) -> Path:
+        """A path written in the file, relative to the file's folder; shown relative to the working folder when it
+        lies under it (shorter plans and reports)."""
+        path = Path(text).expanduser()
+        path = Path(os.path.normpath(path if path.is_absolute() else self.base / path))
+        try:
+            return path.relative_to(Path.cwd())
+        except ValueError:
+            return path
 
     def source(self, node: Any, keypath: str) -> str:
         """Where a value came from, as the plan records it: `pipeline.yaml:12:7 steps[1].quantize.mode`."""

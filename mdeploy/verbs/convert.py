@@ -97,7 +97,7 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
             source_run = None  # the first hop's run of the source at the example inputs, which validation reuses
             current = ref
             for i, (conv, opts) in enumerate(zip(chain, hop_options)):
-                hop_out = tmp if i == len(chain) - 1 else tmp.parent / f"hop{i}{_suffix(conv.target)}"
+                hop_out = tmp if i == len(chain) - 1 else tmp.parent / f"hop{i}{conv.target.suffix}"
                 start = time.perf_counter()
                 result = conv().convert(current, hop_out, opts)
                 if i == 0:
@@ -141,10 +141,6 @@ def _validate(src: ModelRef, staged: ModelRef, final: ModelRef, result, toleranc
     )
     for c in report.comparisons:
         c.notes = [n.replace(str(staged.path), str(final.path)) for n in c.notes]
-
-
-def _suffix(fmt: Format) -> str:
-    return {Format.ONNX: ".onnx", Format.TFLITE: ".tflite", Format.KERAS: ".keras", Format.PYTORCH_EXPORTED: ".pt2"}.get(fmt, "")
 
 
 def _not_runnable_here(src: ModelRef, result: ModelRef) -> str | None:

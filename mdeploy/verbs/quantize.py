@@ -29,7 +29,6 @@ from mdeploy.validation.bar import Bar, parse_bar
 from mdeploy.validation.proof import Proof, bar_tolerance, prove, random_feeds
 from mdeploy.verbs.options import check, option
 
-SUFFIXES = {Format.ONNX: ".onnx", Format.TFLITE: ".tflite"}
 EVAL_BATCH = 64
 RANDOM_SAMPLES = 16
 LAYERWISE_SAMPLES = 64  # enough to rank layers by the error they add
@@ -96,7 +95,7 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     check_output(out, o.force)
     if out.resolve() == ref.path.resolve():
         raise InputError("the output would overwrite the input", hint="choose another output path")
-    want = SUFFIXES.get(pass_cls.target)
+    want = pass_cls.target.suffix
     if want and out.suffix != want:
         raise InputError(f"quantizing writes a {pass_cls.target.value} model here: name the output *{want}, not '{out.name}'")
     bar = parse_bar(o.max_error) if o.max_error is not None else None

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mdeploy.errors import InputError, OutputExistsError
-from mdeploy.pipeline import spec
+from mdeploy.pipeline import chain, schema, spec
 from mdeploy.verbs import quantize as quantize_verb
 from mdeploy.verbs.options import describe
 from tests.conftest import MODELS, ROOT
@@ -103,7 +103,7 @@ def test_the_artifact_chain_of_one_model(folder):
     assert benchmark.options["threads"] == 2
     # every option of the verb is there, ready for Options(**options), each with where it came from
     for step in model.steps:
-        options_type = spec._options_type(step.verb)
+        options_type = schema.options_type(step.verb)
         assert set(step.options) == {i.name for i in describe(options_type)} == set(step.sources)
         options_type(**step.options)
         assert same(step.report, folder / "run" / "cnn" / f"{step.name}.json")
@@ -244,17 +244,17 @@ def test_the_schema_is_built_from_the_verbs_options_and_accepts_the_examples():
     jsonschema = pytest.importorskip("jsonschema")
     import yaml
 
-    schema = spec.schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
+    built = schema.schema()
+    jsonschema.Draft202012Validator.check_schema(built)
     steps = {next(iter(kind["properties"])): kind["properties"][next(iter(kind["properties"]))]["anyOf"][0]
-             for kind in schema["properties"]["steps"]["items"]["oneOf"]}
-    assert set(steps) == set(spec.STEP_VERBS)
+             for kind in built["properties"]["steps"]["items"]["oneOf"]}
+    assert set(steps) == set(chain.STEP_VERBS)
     quantize = steps["quantize"]["properties"]
-    keys = {i.key for i in describe(quantize_verb.Options) if i.name not in spec.PLAN_SET["quantize"]}
-    assert set(quantize) == keys | set(spec.ALIASES["quantize"])
+    keys = {i.key for i in describe(quantize_verb.Options) if i.name not in chain.PLAN_SET["quantize"]}
+    assert set(quantize) == keys | set(schema.ALIASES["quantize"])
     assert quantize["mode"]["anyOf"][0]["enum"] == ["auto", "dynamic", "static"]
     assert "src" not in quantize and "output" not in quantize
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(built)
     for example in ("pipeline.yaml", "pipeline-fails.yaml"):
         document = yaml.safe_load((ROOT / "examples" / example).read_text())
         assert not list(validator.iter_errors(document)), example
@@ -283,8 +283,8 @@ def test_the_examples_load(tmp_path):
 
 def test_the_option_tables_in_docs_are_the_verbs_options():
     doc = (ROOT / "docs" / "ci.md").read_text()
-    for verb in spec.STEP_VERBS:
-        table = spec.options_table(verb)
+    for verb in chain.STEP_VERBS:
+        table = schema.options_table(verb)
         assert f"<!-- options:{verb} -->\n{table}<!-- /options -->" in doc, \
-            f"run: python -m mdeploy.pipeline.spec docs/ci.md ({verb})"
-    assert "| `calib-data` (`calib`) |" in spec.options_table("quantize") and "`output`" not in spec.options_table("quantize")
+            f"run: python -m mdeploy.pipeline.schema docs/ci.md ({verb})"
+    assert "| `calib-data` (`calib`) |" in schema.options_table("quantize") and "`output`" not in schema.options_table("quantize")
