@@ -23,7 +23,7 @@ from mdeploy.converters.onnx_writing import check_written as _check
 from mdeploy.converters.onnx_writing import save_streamed
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import InputError, first_line
-from mdeploy.frameworks import onnx_models, torch_models
+from mdeploy.frameworks import onnx_models, torch_indices, torch_models
 from mdeploy.logs import framework_output
 from mdeploy.runners.torch_runner import integer_hint
 from mdeploy.validation.inputs import random_feed
@@ -165,7 +165,7 @@ def _plan_inputs(
             raise InputError("the model does not carry example inputs",
                              hint="give --input NAME:SHAPE[:DTYPE] for each of: " + ", ".join(names)
                              + " (or define example_inputs() beside the factory)")
-    specs = torch_models.with_index_ranges(specs, loaded.module)
+    specs = torch_indices.with_index_ranges(specs, loaded.module)
     dynamic = []
     spec_names = {s.name for s in specs}
     for name, axis, dim in options.dynamic:
@@ -191,11 +191,11 @@ def _reference(
     t = torch_models.torch()
     found: dict[str, str] = {}
     if untyped and isinstance(loaded.module, t.jit.ScriptModule):
-        found = torch_models.script_index_inputs(loaded.module, loaded.input_names, untyped)
+        found = torch_indices.script_index_inputs(loaded.module, loaded.input_names, untyped)
         specs = _as_indices(specs, found, loaded.module)
     examples = _example_tensors(loaded, specs)
     feed = _snapshot(examples)
-    watch = torch_models.IndexWatch(examples) if untyped and not found else None
+    watch = torch_indices.IndexWatch(examples) if untyped and not found else None
     failure = None
     try:
         with t.inference_mode(), framework_output(), watch or nullcontext():
@@ -240,7 +240,7 @@ def _as_indices(specs: list[TensorSpec], found: dict[str, str], module: Any) -> 
     if not found:
         return specs
     specs = [TensorSpec(s.name, s.shape, "int64") if s.name in found else s for s in specs]
-    return torch_models.with_index_ranges(specs, module)
+    return torch_indices.with_index_ranges(specs, module)
 
 
 def _widen_unit_axes(specs: list[TensorSpec], dynamic: list[tuple[str, int, str]]) -> list[TensorSpec]:

@@ -4,7 +4,8 @@
   on them; the only kind of pruning a dense runtime (onnxruntime) turns into speed.
 - masks.py: unstructured and 2:4 masks with torch.nn.utils.prune, made permanent (smaller once compressed, never
   faster on a dense runtime; the report says so and shows the latency).
-- history.py: `--save-weights` files that rebuild the pruned module without pickle (state_dict + pruning history).
+- the `--save-weights` file (state_dict + pruning history, rebuilt without pickle) is a format the loader reads:
+  it lives in mdeploy/frameworks/pruning_record.py, and this package writes it through that module.
 - measure.py: parameters, MACs, channel counts, and onnxruntime latency of two models measured side by side.
 - recover.py: BatchNorm recalibration and distillation from the unpruned model (mdeploy.training's loop).
 

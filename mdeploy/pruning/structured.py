@@ -21,6 +21,7 @@ from typing import Any
 
 from mdeploy.deps import require
 from mdeploy.errors import ConversionError, InputError, MdeployError, first_line
+from mdeploy.frameworks.pruning_record import set_heads
 from mdeploy.pruning.measure import first_sample, macs_and_params
 from mdeploy.pruning.outputs import producers
 
@@ -82,15 +83,6 @@ def attention_modules(module: Any) -> list[Attention]:
                     found.append(Attention(name, m, attr, layers))
                 break
     return found
-
-
-def set_heads(attention_module: Any, attr: str, heads: int) -> None:
-    """Give an attention module its new head count (and `all_head_size`, Hugging Face's heads x head width)."""
-    old = int(getattr(attention_module, attr))
-    setattr(attention_module, attr, int(heads))
-    size = getattr(attention_module, "all_head_size", None)
-    if isinstance(size, int) and old:
-        attention_module.all_head_size = size // old * int(heads)
 
 
 def resolve_ignored(module: Any, names: list[str]) -> list[Any]:

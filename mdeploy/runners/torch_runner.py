@@ -16,7 +16,7 @@ import numpy as np
 
 from mdeploy.core import Format, TensorSpec
 from mdeploy.errors import InputError, first_line
-from mdeploy.frameworks import torch_models
+from mdeploy.frameworks import torch_indices, torch_models
 from mdeploy.logs import framework_output
 from mdeploy.runners.base import Feed, Runner
 
@@ -83,7 +83,7 @@ class TorchRunner(Runner):
                 )
             specs.append(spec)
         self.model.input_names = [s.name for s in specs]
-        return torch_models.with_index_ranges(specs, self.model.module)
+        return torch_indices.with_index_ranges(specs, self.model.module)
 
     def release(self) -> None:
         """Free the model's memory now; the runner cannot run again.

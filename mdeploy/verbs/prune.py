@@ -182,7 +182,8 @@ class Job:
 
     def execute(self, tmp: Path, weights_tmp: Path | None) -> Report:
         from mdeploy.frameworks import torch_models
-        from mdeploy.pruning import history, measure
+        from mdeploy.frameworks import pruning_record
+        from mdeploy.pruning import measure
 
         o = self.o
         torch = torch_models.torch()
@@ -227,7 +228,7 @@ class Job:
             raise ConversionError("pruning changed nothing: the MACs are the same before and after",
                                   hint="raise --sparsity, or --ignore fewer layers")
         staged = tmp.parent / "pruned_weights.pt"
-        history.save(staged, module, record, specs, details.get("heads"))
+        pruning_record.save(staged, module, record, specs, details.get("heads"))
         changed = measure.changed_widths(widths_before, measure.widths(module))
         report.data["parameters"] = {"before": params_before, "after": params_after, "ratio": params_after / params_before,
                                      "nonzero_after": measure.nonzero_params(module)}
@@ -275,7 +276,7 @@ class Job:
         return report
 
     def _examples(self, loaded: Any) -> dict[str, Any]:
-        from mdeploy.frameworks import torch_models
+        from mdeploy.frameworks import torch_indices, torch_models
 
         given = {s.name: s for s in parse_specs(self.o.inputs)}
         known = dict(loaded.examples or {})
@@ -287,7 +288,7 @@ class Job:
                 spec = given[name]
                 if not spec.dtype_given and name in known:
                     spec = TensorSpec(name, spec.shape, str(known[name].dtype).replace("torch.", ""))
-                spec = torch_models.with_index_ranges([spec], loaded.module)[0]
+                spec = torch_indices.with_index_ranges([spec], loaded.module)[0]
                 feeds[name] = torch_models.to_torch(vinputs.random_feed([spec], rng))[name]
             elif name in known:
                 feeds[name] = known[name]

@@ -18,9 +18,9 @@ def _history(weights) -> list:
     """The pruning history inside a --save-weights file (what FACTORY --weights replays)."""
     import torch
 
-    from mdeploy.pruning import history
+    from mdeploy.frameworks import pruning_record
 
-    return history.decode(torch.load(weights, weights_only=True)[history.KEY])["history"]
+    return pruning_record.decode(torch.load(weights, weights_only=True)[pruning_record.KEY])["history"]
 
 
 def _state(weights) -> dict:

@@ -13,7 +13,7 @@ import pytest
 
 from fixtures import prune_data
 from mdeploy.errors import ModelLoadError
-from mdeploy.pruning import history
+from mdeploy.frameworks import pruning_record
 
 
 def _record(weights: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -21,7 +21,7 @@ def _record(weights: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
     saved = torch.load(weights, weights_only=True)
-    return saved, json.loads(bytes(saved[history.KEY].numpy().tobytes()).decode())
+    return saved, json.loads(bytes(saved[pruning_record.KEY].numpy().tobytes()).decode())
 
 
 def _blob(record: Any) -> Any:
@@ -36,7 +36,7 @@ def _edited(weights: Path, out: Path, edit: Callable[[dict[str, Any]], None]) ->
 
     saved, record = _record(weights)
     edit(record)
-    torch.save({**saved, history.KEY: _blob(record)}, out)
+    torch.save({**saved, pruning_record.KEY: _blob(record)}, out)
     return out
 
 
@@ -116,10 +116,10 @@ def _put(*path_and_value: Any) -> Callable[[dict[str, Any]], None]:
 )
 def test_every_field_of_the_record_is_checked_before_use(digits_unrecovered, edit, words):
     _, record = _record(digits_unrecovered[2])
-    assert history.decode(_blob(record)) == record  # the record as mdeploy writes it reads back
+    assert pruning_record.decode(_blob(record)) == record  # the record as mdeploy writes it reads back
     edit(record)
     with pytest.raises(ModelLoadError) as raised:
-        history.decode(_blob(record))
+        pruning_record.decode(_blob(record))
     assert raised.value.message.startswith(
         "the pruning record (mdeploy_pruning) in the --weights file is not a pruning record this mdeploy writes: " + words
     ), raised.value.message
@@ -129,4 +129,4 @@ def test_every_field_of_the_record_is_checked_before_use(digits_unrecovered, edi
 @pytest.mark.parametrize("record", [[1, 2], "history", None, 5])
 def test_a_record_that_is_not_an_object_is_refused(record):
     with pytest.raises(ModelLoadError, match="not a pruning record this mdeploy writes: a JSON object was expected"):
-        history.decode(_blob(record))
+        pruning_record.decode(_blob(record))

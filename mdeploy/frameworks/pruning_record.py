@@ -6,7 +6,8 @@ with Torch-Pruning's pruning history (layer name, out/in channels, removed indic
 the dependency graph is traced with, and the head counts of attention modules that lost heads (the library
 changes their layers, not the count the module reshapes with). `FILE.py:FACTORY --weights OUT.pt` then builds
 the factory's module, replays the history on it (frameworks/torch_models.py calls `replay`), sets the head counts,
-and loads the state_dict strictly.
+and loads the state_dict strictly. It lives with loading because the loader reads it; pruning/ writes it through
+`save`, importing it downward.
 """
 
 from __future__ import annotations
@@ -131,8 +132,6 @@ def replay(module: Any, blob: Any) -> None:
     except Exception as exc:
         raise ModelLoadError(f"cannot replay the pruning record on this model: {first_line(exc)}",
                              hint="give the same FILE.py:FACTORY the weights were pruned from") from None
-    from mdeploy.pruning.structured import set_heads
-
     by_name = dict(module.named_modules())
     for name, h in record.get("heads", {}).items():
         if name not in by_name or not isinstance(getattr(by_name[name], h["attr"], None), int):
@@ -140,6 +139,15 @@ def replay(module: Any, blob: Any) -> None:
                                  f"with a head count '{h['attr']}'",
                                  hint="give the same FILE.py:FACTORY the weights were pruned from")
         set_heads(by_name[name], h["attr"], int(h["heads"]))
+
+
+def set_heads(attention_module: Any, attr: str, heads: int) -> None:
+    """Give an attention module its new head count (and `all_head_size`, Hugging Face's heads x head width)."""
+    old = int(getattr(attention_module, attr))
+    setattr(attention_module, attr, int(heads))
+    size = getattr(attention_module, "all_head_size", None)
+    if isinstance(size, int) and old:
+        attention_module.all_head_size = size // old * int(heads)
 
 
 def _plain(history: list) -> list:
