@@ -146,7 +146,10 @@ def fingerprint(factory: str, file_hash: Callable[[Path], str]) -> dict[str, Any
     from mdeploy.core import ModelRef
     from mdeploy.frameworks import torch_models
 
-    target, attr = factory.rsplit(":", 1)
+    parts = ModelRef.code_parts(factory)
+    if parts is None:
+        return None
+    target, attr = parts
     try:
         with watch() as opened, contextlib.redirect_stdout(io.StringIO()):  # a factory's prints stay off --json
             loaded = torch_models.load(ModelRef.parse(factory))
