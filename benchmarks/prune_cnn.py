@@ -71,7 +71,7 @@ def cli(*args: object) -> dict:
 
 def main() -> None:
     from mdeploy.machine import cpu_flags
-    from mdeploy.pruning.measure import side_by_side_latency
+    from mdeploy.measuring.latency import side_by_side
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -84,7 +84,7 @@ def main() -> None:
         cli("quantize", work / "original.onnx", "-o", work / "quantized.onnx", "--calib-samples", "32")
         cli("quantize", work / "structured.onnx", "-o", work / "pruned_quantized.onnx", "--calib-samples", "32")
         names = ["original", "structured", "masked", "quantized", "pruned_quantized"]
-        timings = side_by_side_latency([work / f"{n}.onnx" for n in names], threads=2, rounds=40, runs_per_round=10)
+        timings = side_by_side([work / f"{n}.onnx" for n in names], threads=2, runs=400, runs_per_turn=10)
     base = timings[0]["median_ms"]
     print(f"CPU flags: {' '.join(cpu_flags()) or 'none found'}")
     print(f"MACs: structured 50% channels {structured['macs']['ratio']:.3f}x; unstructured 80% {masked['macs']['ratio']:.3f}x")

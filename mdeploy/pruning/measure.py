@@ -1,16 +1,11 @@
-"""What pruning bought: parameters, MACs and layer widths of torch modules, and onnxruntime latency measured
-side by side (the two models alternate, so that a noisy machine slows both alike)."""
+"""What pruning bought: parameters, MACs and layer widths of torch modules (latency is measured like every other
+latency, by measuring/latency.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import statistics
-import time
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from mdeploy.deps import require
 
@@ -50,33 +45,3 @@ def widths(module: Any) -> dict[str, list[int]]:
 def changed_widths(before: dict[str, list[int]], after: dict[str, list[int]]) -> list[dict[str, Any]]:
     return [{"layer": name, "before": before[name], "after": after.get(name)} for name in before
             if after.get(name) != before[name]]
-
-
-def side_by_side_latency(models: list[Path], threads: int = 2, rounds: int = 30, runs_per_round: int = 10,
-                         seed: int = 0) -> list[dict[str, float]]:
-    """Median and p90 latency (ms, batch 1) of each ONNX model on onnxruntime, measured in alternating rounds."""
-    ort = require("onnxruntime", extra="")
-    from mdeploy.frameworks import onnx_models
-    from mdeploy.validation import inputs as vinputs
-
-    sessions, feeds = [], []
-    for path in models:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        specs = onnx_models.graph_inputs(onnx_models.load_proto(path))
-        feeds.append(vinputs.random_feed(specs, np.random.default_rng(seed), batch=1))
-        sessions.append(sess)
-    times: list[list[float]] = [[] for _ in models]
-    for sess, feed in zip(sessions, feeds):  # warm up
-        for _ in range(5):
-            sess.run(None, feed)
-    for _ in range(rounds):
-        for i, (sess, feed) in enumerate(zip(sessions, feeds)):
-            for _ in range(runs_per_round):
-                start = time.perf_counter()
-                sess.run(None, feed)
-                times[i].append(time.perf_counter() - start)
-    return [{"median_ms": statistics.median(t) * 1000, "p90_ms": float(np.percentile(t, 90)) * 1000, "runs": len(t)}
-            for t in times]

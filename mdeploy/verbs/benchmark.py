@@ -7,7 +7,7 @@ process's resident memory while the model is loaded and run, sampled by a thread
 GIL while it computes); models run one after the other, each in a fresh session, released before the next.
 Ratios are given against the first model.
 
-With `--device cuda` (GpuMemory below): every run is timed with the device synchronized before the clock starts and
+With `--device cuda` (measuring/memory.py's GpuMemory): each run is timed with the device synchronized before the clock starts and
 before it stops (Runner.infer: torch.cuda.synchronize for the torch and TensorRT runners, which queue work on torch's
 streams; onnxruntime's CUDA provider returns from run() only once its outputs are copied to host memory, so its call
 is synchronous already). What is measured is then one whole run as a caller sees it: inputs copied to the GPU, the
@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import resource
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdeploy.errors import InputError
+from mdeploy.measuring.latency import latency_samples, percentiles, time_runs
+from mdeploy.measuring.memory import GpuMemory, MemorySampler, cuda_torch, nvml_process_memory, release_freed_memory
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.verbs.options import check, option
 
@@ -42,9 +40,6 @@ if TYPE_CHECKING:
     from mdeploy.reports.report import Report
 
 DEFAULT_ITERATIONS = 50
-# Latency samples kept in the report for plotting its distribution; a longer run keeps evenly spaced ones
-# (the percentiles are always computed from every sample).
-MAX_SAMPLES = 2000
 
 
 @dataclass
@@ -59,159 +54,6 @@ class Options:
     device: str = option("cpu", help="cpu or cuda.", choices=("cpu", "cuda"))
     src_format: str | None = option(None, flag="--from", help="Format of the models, when their names do not tell.")
     seed: int = option(0, help="Seed for the random inputs (recorded in the report).")
-
-
-def release_freed_memory(collect: bool = True) -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise), so that the
-    next model's memory growth is measured from a true baseline and not hidden in the previous one's pages.
-    `collect=False` for a caller that has just collected (after a torch export a collection walks a million objects)."""
-    if collect:
-        gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: growth is then measured from whatever the allocator kept
-
-
-class MemorySampler:
-    """Peak resident memory of this process while a block runs, from /proc (or ru_maxrss elsewhere)."""
-
-    def __init__(self, interval_s: float = 0.002) -> None:
-        self.interval = interval_s
-        self.peak = 0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def rss(self) -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * self._page
-        except OSError:
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> MemorySampler:
-        release_freed_memory()
-        self.baseline = self.rss()
-        self.peak = self.baseline
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
-
-    @property
-    def growth(self) -> int:
-        return max(self.peak - self.baseline, 0)
-
-
-class GpuMemory:
-    """The GPU memory one model takes (`--device cuda`), read before the model loads and after its timed runs.
-
-    torch's caching allocator counts every byte the torch runner's model holds, so its peak is exact and excludes the
-    CUDA context. onnxruntime and TensorRT allocate outside torch: only the process's total device memory, from NVML,
-    shows what they took; onnxruntime's arena keeps what it grew to, so its value after the runs is its peak.
-    """
-
-    def __init__(self) -> None:
-        self._torch_base = 0
-        self._process_base: int | None = None
-
-    def __enter__(self) -> GpuMemory:
-        torch = _cuda_torch()
-        if torch is not None:
-            torch.cuda.synchronize()
-            self._torch_base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-        self._process_base, _ = nvml_process_memory()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def measure(self, runner: Any) -> dict[str, Any]:
-        """The row's GPU fields; call after the timed runs, while the runner still holds its memory."""
-        process, why = nvml_process_memory()
-        row: dict[str, Any] = {"gpu_memory_bytes": None, "gpu_memory_source": None, "gpu_process_memory_bytes": process}
-        torch = _cuda_torch()
-        if runner.gpu_memory == "torch" and torch is not None:
-            torch.cuda.synchronize()
-            row["gpu_memory_bytes"] = max(torch.cuda.max_memory_allocated() - self._torch_base, 0)
-            row["gpu_memory_source"] = "torch.cuda.max_memory_allocated"
-        elif process is not None and self._process_base is not None:
-            row["gpu_memory_bytes"] = max(process - self._process_base, 0)
-            row["gpu_memory_source"] = "nvml"
-        else:
-            why = "torch has not started CUDA in this process" if runner.gpu_memory == "torch" else why
-            row["gpu_memory_note"] = f"GPU memory of {runner.framework} not measured: {why}"
-        return row
-
-
-def _cuda_torch() -> Any:
-    """torch, when it has started CUDA in this process (the torch and TensorRT runners); else None."""
-    torch = sys.modules.get("torch")
-    return torch if torch is not None and torch.cuda.is_initialized() else None
-
-
-_nvml_state: dict[str, Any] = {}
-
-
-def nvml_process_memory() -> tuple[int | None, str | None]:
-    """(bytes of device memory NVML lists for this process on every GPU, None) or (None, why not)."""
-    if "error" in _nvml_state:
-        return None, _nvml_state["error"]
-    try:
-        import pynvml
-    except ImportError:
-        _nvml_state["error"] = "pynvml is not importable (pip install nvidia-ml-py)"
-        return None, _nvml_state["error"]
-    try:
-        if not _nvml_state:
-            pynvml.nvmlInit()
-            _nvml_state["ready"] = True
-        pid, total, found = os.getpid(), 0, False
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(i)):
-                if proc.pid == pid and proc.usedGpuMemory is not None:
-                    total, found = total + int(proc.usedGpuMemory), True
-    except Exception as exc:  # noqa: BLE001 - NVML's own errors (no driver, no permission) mean: not measured
-        _nvml_state["error"] = f"NVML failed: {exc}"
-        return None, _nvml_state["error"]
-    if not found:
-        return None, "NVML lists no GPU memory for this process (in a container, NVML may see the host's process ids)"
-    return total, None
-
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    import numpy as np
-
-    ms = np.asarray(seconds) * 1000.0
-    return {
-        "mean": float(ms.mean()),
-        "p50": float(np.percentile(ms, 50)),
-        "p90": float(np.percentile(ms, 90)),
-        "p99": float(np.percentile(ms, 99)),
-        "min": float(ms.min()),
-        "max": float(ms.max()),
-        "std": float(ms.std()),
-    }
-
-
-def latency_samples(seconds: list[float], cap: int = MAX_SAMPLES) -> list[float]:
-    """The timed runs in milliseconds (0.1 us resolution), in the order they ran; at most `cap` of them, evenly spaced."""
-    if len(seconds) > cap:
-        step = len(seconds) / cap
-        seconds = [seconds[int(i * step)] for i in range(cap)]
-    return [round(s * 1000.0, 4) for s in seconds]
 
 
 def model_size(ref: ModelRef) -> int | None:
@@ -255,24 +97,15 @@ def measure(
                 f"{ref.name} has a fixed batch of {items}; --batch {batch} cannot apply",
                 hint=f"drop --batch, or give --batch {items}",
             )
-        for _ in range(warmup):
-            runner.infer(feed)
-        times: list[float] = []
-        total = iterations if duration is None else None
-        with progress(f"benchmarking {Path(ref.name).name}", total) as advance:
-            deadline = time.perf_counter() + duration if duration is not None else None
-            while (deadline is None and len(times) < (iterations or DEFAULT_ITERATIONS)) or (
-                deadline is not None and (time.perf_counter() < deadline or not times)
-            ):
-                runner.infer(feed)
-                times.append(runner.last_latency_s)
-                advance()
+        runs = None if duration is not None else iterations or DEFAULT_ITERATIONS
+        with progress(f"benchmarking {Path(ref.name).name}", runs) as advance:
+            times = time_runs([(runner, feed)], warmup=warmup, runs=runs, duration=duration, advance=advance)[0]
         notes = list(runner.notes)  # how the model had to be loaded (an IR version lowered in memory)
         gpu_row = gpu.measure(runner) if cuda else {}
         del runner
         gc.collect()
-        if cuda and _cuda_torch() is not None:
-            _cuda_torch().cuda.empty_cache()  # the next model's GPU memory starts from what is really in use
+        if cuda and cuda_torch() is not None:
+            cuda_torch().cuda.empty_cache()  # the next model's GPU memory starts from what is really in use
     stats = percentiles(times)
     return {
         "model": ref.name,
@@ -371,8 +204,8 @@ def _start_frameworks(refs: list[ModelRef], device: str, inputs: list[TensorSpec
             del runner
     if device == "cuda":
         gc.collect()
-        if _cuda_torch() is not None:
-            _cuda_torch().cuda.empty_cache()
+        if cuda_torch() is not None:
+            cuda_torch().cuda.empty_cache()
         nvml_process_memory()  # NVML's start-up (pynvml's import, nvmlInit) is charged to no model either
     release_freed_memory()
 

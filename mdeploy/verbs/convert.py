@@ -23,12 +23,12 @@ from mdeploy.core import (
 )
 from mdeploy.errors import InputError
 from mdeploy.lazy import numpy as np
+from mdeploy.measuring.memory import release_freed_memory
 from mdeploy.outputs import atomic_output, check_output
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
 from mdeploy.validation.run import compare_to_reference, merge_specs, resized_feed, run_reference
-from mdeploy.verbs.benchmark import release_freed_memory
 from mdeploy.verbs.options import check, option
 
 

@@ -260,7 +260,9 @@ class Job:
                 self._export(self.ref, onnx_before, report, validate=False)
                 self._export(pruned_ref, onnx_after, report, validate=False)
                 report.notes.append("latency measured with onnxruntime on ONNX exports of both models (the .pt2 runs in torch)")
-            before, after = measure.side_by_side_latency([onnx_before, onnx_after], threads=o.threads, seed=o.seed)
+            from mdeploy.measuring.latency import side_by_side
+
+            before, after = side_by_side([onnx_before, onnx_after], threads=o.threads, seed=o.seed)
             report.data["latency"] = {"before_ms": before["median_ms"], "after_ms": after["median_ms"],
                                       "ratio": after["median_ms"] / before["median_ms"], "threads": o.threads, "batch": 1,
                                       "runs": before["runs"], "cpu_flags": machine.cpu_flags()}

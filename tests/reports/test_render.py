@@ -62,7 +62,7 @@ def test_abs_error_histogram_counts_every_finite_pair_across_batches():
 
 
 def test_benchmark_keeps_its_latency_samples(run_models):
-    from mdeploy.verbs.benchmark import MAX_SAMPLES, latency_samples
+    from mdeploy.measuring.latency import MAX_SAMPLES, latency_samples
 
     for row in run_models["passing"]["benchmark"]:
         samples = row["latencies_ms"]
