@@ -9,21 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.checks import assert_clean_error
 from tests.conftest import EDGE, factory, run_cli
 
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def assert_clean_error(result, *needles: str) -> None:
-    assert result.code == 2, (result.code, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[0].startswith("error: "), result.stderr
-    assert len(lines) <= 2 and (len(lines) == 1 or lines[1].startswith("hint: ")), result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in result.stderr, (needle, result.stderr)
 
 
 def _no_leftovers(folder: Path, before: set[str]) -> None:

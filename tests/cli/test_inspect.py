@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.checks import assert_clean_error
 from tests.conftest import factory, run_cli
 
 
@@ -59,13 +60,6 @@ def broken_onnx(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def _one_error(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: "), stderr
-    assert "::" not in stderr and "Traceback" not in stderr, stderr
-    return lines[0]
-
-
 def test_inspect_of_a_valid_model_exits_0_with_no_problems(broken_onnx):
     result = run_cli("inspect", broken_onnx["base"], "--json")
     assert result.code == 0 and result.stderr == ""
@@ -78,7 +72,7 @@ def test_inspect_shows_a_dangling_input_model_then_exits_2_with_the_checker_reas
     info = result.json["model"]  # what can be read is still shown, as the one JSON object on stdout
     assert info["inputs"][0]["name"] == "x" and info["operators"]["MatMul"] == 3
     assert [p["source"] for p in info["problems"]] == ["onnx.checker"]
-    error = _one_error(result.stderr)
+    error = assert_clean_error(result, hint=True)
     assert "is not a valid model" in error and "'ghost'" in error
     human = run_cli("inspect", broken_onnx["dangling"])
     assert human.code == 2 and "MatMul" in human.stdout and "invalid (onnx.checker)" in human.stdout
@@ -166,7 +160,7 @@ def test_inspect_of_a_file_onnx_cannot_read_stays_exit_2(tmp_path):
     model.write_bytes(model.read_bytes()[:-40])
     result = run_cli("inspect", model, "--json")
     assert result.code == 2
-    assert "not a valid ONNX model" in _one_error(result.stderr)
+    assert "not a valid ONNX model" in assert_clean_error(result, hint=True)
 
 
 def test_inspect_of_an_ir_newer_than_the_runtime_notes_how_it_will_run(broken_onnx):

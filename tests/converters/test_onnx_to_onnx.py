@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 import pytest
 
+from tests.checks import assert_clean_error
 from tests.conftest import run_cli
-from tests.runners.conftest import assert_one_clean_error, ort_refuses
+from tests.runners.conftest import ort_refuses
 
 
 @dataclass
@@ -206,7 +207,7 @@ def test_without_opset_exit_2_says_what_the_edge_does(models, tmp_path):
     before = _digest(models.opset21)
     result = run_cli("convert", models.opset21, "-o", tmp_path / "m.onnx")
     assert result.code == 2
-    error = assert_one_clean_error(result.stderr)
+    error = assert_clean_error(result)
     assert "moves the model to another opset" in error and "--opset" in error
     assert "imports ai.onnx opset 21" in result.stderr  # the hint gives the model's opset and the runtime's limit
     assert list(tmp_path.iterdir()) == []
@@ -226,7 +227,7 @@ def test_an_op_the_converter_cannot_map_is_one_line_naming_it(models, tmp_path, 
     before = _digest(src)
     result = run_cli("convert", src, "-o", tmp_path / "m.onnx", "--opset", opset)
     assert result.code == 2, result.stderr
-    error = assert_one_clean_error(result.stderr)
+    error = assert_clean_error(result)
     assert error.startswith("error: cannot convert ") and expected in error, error
     assert "Assertion" not in error and "$" not in error
     if case == "gelu":
@@ -241,7 +242,7 @@ def test_an_existing_output_is_replaced_only_with_force(models, tmp_path):
     out.write_bytes(b"keep me")
     result = run_cli("convert", models.opset21, "-o", out, "--opset", "17")
     assert result.code == 2
-    assert "output exists" in assert_one_clean_error(result.stderr) and "--force" in result.stderr
+    assert "output exists" in assert_clean_error(result) and "--force" in result.stderr
     assert out.read_bytes() == b"keep me"
     forced = run_cli("convert", models.opset21, "-o", out, "--opset", "17", "--force", "--json")
     assert forced.code == 0, forced.stderr

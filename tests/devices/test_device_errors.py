@@ -9,9 +9,9 @@ import json
 
 import pytest
 
+from tests.checks import assert_clean_error
 from tests.conftest import run_cli
 from tests.devices.conftest import ort_cuda_reason, torch_cuda_reason
-from tests.runners.conftest import assert_one_clean_error
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_torch_without_cuda_is_one_line_exit_2(no_torch_cuda, models, verb):
     result = run_cli(verb, *args, "--device", "cuda", "--json")
     assert result.code == 2, result.stderr
     assert json.loads(result.stdout)["code"] == 2  # --json: the error as one object
-    line = assert_one_clean_error(result.stderr)
+    line = assert_clean_error(result)
     assert line.startswith("error: --device cuda: torch ") and torch.__version__ in line
     if not torch.version.cuda:
         assert "CPU-only build" in line and "CUDA build of torch" in result.stderr
@@ -49,7 +49,7 @@ def test_onnxruntime_without_its_cuda_provider_names_onnxruntime_gpu(no_ort_cuda
     args = (models["onnx"], models["onnx"]) if verb == "validate" else (models["onnx"], "--iterations", "1")
     result = run_cli(verb, *args, "--device", "cuda")
     assert result.code == 2, result.stderr
-    line = assert_one_clean_error(result.stderr)
+    line = assert_clean_error(result)
     assert "onnxruntime-gpu" in line and f"onnxruntime {onnxruntime.__version__}" in line and "no CUDA provider" in line
     assert "pip install onnxruntime-gpu" in result.stderr
 
@@ -58,7 +58,7 @@ def test_the_flag_that_chose_the_device_is_named(no_ort_cuda, models):
     """--ref-device cuda puts the reference on CUDA: the error names that flag, not --device."""
     result = run_cli("validate", models["onnx"], models["onnx"], "--ref-device", "cuda", "--cand-device", "cpu")
     assert result.code == 2
-    assert assert_one_clean_error(result.stderr).startswith("error: --ref-device cuda: onnxruntime")
+    assert assert_clean_error(result).startswith("error: --ref-device cuda: onnxruntime")
 
 
 def test_a_corrupt_model_is_reported_before_the_missing_gpu(no_torch_cuda, models, tmp_path):
@@ -66,19 +66,19 @@ def test_a_corrupt_model_is_reported_before_the_missing_gpu(no_torch_cuda, model
     bad.write_bytes(b"not a zip archive")
     result = run_cli("validate", models["pt2"], bad, "--device", "cuda")
     assert result.code == 2
-    line = assert_one_clean_error(result.stderr)
+    line = assert_clean_error(result)
     assert "not a torch.export archive" in line and "cuda" not in line.lower()
 
 
 def test_tflite_runs_on_the_cpu_only(tf_models):
     result = run_cli("benchmark", tf_models["tflite"], "--iterations", "1", "--device", "cuda")
     assert result.code == 2
-    line = assert_one_clean_error(result.stderr)
+    line = assert_clean_error(result)
     assert line.startswith("error: --device cuda: TFLite models run on the CPU only")
     # the reference (Keras) on the CPU, the TFLite candidate asked on CUDA: refused the same way
     result = run_cli("validate", tf_models["keras"], tf_models["tflite"], "--cand-device", "cuda")
     assert result.code == 2
-    assert assert_one_clean_error(result.stderr).startswith("error: --cand-device cuda: TFLite models run on the CPU only")
+    assert assert_clean_error(result).startswith("error: --cand-device cuda: TFLite models run on the CPU only")
 
 
 def test_a_corrupt_tflite_is_reported_as_corrupt_even_on_cuda(tmp_path):
@@ -86,7 +86,7 @@ def test_a_corrupt_tflite_is_reported_as_corrupt_even_on_cuda(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     result = run_cli("benchmark", bad, "--device", "cuda")
     assert result.code == 2
-    assert "CPU only" not in assert_one_clean_error(result.stderr)
+    assert "CPU only" not in assert_clean_error(result)
 
 
 def test_tensorflow_without_a_gpu(tf_models):
@@ -96,7 +96,7 @@ def test_tensorflow_without_a_gpu(tf_models):
         pytest.skip("TensorFlow sees a GPU here")
     result = run_cli("validate", tf_models["keras"], tf_models["keras"], "--device", "cuda")
     assert result.code == 2
-    line = assert_one_clean_error(result.stderr)
+    line = assert_clean_error(result)
     assert line.startswith(f"error: --device cuda: TensorFlow {tf.__version__}")
     assert ("CPU-only build" in line) == (not tf.test.is_built_with_cuda())
 
@@ -104,13 +104,13 @@ def test_tensorflow_without_a_gpu(tf_models):
 def test_layerwise_refuses_a_cuda_side(models):
     result = run_cli("validate", models["onnx"], models["onnx"], "--layerwise", "--cand-device", "cuda")
     assert result.code == 2
-    assert assert_one_clean_error(result.stderr) == "error: --layerwise runs on the CPU"
+    assert assert_clean_error(result) == "error: --layerwise runs on the CPU"
 
 
 def test_an_unknown_device_is_refused_by_name(models):
     result = run_cli("validate", models["onnx"], models["onnx"], "--ref-device", "gpu", "--json")
     assert result.code == 2 and "--ref-device" in json.loads(result.stdout)["error"]
-    assert "--ref-device" in assert_one_clean_error(result.stderr) and "cpu|cuda" in result.stderr
+    assert "--ref-device" in assert_clean_error(result) and "cpu|cuda" in result.stderr
 
 
 def test_cpu_benchmark_rows_keep_their_fields(models):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.checks import assert_clean_error
 from tests.conftest import ROOT
 
 pytest.importorskip("mlflow", reason="the serving extra is not installed")
@@ -140,14 +141,6 @@ def _signature_types(package: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     return {s.name: (np.dtype(s.type).name, tuple(s.shape)) for s in meta.signature.inputs.inputs}
 
 
-def _one_error(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.code == 2, result.stderr + result.stdout
-    assert lines and lines[0].startswith("error: "), result.stderr
-    assert len([line for line in lines if line.startswith("error:")]) == 1 and "Traceback" not in result.stderr
-    return lines[0]
-
-
 def _shadowing(folder: Path, module: str, message: str) -> dict[str, str]:
     """PYTHONPATH with a `module` package whose import fails with `message` (a broken or missing install)."""
     (folder / module).mkdir(parents=True)
@@ -185,8 +178,8 @@ def test_multi_io_package_keeps_int64_and_external_data(cli, onnx_models, tmp_pa
     from mlflow.pyfunc.scoring_server import predictions_to_json
     from mlflow.utils.proto_json_utils import parse_tf_serving_input
 
-    from mdeploy.packaging.mlflow_target import decode_response, encode_request
     from mdeploy.core import TensorSpec
+    from mdeploy.packaging.mlflow_target import decode_response, encode_request
 
     source = onnx_models["multi_io"]
     before = {p.name: _digest(p) for p in source.parent.iterdir()}
@@ -291,7 +284,7 @@ def test_force_replaces_the_package_with_the_same_file_set(cli, onnx_models, tmp
 def test_a_tensorflow_model_is_refused_naming_convert(cli, tf_files, tmp_path, which):
     out = tmp_path / "pkg"
     result = cli("package", tf_files[which], "--target", "mlflow", "-o", out)
-    line = _one_error(result)
+    line = assert_clean_error(result)
     assert "mlflow cannot serve" in line
     assert "mdeploy convert" in result.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -302,7 +295,7 @@ def test_an_existing_folder_needs_force(cli, cnn_onnx, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     result = cli("package", cnn_onnx, "--target", "mlflow", "-o", out)
-    assert "exists" in _one_error(result) and "--force" in result.stderr
+    assert "exists" in assert_clean_error(result) and "--force" in result.stderr
     assert _tree(out) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
 
@@ -310,7 +303,7 @@ def test_an_existing_folder_needs_force(cli, cnn_onnx, tmp_path):
 def test_max_batch_size_on_a_fixed_batch_is_refused(cli, onnx_models, tmp_path):
     out = tmp_path / "pkg"
     result = cli("package", onnx_models["fixed"], "--target", "mlflow", "-o", out, "--max-batch-size", "4")
-    assert "batch is fixed" in _one_error(result)
+    assert "batch is fixed" in assert_clean_error(result)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -318,7 +311,7 @@ def test_without_mlflow_the_error_names_the_serving_extra(cli, cnn_onnx, tmp_pat
     out = tmp_path / "pkg"
     env = _shadowing(tmp_path / "site", "mlflow", "No module named 'mlflow'")
     result = cli("package", cnn_onnx, "--target", "mlflow", "-o", out, env=env)
-    assert "mlflow is needed" in _one_error(result)
+    assert "mlflow is needed" in assert_clean_error(result)
     assert "pip install 'mdeploy[serving]'" in result.stderr
     assert not out.exists()
 

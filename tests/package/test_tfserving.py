@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.package.checks import assert_refused, files
+from tests.checks import assert_clean_error
+from tests.package.checks import files
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -99,13 +100,13 @@ def test_predict_decoder_reads_both_answer_shapes():
 def test_no_serving_default_is_refused_naming_the_signatures(cli, saved_models, tmp_path):
     out = tmp_path / "pkg"
     result = cli("package", saved_models["predict_only"], "--target", "tfserving", "-o", out)
-    assert_refused(result, out, "no 'serving_default' signature", "its signatures: predict")
+    assert_clean_error(result, "no 'serving_default' signature", "its signatures: predict", out=out)
 
 
 def test_keras_model_is_refused_with_the_conversion(cli, saved_models, tmp_path):
     out = tmp_path / "pkg"
     result = cli("package", saved_models["keras"], "--target", "tfserving", "-o", out)
-    assert_refused(result, out, "tfserving cannot serve a keras model", "mdeploy convert", "savedmodel")
+    assert_clean_error(result, "tfserving cannot serve a keras model", "mdeploy convert", "savedmodel", out=out)
 
 
 # runs the CLI as `python -m mdeploy` does, then says on stderr which frameworks the process imported
@@ -133,8 +134,8 @@ def test_smoke_test_without_tf_serving_is_refused_before_tensorflow_loads(saved_
                            "tfserving", "-o", str(out), "--smoke-test"], capture_output=True, text=True, timeout=300)
     *said, loaded = proc.stderr.strip().splitlines()
     assert loaded == "loaded: nothing", proc.stderr
-    assert_refused(CliResult(proc.returncode, proc.stdout, "\n".join(said)), out, "tensorflow_model_server is not on PATH",
-                   "tensorflow/serving")
+    assert_clean_error(CliResult(proc.returncode, proc.stdout, "\n".join(said)), "tensorflow_model_server is not on PATH",
+                       "tensorflow/serving", out=out)
 
 
 def test_force_rerun_leaves_the_same_file_set(cli, saved_models, tmp_path):

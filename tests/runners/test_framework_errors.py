@@ -9,8 +9,8 @@ import onnxruntime as ort
 import pytest
 
 from mdeploy.errors import first_line
+from tests.checks import CXX_SIGNATURE, SOURCE_PATH, assert_clean_error
 from tests.conftest import run_cli
-from tests.runners.conftest import CXX_SIGNATURE, SOURCE_PATH, assert_one_clean_error
 
 
 def _raised(call) -> Exception:
@@ -60,6 +60,6 @@ def test_cli_reports_framework_failures_as_one_clean_line(onnx_cases, args, word
     paths = {name: str(getattr(onnx_cases, name)) for name in ("base", "dangling", "opset999", "bad_reshape")}
     result = run_cli(*(a.format(**paths) for a in args))
     assert result.code == 2, result.stderr
-    error = assert_one_clean_error(result.stderr)
+    error = assert_clean_error(result)
     assert all(w in error for w in words), error
     assert "hint: " in result.stderr

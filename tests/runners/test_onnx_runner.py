@@ -10,8 +10,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from tests.checks import assert_clean_error
 from tests.conftest import run_cli
-from tests.runners.conftest import assert_one_clean_error, ort_refuses
+from tests.runners.conftest import ort_refuses
 
 
 def _digest(path) -> str:
@@ -74,7 +75,7 @@ def test_an_opset_newer_than_the_runtime_is_one_line_with_the_limits_and_the_fix
     for verb in (["validate", onnx_cases.too_new, onnx_cases.too_new], ["benchmark", onnx_cases.too_new]):
         result = run_cli(*verb)
         assert result.code == 2
-        error = assert_one_clean_error(result.stderr)
+        error = assert_clean_error(result)
         assert f"IR version 14 with ai.onnx opset {newest}" in error and f"onnxruntime {ort.__version__}" in error
         limits = re.search(r"reads up to IR version (\d+), ai\.onnx opset (\d+)", error)
         assert limits, error
@@ -90,5 +91,5 @@ def test_quantizing_an_opset_newer_than_the_runtime_is_one_line(onnx_cases, tmp_
     out = tmp_path / "int8.onnx"
     result = run_cli("quantize", onnx_cases.too_new, "-o", out, "--mode", "dynamic")
     assert result.code == 2
-    assert f"ai.onnx opset {onnx_cases.newest_opset}" in assert_one_clean_error(result.stderr)
+    assert f"ai.onnx opset {onnx_cases.newest_opset}" in assert_clean_error(result)
     assert list(tmp_path.iterdir()) == []

@@ -9,27 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.checks import assert_clean_error
 from tests.conftest import run_cli
 from tests.tf.helpers import tree_hash
-
-
-def _assert_clean_failure(result, out: Path, *fragments: str) -> None:
-    assert result.code == 2, (result.code, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("error: ") and all(l.startswith(("error: ", "hint: ")) for l in lines), result.stderr
-    assert len([l for l in lines if l.startswith("error: ")]) == 1
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    text = result.stderr
-    for fragment in fragments:
-        assert fragment in text, text
-    assert not out.exists()
-    assert not list(out.parent.glob(f".{out.name}.*"))  # no staging leftovers
 
 
 def _convert_fails(src: Path, out: Path, *args: str, fragments: tuple[str, ...] = ()) -> None:
     before = tree_hash(src)
     result = run_cli("convert", src, "-o", out, *args)
-    _assert_clean_failure(result, out, *fragments)
+    assert_clean_error(result, *fragments, out=out, no_stdout=True)
     assert tree_hash(src) == before
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from mdeploy import api
+from tests.checks import assert_clean_error
 from tests.conftest import run_cli
 
 FLOAT, INT64 = 1, 7
@@ -61,13 +62,6 @@ def bert_like(path: Path, mask: bool = True) -> Path:
     return _save(path, nodes, inputs, [("logits", FLOAT, ["batch", 1])])
 
 
-def _one_error(result) -> tuple[str, str]:
-    assert result.code == 2 and "Traceback" not in result.stderr and result.stdout == "", result.stderr
-    error, hint = result.stderr.strip().splitlines()
-    assert error.startswith("error: ") and hint.startswith("hint: ")
-    return error, hint
-
-
 @pytest.mark.parametrize("with_data", [False, True])
 def test_a_cnn_and_a_bert_take_different_inputs_exit_2_with_or_without_data(tmp_path, with_data):
     """Was exit 1 without --data ('FAILED ... logits': the candidate could not run the CNN's random input)."""
@@ -75,7 +69,7 @@ def test_a_cnn_and_a_bert_take_different_inputs_exit_2_with_or_without_data(tmp_
     data = tmp_path / "images.npz"
     np.savez(data, input=np.zeros((2, 3, 8, 8), np.float32))
     result = run_cli("validate", cnn, bert, *(["--data", data] if with_data else []))
-    error, _ = _one_error(result)
+    error = assert_clean_error(result, hint=True, no_stdout=True)
     assert "the models take different inputs" in error
     assert "input[batch, 3, 8, 8]:float32" in error and "input_ids[batch, seq]:int64" in error and "attention_mask" in error
 
@@ -83,7 +77,7 @@ def test_a_cnn_and_a_bert_take_different_inputs_exit_2_with_or_without_data(tmp_
 def test_one_input_each_but_another_dtype_is_a_different_signature(tmp_path):
     """Same number of inputs, matched by position, but float images vs int64 ids: exit 2, not a failed comparison."""
     result = run_cli("validate", linear(tmp_path / "a.onnx", "input"), bert_like(tmp_path / "ids.onnx", mask=False))
-    error, _ = _one_error(result)
+    error = assert_clean_error(result, hint=True, no_stdout=True)
     assert "the models take different inputs" in error and "input_ids" in error
 
 
@@ -102,7 +96,8 @@ def test_the_only_array_that_fits_no_reading_is_still_refused_by_name(tmp_path):
     a = linear(tmp_path / "a.onnx", "input")
     data = tmp_path / "d.npz"
     np.savez(data, pixels=np.zeros((5, 7), np.float32))
-    error, hint = _one_error(run_cli("validate", a, a, "--data", data))
+    result = run_cli("validate", a, a, "--data", data)
+    error, hint = assert_clean_error(result, hint=True, no_stdout=True), result.stderr.strip().splitlines()[1]
     assert "missing input; unknown pixels" in error
     assert "the only array 'pixels' does not fit the only input 'input' either: shape [5, 7]: axis 1 is 7" in error
     assert "input[batch, 4]:float32" in hint
