@@ -1,10 +1,14 @@
 """PyTorch -> ONNX from all three ways a user holds a model, validated after export."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
+from tests.checks import assert_clean_error
 from tests.conftest import EDGE, factory, run_cli
 
 
@@ -65,10 +69,46 @@ def test_torchscript_archive_without_input_asks_for_it(artifacts, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_factory_with_weights_loads_state_dict_safely(artifacts, tmp_path):
+class _RunsCode:
+    """What a malicious checkpoint holds: unpickling it (torch.load without weights_only) calls os.makedirs(marker)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def test_factory_with_weights_loads_state_dict_safely(tmp_path):
+    """Safely: the state dict reaches the model (the ONNX computes what the torch model with those weights computes,
+    not the factory's own initial weights), the weights file is left as it was, and a checkpoint that would run code
+    when unpickled is refused before that code runs (torch.load(weights_only=True))."""
+    import torch
+
+    from fixtures.models import tiny_cnn
+
+    model = tiny_cnn.build()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(-1.5)
+    weights = tmp_path / "other.pt"
+    torch.save(model.state_dict(), weights)
+    before = weights.read_bytes()
     out = tmp_path / "w.onnx"
-    result = run_cli("convert", factory("tiny_cnn"), "--weights", artifacts / "tiny_cnn_state.pt", "-o", out, "--json")
+    result = run_cli("convert", factory("tiny_cnn"), "--weights", weights, "-o", out, "--json")
     assert result.code == 0, result.stderr
+    assert result.json["passed"] is True and weights.read_bytes() == before
+    image = tiny_cnn.example_inputs()["image"]
+    (got,) = ort.InferenceSession(str(out)).run(None, {"image": image.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(image).numpy(), rtol=1e-4, atol=1e-5)
+        assert not np.allclose(got, tiny_cnn.build()(image).numpy(), atol=1e-3)  # not the factory's weights
+
+    evil, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
+    torch.save({"stem.0.weight": _RunsCode(marker)}, evil)
+    refused = run_cli("convert", factory("tiny_cnn"), "--weights", evil, "-o", tmp_path / "e.onnx")
+    assert_clean_error(refused, "safely", out=tmp_path / "e.onnx")
+    assert not marker.exists(), "loading the weights ran code from the checkpoint"
 
 
 def test_decoder_with_int64_tokens_and_dynamic_sequence(tmp_path):
