@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mdeploy.errors import InputError
-from mdeploy.validation.accuracy import parse_bar
+from mdeploy.validation.bar import parse_bar
 
 
 def test_bar_parses_several_criteria():
