@@ -1,6 +1,6 @@
 """The one plugin registry, fed by entry points.
 
-Built-in converters, passes and runners are declared in mdeploy's own pyproject.toml through the same
+Built-in converters, passes, runners and package targets are declared in mdeploy's own pyproject.toml through the same
 entry-point groups a third-party package would use. Plugins are loaded on first use; one that fails to
 import is recorded as broken (shown by `mdeploy plugins`) and never takes the CLI down.
 """
@@ -8,6 +8,7 @@ import is recorded as broken (shown by `mdeploy plugins`) and never takes the CL
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from mdeploy.core import Format
 from mdeploy.errors import InputError
 
-GROUPS = ("mdeploy.converters", "mdeploy.passes", "mdeploy.runners")
+GROUPS = ("mdeploy.converters", "mdeploy.passes", "mdeploy.runners", "mdeploy.targets")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,49 @@ def plugins(group: str) -> tuple[Plugin, ...]:
         except Exception as exc:  # a broken plugin must not take the CLI down
             found.append(Plugin(group, ep.name, ep.value, error=f"{type(exc).__name__}: {exc}"))
     return tuple(found)
+
+
+@cache
+def names(group: str) -> tuple[str, ...]:
+    """The names a group's entry points declare, sorted, without importing any plugin."""
+    from importlib.metadata import entry_points
+
+    return tuple(sorted({ep.name for ep in entry_points(group=group)}))
+
+
+class Names(Sequence):
+    """A group's plugin names, read when first used: an option's `choices` (package's --target) that includes a
+    third party's plugins, while importing the verb's options (for `--help`) reads no entry point."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        return names(self.group)[index]
+
+    def __len__(self) -> int:
+        return len(names(self.group))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(names(self.group))
+
+    def __contains__(self, value: object) -> bool:
+        return value in names(self.group)
+
+
+def plugin(group: str, name: str) -> Any:
+    """The loaded object of plugin `name` in `group` (a package target's module, ...), importing that one plugin only
+    (a target's module may import its server's client); a broken one is an InputError that names its error."""
+    from importlib.metadata import entry_points
+
+    kind = group.split(".")[-1][:-1]
+    for ep in entry_points(group=group, name=name):
+        try:
+            return ep.load()
+        except Exception as exc:  # a broken plugin is the user's input problem, not a crash
+            raise InputError(f"the {kind} plugin '{name}' is broken: {type(exc).__name__}: {exc}",
+                             hint=f"fix or uninstall the package that declares {ep.value}") from None
+    raise InputError(f"no {kind} plugin named '{name}'", hint="there are: " + ", ".join(names(group)))
 
 
 def runner_for(fmt: Format) -> type:

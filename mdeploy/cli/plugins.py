@@ -1,4 +1,4 @@
-"""`mdeploy plugins`: every converter, pass and runner, and any that failed to load."""
+"""`mdeploy plugins`: every converter, pass, runner and package target, and any that failed to load."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def _describe(obj: object) -> dict:
         return {}
     if hasattr(obj, "target") and hasattr(obj, "sources"):
         return {"edge": ",".join(s.value for s in obj.sources) + " -> " + obj.target.value}
-    if hasattr(obj, "formats"):
-        return {"formats": ",".join(f.value for f in obj.formats)}
+    formats = getattr(obj, "formats", None) or getattr(obj, "FORMATS", None)  # a runner's; a package target's
+    if formats:
+        return {"formats": ",".join(f.value for f in formats)}
     return {}
 
 

@@ -31,8 +31,9 @@ from typing import Any
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import InputError, OutputExistsError
 from mdeploy.outputs import check_output
-from mdeploy.packaging import TARGETS
+from mdeploy.packaging import GROUP as TARGETS_GROUP
 from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.registry import Names
 from mdeploy.reports.report import Report, Step
 from mdeploy.verbs.options import check, option
 
@@ -44,7 +45,7 @@ VALIDATION_BATCH = 2
 class Options:
     model: str = option(help="Model file or SavedModel folder to package (ONNX, SavedModel, TFLite, TensorRT engine).",
                         argument=True)
-    target: str = option(help="The model server: mlflow | triton | tfserving | kserve.", choices=tuple(TARGETS))
+    target: str = option(help="The model server: mlflow | triton | tfserving | kserve.", choices=Names(TARGETS_GROUP))
     output: str = option(help="The package folder to write.", short="-o")
     name: str | None = option(None, help="The model's name on the server (default: from the file name).")
     version: int = option(1, help="The model version (the version folder for Triton and TF Serving).", min=1)

@@ -58,7 +58,7 @@ def test_package_step_packages_the_current_artifact(tmp_path):
 @pytest.mark.parametrize("step, words", [
     ("package: {target: triton, output: elsewhere}", ["steps[2].package", "output"]),
     ("package: {max-batch-size: 4}", ["steps[2].package", "target: missing"]),
-    ("package: {target: tritn}", ["steps[2].package.target", "expected mlflow|triton|tfserving|kserve"]),
+    ("package: {target: tritn}", ["steps[2].package.target", "expected kserve|mlflow|tfserving|triton"]),
 ])
 def test_plan_options_and_a_missing_target_are_refused_at_their_line(tmp_path, step, words):
     (tmp_path / "p.yaml").write_text(PIPELINE.replace("package: {target: triton, max-batch-size: 4, name: tiny}", step))
