@@ -313,25 +313,18 @@ class _Distill:
     def _side_by_side(self, teacher: Any, cand: Any, feed: dict, path: Path, fmt: Format, student: Any) -> dict[str, Any]:
         """Size, parameters and latency of teacher and student, timed interleaved on the same one-sample batch."""
         one = {k: v[:1] for k, v in feed.items()} if not fixed_batch(teacher.input_specs()) else feed
+        from mdeploy.measuring.latency import time_runs
         from mdeploy.validation.run import candidate_feed
 
         cand_one = candidate_feed(one, teacher, cand)
-        times: dict[str, list[float]] = {"teacher": [], "student": []}
-        for _ in range(3):
-            teacher.infer(one)
-            cand.infer(cand_one)
-        for _ in range(LATENCY_RUNS):
-            teacher.infer(one)
-            times["teacher"].append(teacher.last_latency_s)
-            cand.infer(cand_one)
-            times["student"].append(cand.last_latency_s)
+        teacher_s, student_s = time_runs([(teacher, one), (cand, cand_one)], warmup=3, runs=LATENCY_RUNS)
         student_params = int(sum(p.numel() for p in student.module.parameters()))
         teacher_size = size_of(self.teacher_ref.path) if self.teacher_ref.factory is None else None
         return {
             "teacher": {"format": self.teacher_ref.format.value, "size_bytes": teacher_size, "parameters": _parameters(self.teacher_ref),
-                        "latency_ms_median": statistics.median(times["teacher"]) * 1000},
+                        "latency_ms_median": statistics.median(teacher_s) * 1000},
             "student": {"format": fmt.value, "size_bytes": size_of(path), "parameters": student_params,
-                        "latency_ms_median": statistics.median(times["student"]) * 1000},
+                        "latency_ms_median": statistics.median(student_s) * 1000},
             "latency_batch": int(next(iter(one.values())).shape[0]),
         }
 
