@@ -12,6 +12,7 @@ import pytest
 
 from mdeploy.errors import InputError
 from mdeploy.reports import merge, render
+from tests.checks import assert_clean_error
 from tests.reports.conftest import run_report
 
 
@@ -63,11 +64,8 @@ def test_merge_of_a_field_of_the_wrong_type_is_exit_2_naming_the_file_and_field(
     report = _write(tmp_path, _set(job, path, value))
     out = tmp_path / "merged"
     result = cli("report", "merge", report, "-o", out)
-    assert result.code == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 2 and lines[1].startswith("hint: ") and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith(f"error: {report} is not a report this mdeploy wrote: {field}"), lines[0]
-    assert not out.exists() and result.stdout == ""
+    error = assert_clean_error(result, hint=True, out=out, no_stdout=True)
+    assert error.startswith(f"error: {report} is not a report this mdeploy wrote: {field}"), error
 
 
 def _paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
