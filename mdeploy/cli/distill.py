@@ -6,12 +6,10 @@ Ctrl-C / SIGTERM the best checkpoint so far is said there before the usual `inte
 
 from __future__ import annotations
 
-import functools
 import sys
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mdeploy.cli.common import show_comparisons, stderr, stdout, verdict
+from mdeploy.cli.common import Output, show_comparisons, stderr, stdout, verdict
 from mdeploy.cli.generate import command as _command
 from mdeploy.verbs import distill as verb
 
@@ -53,21 +51,15 @@ def _plain(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _run(options: Any, progress: Any, echo: Any) -> Report:
+def _run(options: verb.Options, out: Output) -> Report:
+    """The verb, with epoch lines as plain stderr text where no progress bar shows them (not a terminal, no --json or
+    --quiet), and the best checkpoint said on an interruption."""
+    plain = not (out.json or out.quiet) and not sys.stderr.isatty()
     try:
-        return verb.run(options, progress, echo)
+        return verb.run(options, out.progress, _plain if plain else None)
     except verb.Interrupted as exc:
         stderr.print(exc.summary)
         raise
 
 
-_inner_verb = SimpleNamespace(Options=verb.Options, run=verb.run, __name__=verb.__name__)
-_inner = _command(_inner_verb, _show)
-
-
-@functools.wraps(_inner)
-def command(**given: Any) -> None:
-    plain = not (given.get("json_") or given.get("quiet")) and not sys.stderr.isatty()
-    _inner_verb.run = functools.partial(_run, echo=_plain if plain else None)
-    _inner_verb.run.__doc__ = verb.run.__doc__
-    _inner(**given)
+command = _command(verb, _show, run=_run)

@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 _COMMON = {"json_": JsonOpt, "quiet": QuietOpt, "verbose": VerboseOpt}
 
 
-def command(verb: ModuleType, show: Callable[[Report], None], after: Callable[[Report], None] | None = None) -> Callable[..., None]:
+def command(verb: ModuleType, show: Callable[[Report], None], after: Callable[[Report], None] | None = None,
+            run: Callable[[Any, Output], Report] | None = None) -> Callable[..., None]:
     """A typer command for the verb module `verb` (its `Options` and `run`); its first docstring line is the help.
-    `after` runs once the report is shown (e.g. inspect's exit 2 for an invalid model)."""
+    `after` runs once the report is shown (e.g. inspect's exit 2 for an invalid model). `run(options, output)`, when
+    given, calls the verb instead of `verb.run(options, progress=...)` (distill: its plain epoch lines on stderr)."""
     infos = [i for i in describe(verb.Options) if i.cli]
     params = [inspect.Parameter(i.name, inspect.Parameter.KEYWORD_ONLY, default=_cli_default(i), annotation=_annotation(i))
               for i in infos]
@@ -34,7 +36,7 @@ def command(verb: ModuleType, show: Callable[[Report], None], after: Callable[[R
     def run_command(**given: Any) -> None:
         out = Output(given.pop("json_"), given.pop("quiet"), given.pop("verbose"))
         options = verb.Options(**{k: v for k, v in given.items() if v is not None})
-        report = verb.run(options, progress=out.progress)
+        report = run(options, out) if run is not None else verb.run(options, progress=out.progress)
         out.finish(report, show, after)
 
     run_command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

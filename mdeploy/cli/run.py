@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 
 from mdeploy.cli.common import JsonOpt, Output, QuietOpt, VerboseOpt, print_json, stdout
-from mdeploy.errors import InputError, MdeployError
+from mdeploy.errors import InputError
 from mdeploy.progress import no_progress
 
 if TYPE_CHECKING:
@@ -87,7 +87,9 @@ def command(
             show_plan(_selected(plan, job))
         return
 
-    execute, write_all = _runner()
+    from mdeploy.pipeline import execute
+    from mdeploy.reports.render import write_all
+
     in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     echo = None if json_ or quiet else _echo
     try:
@@ -106,26 +108,6 @@ def command(
 def _echo(line: str) -> None:
     """One plain line per step event, on stderr (stdout is the report's)."""
     print(line, file=sys.stderr, flush=True)
-
-
-def _runner() -> tuple[Any, Any]:
-    """The executor and the report writer (mdeploy/pipeline/execute.py, mdeploy/reports/render.py)."""
-    try:
-        from mdeploy.pipeline import execute
-    except ImportError as exc:  # only while the executor is not part of this build
-        raise MdeployError(f"this mdeploy cannot run pipelines yet ({exc})",
-                           hint="--dry-run, --list-jobs and --schema work") from None
-    try:
-        from mdeploy.reports.render import write_all
-    except ImportError:
-        write_all = None
-
-    def write(report: Report, folder: Path) -> None:
-        if write_all is None:
-            raise MdeployError("this mdeploy cannot write --report folders yet", hint="use --json for the report")
-        write_all(report, folder)
-
-    return execute, write
 
 
 def _check_job(plan: Plan, job: str) -> None:
