@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy import machine, registry
-from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice, parse_specs
+from mdeploy.core import Format, ModelRef, Tolerance, classifier_choice, parse_specs
 from mdeploy.errors import ConversionError, InputError
-from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.passes.calibration import batches_from_data
 from mdeploy.progress import ProgressFactory, no_progress
@@ -38,7 +37,6 @@ METHODS = ("structured", "unstructured", "2:4")
 DEFAULT_SPARSITY = 0.5
 EVAL_BATCH = 64
 RANDOM_SAMPLES = 16
-TAYLOR_SAMPLES = 128
 RECOVERY_LR = 1e-2  # distill's --lr default and the training loop's (TrainConfig.lr): a test holds the three equal
 
 
@@ -181,9 +179,9 @@ class Job:
     examples: dict[str, Any] = field(default_factory=dict)
 
     def execute(self, tmp: Path, weights_tmp: Path | None) -> Report:
-        from mdeploy.frameworks import torch_models
-        from mdeploy.frameworks import pruning_record
-        from mdeploy.pruning import measure
+        from mdeploy.frameworks import pruning_record, torch_models
+        from mdeploy.pruning import examples as pruning_examples
+        from mdeploy.pruning import measure, methods, structured
 
         o = self.o
         torch = torch_models.torch()
@@ -192,16 +190,16 @@ class Job:
                                                "seed": o.seed})
         loaded = torch_models.load(self.ref)
         module = loaded.module
-        examples = self.examples = self._examples(loaded)
+        examples = self.examples = pruning_examples.tracing_examples(loaded, parse_specs(o.inputs), o.seed)
         names = self.input_names = list(examples)
         if self.ref.format == Format.PYTORCH_EXPORTED:
-            raise self._exported_refusal(module, examples)
+            raise methods.exported_refusal(module, examples, self.sparsity or DEFAULT_SPARSITY, self.ref.name)
         specs = [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")} for k, v in examples.items()]
         original = copy.deepcopy(module).eval()
         sample = measure.first_sample(examples)
         macs_before, params_before = measure.macs_and_params(module, sample)
         widths_before = measure.widths(module)
-        train = self._training_data(names, report.notes)
+        train = pruning_examples.training_data(o.data, o.labels, self.examples, names, report.notes) if o.data else None
         if train is not None and train[1] is not None:  # found now, not after pruning and an export
             from mdeploy.pruning import recover
 
@@ -212,7 +210,9 @@ class Job:
             load_data(o.eval_data, o.eval_labels, "--eval-data", "--eval-labels")
 
         start = time.perf_counter()
-        record, details = self._prune(module, examples, train, report)
+        settings = structured.Settings(self.sparsity, self.target_macs, o.importance, o.global_ranking, list(o.ignore),
+                                       o.round_to, o.head_sparsity)
+        record, details = methods.prune(module, examples, o.method, settings, train, report.notes)
         report.steps.append(Step(f"prune {o.method}", "done", details, time.perf_counter() - start))
 
         start = time.perf_counter()
@@ -276,91 +276,6 @@ class Job:
             staged.replace(weights_tmp)
             report.data["weights"] = str(self.weights_out)
         return report
-
-    def _examples(self, loaded: Any) -> dict[str, Any]:
-        from mdeploy.frameworks import torch_indices, torch_models
-
-        given = {s.name: s for s in parse_specs(self.o.inputs)}
-        known = dict(loaded.examples or {})
-        names = loaded.input_names or list(given)
-        feeds: dict[str, Any] = {}
-        rng = np.random.default_rng(self.o.seed)
-        for name in names:
-            if name in given:
-                spec = given[name]
-                if not spec.dtype_given and name in known:
-                    spec = TensorSpec(name, spec.shape, str(known[name].dtype).replace("torch.", ""))
-                spec = torch_indices.with_index_ranges([spec], loaded.module)[0]
-                feeds[name] = torch_models.to_torch(vinputs.random_feed([spec], rng))[name]
-            elif name in known:
-                feeds[name] = known[name]
-            elif feeds:
-                break
-            else:
-                raise InputError("the model does not carry example inputs",
-                                 hint="give --input NAME:SHAPE[:DTYPE] for each of: " + ", ".join(names)
-                                 + " (or define example_inputs() beside the factory)")
-        return feeds
-
-    def _training_data(self, names: list[str], notes: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None] | None:
-        if not self.o.data:
-            return None
-        from mdeploy.training.checks import load_data
-
-        arrays, labels = load_data(self.o.data, self.o.labels, "--data", "--labels")  # finite; labels are class ids
-        # the only array is the only input's when its dtype and rank fit (vinputs.keyed_by_inputs), with a note
-        ranks = [TensorSpec(k, ("n",) + tuple(f"d{i}" for i in range(1, v.dim())), str(v.dtype).replace("torch.", ""))
-                 for k, v in self.examples.items()]
-        if len(arrays) == 1 and len(names) == 1 and names[0] not in arrays:
-            arrays, renamed = vinputs.keyed_by_inputs(arrays, ranks, "--data")
-            notes.extend(renamed)
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            raise InputError(f"--data has no array for input {', '.join(missing)}", hint="arrays in it: " + ", ".join(arrays))
-        problem = vinputs.count_problem({k: arrays[k] for k in names})
-        if problem:
-            raise InputError(f"--data is not a stack of samples along axis 0 ({problem}); training draws batches of samples "
-                             "from it", hint="give every array of --data its samples along axis 0")
-        n = int(arrays[names[0]].shape[0])
-        if labels is not None and len(labels) != n:
-            raise InputError(f"{len(labels)} labels for {n} samples in --data", hint="give one label per sample")
-        return {k: np.asarray(arrays[k]) for k in names}, labels
-
-    def _prune(self, module: Any, examples: dict[str, Any], train: Any, report: Report) -> tuple[list | None, dict[str, Any]]:
-        o = self.o
-        if o.method == "structured":
-            from mdeploy.pruning import structured
-
-            settings = structured.Settings(self.sparsity, self.target_macs, o.importance, o.global_ranking, list(o.ignore),
-                                           o.round_to, o.head_sparsity)
-            outcome = structured.prune(module, examples, settings, _taylor_loss(train) if train else None)
-            if o.importance == "taylor":
-                report.notes.append(f"taylor importance from gradients on the first {TAYLOR_SAMPLES} samples of --data")
-            details = {"sparsity": self.sparsity, "target_macs": self.target_macs, "importance": o.importance,
-                       "global": o.global_ranking, "round_to": o.round_to, "ignored": outcome.ignored,
-                       "steps": outcome.steps, "library": "torch-pruning"}
-            if outcome.heads:
-                details["heads"] = outcome.heads
-            return outcome.history, details
-        from mdeploy.pruning import masks, structured
-
-        if o.round_to is not None or o.importance != "magnitude":
-            raise InputError(f"--round-to and --importance apply to structured pruning, not {o.method}")
-        skip = set(structured.output_layers(module, examples)) | {m for m in o.ignore}
-        structured.resolve_ignored(module, list(o.ignore))
-        zeros_before = masks.zeros(module)
-        if o.method == "unstructured":
-            layers, dense = masks.unstructured(module, self.sparsity, skip, o.global_ranking), []
-        else:
-            layers, dense = masks.two_four(module, skip)
-        if masks.zeros(module) <= zeros_before:
-            raise ConversionError("pruning changed nothing: no weight was zeroed", hint="raise --sparsity")
-        report.notes.append(
-            f"{o.method} pruning zeroes weights but keeps every channel: a dense runtime (onnxruntime on a CPU) computes "
-            "them anyway, so the model is no faster (the latency below shows it); only sparse kernels gain"
-        )
-        return None, {"sparsity": self.sparsity, "global": o.global_ranking, "layers": layers, "left_dense": dense,
-                      "ignored": sorted(skip), "zeroed_weights": masks.zeros(module) - zeros_before}
 
     def _recover(self, module: Any, original: Any, train: Any, names: list[str], workdir: Path, report: Report) -> dict | None:
         from mdeploy.pruning import recover
@@ -427,24 +342,6 @@ class Job:
         report.steps.append(Step("export: torch.export (.pt2), validated against the pruned torch module",
                                  "passed" if passed else "failed", {}, time.perf_counter() - start))
 
-    def _exported_refusal(self, module: Any, examples: dict[str, Any]) -> InputError:
-        """A .pt2 source: try Torch-Pruning on the module torch.export.load gives back, and say why it cannot serve."""
-        from mdeploy.errors import MdeployError, first_line
-        from mdeploy.pruning import structured
-
-        try:
-            outcome = structured.prune(module, examples, structured.Settings(sparsity=self.sparsity or DEFAULT_SPARSITY))
-            why = "torch-pruning finds no channel to remove in it" if not outcome.history else \
-                "the pruned graph module cannot be rebuilt from a factory and weights"
-        except MdeployError as exc:
-            why = exc.message
-        except Exception as exc:  # the library's own refusal, e.g. "Calling eval() is not supported yet"
-            why = f"pruning it fails ({type(exc).__name__}: {first_line(exc)})"
-        return InputError(f"{self.ref.name}: torch.export.load(...).module() is a flat graph without the nn.Module layers "
-                          f"prune removes channels from: {why}",
-                          hint="prune reads the code that builds the model: FILE.py:FACTORY --weights state.pt, the state "
-                               "saved with torch.save(model.state_dict(), 'state.pt') from the module you exported")
-
     def _prove(self, tmp: Path, report: Report) -> None:
         """The pruned ONNX model against the unpruned original, on --eval-data (or random inputs)."""
         o = self.o
@@ -493,24 +390,3 @@ def _slower(latency: dict[str, Any], method: str) -> str | None:
     return (f"WARNING: the pruned model is slower than the original: {latency['after_ms']:.3g} ms vs "
             f"{latency['before_ms']:.3g} ms median ({ratio:.2f}x, onnxruntime, batch 1, {latency['threads']} threads, "
             f"measured side by side); {fix}")
-
-
-def _taylor_loss(train: tuple[dict[str, np.ndarray], np.ndarray | None]) -> Any:
-    """A loss on the first samples of --data for Taylor importance: cross-entropy on labels, else on the model's own
-    predictions (its first class-score output), else the outputs' squared norm."""
-    from mdeploy.frameworks.torch_models import flatten_outputs, torch
-
-    t = torch()
-    inputs, labels = train
-    batch = {k: t.from_numpy(np.ascontiguousarray(v[:TAYLOR_SAMPLES])) for k, v in inputs.items()}
-    y = t.from_numpy(labels[:TAYLOR_SAMPLES]) if labels is not None else None
-
-    def loss(module: Any) -> Any:
-        outputs = [v for _, v in flatten_outputs(module(**batch))]
-        scores = next((v for v in outputs if v.ndim == 2 and v.shape[1] > 1), None)
-        if scores is None:
-            return sum((v.float() ** 2).mean() for v in outputs)
-        target = y if y is not None else scores.detach().argmax(1)
-        return t.nn.functional.cross_entropy(scores, target)
-
-    return loss

@@ -220,7 +220,7 @@ def test_taylor_importance_changes_which_channels_go(digits_torch):
 
     from fixtures.models import digits_cnn
     from mdeploy.pruning import structured
-    from mdeploy.verbs.prune import _taylor_loss
+    from mdeploy.pruning.methods import taylor_loss
 
     train = np.load(digits_torch["subset"])
     data = ({"image": train["image"]}, np.load(digits_torch["subset_labels"]))
@@ -229,7 +229,7 @@ def test_taylor_importance_changes_which_channels_go(digits_torch):
     for importance in ("magnitude", "taylor"):
         model = digits_cnn.build()
         model.load_state_dict(state)
-        loss = _taylor_loss(data) if importance == "taylor" else None
+        loss = taylor_loss(data) if importance == "taylor" else None
         settings = structured.Settings(target_macs=0.4, importance=importance)
         outcome = structured.prune(model, digits_cnn.example_inputs(), settings, loss)
         assert outcome.macs_after <= 0.4 * outcome.macs_before
