@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 from mdeploy.core import Format, ModelRef
 from mdeploy.deps import require
 from mdeploy.errors import InputError, MissingDependencyError
-from mdeploy.packaging import tfserving, triton
+from mdeploy.packaging import tfserving, triton, v2_protocol
 from mdeploy.packaging.base import Request, Server, Written
 
 FORMATS = (Format.ONNX, Format.SAVEDMODEL)
@@ -119,7 +119,7 @@ def write(request: Request, root: Path) -> Written:
     if onnx:
         inner = triton.write(_triton_request(request), root / "repository", request_file=None)
         files = [f"repository/{f}" for f in inner.files]
-        example, example_file = triton.v2_request(request.feeds[0]) if request.feeds else {}, "request-v2.json"
+        example, example_file = v2_protocol.v2_request(request.feeds[0]) if request.feeds else {}, "request-v2.json"
     else:
         inner = tfserving.write(request, root, request_file=None)
         files = list(inner.files)

@@ -19,12 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.deps import require
 from mdeploy.errors import InputError
-from mdeploy.packaging.base import free_port, server_program, Feed, Request, Server, Written
+from mdeploy.packaging.base import Request, Server, Written, free_port, server_program
+from mdeploy.packaging.v2_protocol import DTYPES, NUMPY, v2_decode, v2_encode, v2_request
 
 FORMATS = (Format.ONNX, Format.TENSORRT)
 
@@ -41,27 +40,6 @@ IMAGE_ORT_MAX_OPSET = 21
 # and so the memory one execution may take, close to what the model was validated with. Give --max-batch-size to
 # choose another.
 DEFAULT_MAX_BATCH = 8
-
-# numpy dtype name -> (ModelConfig DataType name, the Open Inference Protocol v2 "datatype")
-DTYPES = {
-    "bool": ("TYPE_BOOL", "BOOL"),
-    "uint8": ("TYPE_UINT8", "UINT8"),
-    "uint16": ("TYPE_UINT16", "UINT16"),
-    "uint32": ("TYPE_UINT32", "UINT32"),
-    "uint64": ("TYPE_UINT64", "UINT64"),
-    "int8": ("TYPE_INT8", "INT8"),
-    "int16": ("TYPE_INT16", "INT16"),
-    "int32": ("TYPE_INT32", "INT32"),
-    "int64": ("TYPE_INT64", "INT64"),
-    "float16": ("TYPE_FP16", "FP16"),
-    "float32": ("TYPE_FP32", "FP32"),
-    "float64": ("TYPE_FP64", "FP64"),
-    "bfloat16": ("TYPE_BF16", "BF16"),
-    "object": ("TYPE_STRING", "BYTES"),
-    "str": ("TYPE_STRING", "BYTES"),
-}
-NUMPY = {config: name for name, (config, _) in DTYPES.items() if name not in ("str",)}
-NUMPY["TYPE_STRING"] = "object"
 
 # a TensorRT engine's sidecar records TensorRT's DataType names (lower case): what numpy calls them
 _TRT_DTYPES = {"float": "float32", "half": "float16", "bf16": "bfloat16", "int8": "int8", "int32": "int32",
@@ -293,6 +271,8 @@ def write(request: Request, root: Path, request_file: str | None = "request.json
     runner = None
     if not engine:
         model_file = root / request.name / str(request.version) / "model.onnx"
+        from mdeploy.packaging.triton_runner import TritonRepositoryRunner
+
         runner = TritonRepositoryRunner(ModelRef(model_file, Format.ONNX), root=root / request.name)
     else:
         notes.append("a TensorRT engine loads only on a GPU with the TensorRT version that built it: the package was not "
@@ -351,25 +331,6 @@ curl -s -X POST localhost:8000/v2/models/{name}/infer -H 'Content-Type: applicat
 {note}"""
 
 
-# --- Open Inference Protocol v2 over HTTP/JSON -----------------------------------------------------------------
-def v2_request(feed: Feed) -> dict[str, Any]:
-    """One v2 JSON request: each input's name, shape, datatype and row-major data."""
-    return {"inputs": [{"name": name, "shape": list(array.shape), "datatype": DTYPES[array.dtype.name][1],
-                        "data": array.reshape(-1).tolist()} for name, array in feed.items()]}
-
-
-def v2_encode(feed: Feed) -> bytes:
-    return json.dumps(v2_request(feed)).encode()
-
-
-def v2_decode(body: bytes) -> dict[str, np.ndarray]:
-    """The v2 response's outputs as arrays (datatype and shape as the server sent them)."""
-    answer = json.loads(body)
-    v2 = {dt: name for name, (_, dt) in DTYPES.items() if name != "str"}
-    return {o["name"]: np.asarray(o["data"], dtype=v2.get(o["datatype"], "object")).reshape(o["shape"])
-            for o in answer.get("outputs", [])}
-
-
 def server_check(model: ModelRef) -> None:
     """`--smoke-test` needs `tritonserver` on PATH: asked before the model loads."""
     _program()
@@ -388,44 +349,3 @@ def server(request: Request, root: Path, port: int) -> Server:
                  f"--metrics-port={free_port()}", "--http-address=127.0.0.1"],
         ready_url=f"{base}/v2/health/ready", predict_url=f"{base}/v2/models/{request.name}/infer",
         encode=v2_encode, decode=v2_decode)
-
-
-# --- the package loaded as Triton loads it --------------------------------------------------------------------------
-def _runner_base() -> type:
-    from mdeploy.runners.onnx_runner import OnnxRuntimeRunner
-
-    return OnnxRuntimeRunner
-
-
-class TritonRepositoryRunner(_runner_base()):  # type: ignore[misc]
-    """The repository's own model.onnx on onnxruntime (Triton's onnxruntime backend), fed as Triton feeds it.
-
-    The inputs are those config.pbtxt declares (max_batch_size and dims, as Triton checks a request against them): a
-    request Triton would refuse is refused here, and a model file missing a piece (external data) fails to load.
-    """
-
-    def __init__(self, ref: ModelRef, root: Path) -> None:
-        self._root = root
-        super().__init__(ref)
-
-    def _load(self) -> None:
-        super()._load()
-        pb = require("tritonclient.grpc.model_config_pb2", extra="serving")
-        text_format = require("google.protobuf.text_format", extra="serving")
-        self.config = text_format.Parse((self._root / "config.pbtxt").read_text(), pb.ModelConfig())
-        batching = self.config.max_batch_size > 0
-        self._specs = [
-            TensorSpec(t.name, (("batch",) if batching else ()) + tuple(d if d > 0 else f"{t.name}:{i}" for i, d in
-                                                                         enumerate(t.dims)),
-                       NUMPY[pb.DataType.Name(t.data_type)])
-            for t in self.config.input
-        ]
-
-    def _infer(self, feed: Feed) -> dict[str, np.ndarray]:
-        batch = self.config.max_batch_size
-        if batch > 0:
-            for name, array in feed.items():
-                if array.shape[0] > batch:
-                    raise InputError(f"input '{name}' has a batch of {array.shape[0]}: Triton refuses more than "
-                                     f"max_batch_size {batch}")
-        return super()._infer(feed)

@@ -111,7 +111,7 @@ def test_input_overrides_shape_the_validation_not_the_config(cli, models, tmp_pa
 def test_external_data_travels_with_the_model(cli, models, tmp_path):
     from mdeploy.core import Format, ModelRef
     from mdeploy.errors import MdeployError
-    from mdeploy.packaging.triton import TritonRepositoryRunner
+    from mdeploy.packaging.triton_runner import TritonRepositoryRunner
 
     out = tmp_path / "repo"
     result = cli("package", models["external"], "--target", "triton", "-o", out, "--json")
@@ -127,7 +127,7 @@ def test_external_data_travels_with_the_model(cli, models, tmp_path):
 def test_repository_runner_refuses_what_triton_refuses(cli, models, tmp_path):
     from mdeploy.core import Format, ModelRef
     from mdeploy.errors import InputError
-    from mdeploy.packaging.triton import TritonRepositoryRunner
+    from mdeploy.packaging.triton_runner import TritonRepositoryRunner
 
     out = tmp_path / "repo"
     assert cli("package", models["mlp"], "--target", "triton", "-o", out, "--max-batch-size", "2").code == 0
@@ -164,12 +164,12 @@ def test_config_check_finds_a_batch_dim_in_dims_and_a_wrong_type(models):
 
 
 def test_v2_encode_decode_round_trip():
-    from mdeploy.packaging import triton
+    from mdeploy.packaging import v2_protocol
 
     feed = {"ids": np.arange(6, dtype=np.int64).reshape(2, 3), "x": np.linspace(0, 1, 4, dtype=np.float32).reshape(2, 2)}
-    body = json.loads(triton.v2_encode(feed))
+    body = json.loads(v2_protocol.v2_encode(feed))
     answer = json.dumps({"outputs": [{**entry, "name": entry["name"]} for entry in body["inputs"]]}).encode()
-    decoded = triton.v2_decode(answer)
+    decoded = v2_protocol.v2_decode(answer)
     for name, array in feed.items():
         assert decoded[name].dtype == array.dtype and np.array_equal(decoded[name], array)
 
@@ -199,9 +199,9 @@ def test_data_types_agree_with_tritonclient():
     from tritonclient.grpc import model_config_pb2 as pb
     from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
 
-    from mdeploy.packaging import triton
+    from mdeploy.packaging import v2_protocol
 
-    for name, (config_type, v2) in triton.DTYPES.items():
+    for name, (config_type, v2) in v2_protocol.DTYPES.items():
         assert config_type in pb.DataType.keys()
         if name in ("bfloat16", "str"):
             continue  # numpy has no bfloat16; str and object are both BYTES
