@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def mdeploy_quantize(src: Path, out: Path, **options) -> list[str]:
     """Quantize with mdeploy's pass and its defaults (options only say where the calibration data is)."""
     from mdeploy.core import ModelRef
-    from mdeploy.passes.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
+    from mdeploy.quantization.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
 
     result = OnnxQuantize().run(ModelRef.parse(str(src)), out, OnnxQuantizeOptions(**options))
     return result.notes

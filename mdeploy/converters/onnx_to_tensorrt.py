@@ -3,7 +3,7 @@
 Why it is built this way: TensorRT 11 networks are always strongly typed (the FP16/INT8 builder flags and the INT8
 calibrators are gone), so precision is a property of the ONNX model, not of the build: fp16 builds from a float16
 ONNX model (tensorrt_fp16, validated on CPU first), int8 from a model that already carries symmetric Q/DQ
-(`mdeploy quantize --target tensorrt`, checked by passes.tensorrt_rules). On 10.x the network is created with the
+(`mdeploy quantize --target tensorrt`, checked by quantization.tensorrt_rules). On 10.x the network is created with the
 STRONGLY_TYPED flag, so the same model gives the same engine types on both.
 
 Order: every check that needs no GPU runs first (the model loads, `--shapes` fits its inputs, every dynamic axis has a
@@ -143,7 +143,7 @@ def check_inputs(path: Path, o: OnnxToTensorRTOptions) -> dict[str, Any]:
         if o.precision == "fp16":
             raise InputError(f"{path.name} carries Q/DQ nodes and --precision fp16 would convert it to float16 first",
                              hint="build a Q/DQ model with --precision int8 (its Q/DQ nodes set the int8 parts)")
-        from mdeploy.passes.tensorrt_rules import require_trt_qdq
+        from mdeploy.quantization.tensorrt_rules import require_trt_qdq
 
         require_trt_qdq(path)
     return {"specs": specs, "profiles": profiles, "workspace": workspace, "qdq": bool(ops & _QDQ_OPS)}

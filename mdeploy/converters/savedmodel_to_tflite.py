@@ -1,6 +1,6 @@
 """SavedModel -> TFLite (float32, or float16 weights) through tf.lite.TFLiteConverter.
 
-INT8 is the `quantize` verb's job (passes/tflite_quantize.py): it needs calibration data and reports the
+INT8 is the `quantize` verb's job (quantization/tflite_quantize.py): it needs calibration data and reports the
 operators that could not be quantized. A `.keras` source reaches this edge through keras_to_savedmodel
 (the registry plans the two hops).
 """

@@ -44,7 +44,7 @@ class Role:
     def suffix(self, options: dict[str, Any], current: str) -> str | None:
         """The suffix of what it writes, reading the model `current`; None when its target is no format it can write.
         A folder has none; with no target option, the output's format follows the input's: quantize writes ONNX
-        from ONNX and TFLite from a TensorFlow model (the passes' targets, passes/*.py)."""
+        from ONNX and TFLite from a TensorFlow model (the passes' targets, quantization/*.py)."""
         if self.writes == FOLDER:
             return ""
         if self.target_option:

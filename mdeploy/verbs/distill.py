@@ -24,7 +24,7 @@ from mdeploy.errors import ConversionError, InputError, MdeployError
 from mdeploy.interrupts import sigterm_as_interrupt
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.passes.calibration import batches_from_data, fixed_batch
+from mdeploy.quantization.calibration import batches_from_data, fixed_batch
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs

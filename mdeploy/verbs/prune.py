@@ -25,7 +25,7 @@ from mdeploy import machine, registry
 from mdeploy.core import Format, ModelRef, Tolerance, classifier_choice, parse_specs
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.passes.calibration import batches_from_data
+from mdeploy.quantization.calibration import batches_from_data
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs

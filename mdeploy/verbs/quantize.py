@@ -1,6 +1,6 @@
 """`quantize SRC -o OUT`: INT8 quantization with the pass for the source's format, proved on data, repaired to a bar.
 
-The pass (passes/onnx_quantize.py, passes/tflite_quantize.py) writes the quantized model; this verb then proves on
+The pass (quantization/onnx_quantize.py, quantization/tflite_quantize.py) writes the quantized model; this verb then proves on
 data what it kept (output agreement, and task accuracy with labels), and with `--max-error` keeps the costliest
 nodes of an ONNX model in float until the bar holds. If it never does, the best model found is written and the
 report fails (exit 1).
@@ -19,8 +19,8 @@ from mdeploy.core import Format, ModelRef, classifier_choice, parse_specs, toler
 from mdeploy.errors import InputError, MdeployError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
-from mdeploy.passes.base import build_pass_options
-from mdeploy.passes.calibration import batches_from_data, fixed_batch
+from mdeploy.quantization.base import build_pass_options
+from mdeploy.quantization.calibration import batches_from_data, fixed_batch
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs

@@ -11,7 +11,7 @@ import pytest
 def bench_models(tmp_path_factory) -> dict[str, Path]:
     from fixtures import onnx_graphs
     from mdeploy.core import ModelRef
-    from mdeploy.passes.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
+    from mdeploy.quantization.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
 
     out = tmp_path_factory.mktemp("bench")
     fp32 = onnx_graphs.mlp(out / "mlp.onnx")

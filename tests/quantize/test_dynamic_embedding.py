@@ -82,7 +82,7 @@ def test_equal_weights_share_one_initializer_and_compute_the_same(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from mdeploy.passes import onnx_prepare
+    from mdeploy.quantization import onnx_prepare
 
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.1, (32, 32)).astype(np.float32)
@@ -108,7 +108,7 @@ def test_equal_weights_share_one_initializer_and_compute_the_same(tmp_path):
     expected = ort.InferenceSession(str(src)).run(None, x)[0]
     np.testing.assert_allclose(ort.InferenceSession(str(prepared.path)).run(None, x)[0], expected, rtol=1e-5, atol=1e-6)
     from mdeploy.core import Format, ModelRef
-    from mdeploy.passes.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
+    from mdeploy.quantization.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
 
     q = tmp_path / "q.onnx"
     OnnxQuantize().run(ModelRef(src, Format.ONNX), q, OnnxQuantizeOptions(mode="dynamic"))

@@ -1,4 +1,4 @@
-"""`quantize --target tensorrt` and the TensorRT Q/DQ pre-flight (passes/tensorrt_rules.py), on real models.
+"""`quantize --target tensorrt` and the TensorRT Q/DQ pre-flight (quantization/tensorrt_rules.py), on real models.
 
 The models are what the CLI really writes for the tiny CNN, the ONNX MLP and the digits classifier, with both
 targets; two small Q/DQ graphs are built by hand for what onnxruntime never writes (a per-channel activation
@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mdeploy.errors import InputError
-from mdeploy.passes.tensorrt_rules import HINT, check_qdq, require_trt_qdq
+from mdeploy.quantization.tensorrt_rules import HINT, check_qdq, require_trt_qdq
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 

@@ -8,8 +8,8 @@ import onnxruntime as ort
 
 from mdeploy import api
 from mdeploy.core import Format, ModelRef
-from mdeploy.passes.base import build_pass_options
-from mdeploy.passes.tflite_quantize import TFLiteQuantize
+from mdeploy.quantization.base import build_pass_options
+from mdeploy.quantization.tflite_quantize import TFLiteQuantize
 from tests.conftest import run_cli
 
 

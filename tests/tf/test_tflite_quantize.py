@@ -9,8 +9,8 @@ from mdeploy import api, registry
 from mdeploy.core import Format, ModelRef
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.frameworks import tflite_models
-from mdeploy.passes.base import build_pass_options
-from mdeploy.passes.tflite_quantize import TFLiteQuantize
+from mdeploy.quantization.base import build_pass_options
+from mdeploy.quantization.tflite_quantize import TFLiteQuantize
 from mdeploy.runners.tflite_runner import TFLiteRunner
 
 

@@ -13,7 +13,7 @@ import pytest
 from mdeploy import api
 from mdeploy.core import TensorSpec
 from mdeploy.errors import InputError
-from mdeploy.passes.calibration import batches_from_data
+from mdeploy.quantization.calibration import batches_from_data
 from mdeploy.validation.inputs import feeds_from_data
 from tests.checks import assert_clean_error
 from tests.conftest import run_cli

@@ -9,7 +9,7 @@ import pytest
 
 from fixtures import onnx_graphs
 from mdeploy.core import ModelRef, tolerance_for
-from mdeploy.passes.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
+from mdeploy.quantization.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
 from mdeploy.validation.layerwise import compare_layers
 
 

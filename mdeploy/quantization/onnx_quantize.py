@@ -7,7 +7,7 @@ unsigned 8-bit activations with signed weights on x86 (signed on ARM), QDQ forma
 static quantization, and 7-bit weights on x86 CPUs without VNNI (onnxruntime's own advice, against the
 saturation of u8*s8 products there). Everything is measured by benchmarks/quantize_*.py.
 
-`target="tensorrt"` writes the one form TensorRT 10/11 take instead (see passes/tensorrt_rules.py): static QDQ,
+`target="tensorrt"` writes the one form TensorRT 10/11 take instead (see quantization/tensorrt_rules.py): static QDQ,
 symmetric int8 activations (zero point 0, per-tensor scales), per-channel symmetric int8 weights, full 8-bit range,
 biases left in float (TensorRT refuses onnxruntime's int32 bias DequantizeLinear). The result is checked against
 those rules before it is returned.
@@ -26,8 +26,8 @@ from mdeploy.deps import require
 from mdeploy.errors import ConversionError, InputError, first_line
 from mdeploy.frameworks import onnx_models
 from mdeploy.logs import framework_output
-from mdeploy.passes import calibration, onnx_prepare
-from mdeploy.passes.base import Pass, PassResult
+from mdeploy.quantization import calibration, onnx_prepare
+from mdeploy.quantization.base import Pass, PassResult
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.validation import inputs as vinputs
 
@@ -305,7 +305,7 @@ class OnnxQuantize(Pass):
 
 def _check_tensorrt_form(out: Path) -> None:
     """What onnxruntime wrote must pass the same pre-flight the TensorRT converter runs: never hand on a model it refuses."""
-    from mdeploy.passes import tensorrt_rules
+    from mdeploy.quantization import tensorrt_rules
 
     problems = tensorrt_rules.check_qdq(out)
     if problems:

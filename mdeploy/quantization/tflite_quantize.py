@@ -23,7 +23,7 @@ import numpy as np
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.frameworks import tf_models, tflite_convert, tflite_models
-from mdeploy.passes.base import Pass, PassResult
+from mdeploy.quantization.base import Pass, PassResult
 from mdeploy.validation import inputs as vinputs
 
 MODES = ("dynamic", "static", "auto")
