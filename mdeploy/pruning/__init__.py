@@ -6,7 +6,9 @@
   faster on a dense runtime; the report says so and shows the latency).
 - the `--save-weights` file (state_dict + pruning history, rebuilt without pickle) is a format the loader reads:
   it lives in mdeploy/frameworks/pruning_record.py, and this package writes it through that module.
-- measure.py: parameters, MACs, channel counts, and onnxruntime latency of two models measured side by side.
+- methods.py: which --method does what (structured or masks), Taylor importance's loss, why a .pt2 cannot be pruned.
+- examples.py: the example inputs the dependency graph is traced with, and the training data read from --data.
+- measure.py: parameters, MACs and channel counts before and after (latency: mdeploy/measuring).
 - recover.py: BatchNorm recalibration and distillation from the unpruned model (mdeploy.training's loop).
 
 Everything here works on torch modules in-process; the verb (mdeploy/verbs/prune.py) passes only paths and numpy
