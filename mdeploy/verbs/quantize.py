@@ -233,7 +233,7 @@ class Plan:
     def _meet_bar(self, quantizer: Any, tmp: Path, proof: Proof, evaluate: Any, feeds: list[dict], report: Report) -> Proof:
         assert self.bar is not None
         verdict = self.bar.judge(proof)
-        info: dict[str, Any] = {"bar": str(self.bar), "met": verdict.met}  # no `missed`: the step and the notes say it
+        info: dict[str, Any] = {}
         if not verdict.met and self.pass_cls.target != Format.ONNX:
             report.notes.append("accuracy-aware repair works on ONNX models only; the bar is not met")
         elif not verdict.met:
@@ -270,7 +270,8 @@ class Plan:
                 report.notes.append(
                     f"the bar {self.bar} could not be met; wrote the best model found ({'; '.join(verdict.missed)})"
                 )
-        report.data["max_error"] = info
+        # the verdict's record first (bar, met, missed: one shape for quantize, prune and distill), then the repair's
+        report.data["max_error"] = {**verdict.to_dict(), **info}
         report.steps.append(verdict.step())
         return proof
 

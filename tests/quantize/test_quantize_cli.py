@@ -156,6 +156,7 @@ def test_unreachable_bar_writes_the_best_model_and_exits_1(graphs, tmp_path, cli
     )
     assert result.code == 1, result.stderr
     assert result.json["max_error"]["met"] is False
+    assert [m.split()[0] for m in result.json["max_error"]["missed"]] == ["cosine"]  # one record shape, as prune's
     assert any("could not be met" in n for n in result.json["notes"])
     assert (tmp_path / "b.onnx").exists()
 
