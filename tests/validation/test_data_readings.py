@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures.onnx_graphs import small_graph
 from mdeploy import api
 from mdeploy.core import TensorSpec
 from mdeploy.errors import InputError
@@ -21,23 +22,11 @@ from tests.conftest import run_cli
 FLOAT, INT64 = 1, 7
 
 
-def _save(path: Path, nodes: list, inputs: list, outputs: list, inits: list | None = None) -> Path:
-    import onnx
-    from onnx import helper
-
-    graph = helper.make_graph(nodes, path.stem, [helper.make_tensor_value_info(*i) for i in inputs],
-                              [helper.make_tensor_value_info(*o) for o in outputs], inits or [])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def attention_mask(path: Path) -> Path:
     """q[2, S, 4] * mask[1, S] (the mask broadcast over the batch): the arrays disagree on axis 0 by design."""
     from onnx import helper, numpy_helper
 
-    return _save(path, [helper.make_node("Unsqueeze", ["mask", "axes"], ["m3"]), helper.make_node("Mul", ["q", "m3"], ["y"])],
+    return small_graph(path, [helper.make_node("Unsqueeze", ["mask", "axes"], ["m3"]), helper.make_node("Mul", ["q", "m3"], ["y"])],
                  [("q", FLOAT, [2, "S", 4]), ("mask", FLOAT, [1, "S"])], [("y", FLOAT, [2, "S", 4])],
                  [numpy_helper.from_array(np.array([2], np.int64), "axes")])
 
@@ -46,7 +35,7 @@ def top_k(path: Path) -> Path:
     """TopK with `k` an input: x[3, 4] beside k[1]."""
     from onnx import helper
 
-    return _save(path, [helper.make_node("TopK", ["x", "k"], ["values", "indices"])],
+    return small_graph(path, [helper.make_node("TopK", ["x", "k"], ["values", "indices"])],
                  [("x", FLOAT, [3, 4]), ("k", INT64, [1])], [("values", FLOAT, [3, "K"]), ("indices", INT64, [3, "K"])])
 
 
@@ -54,14 +43,14 @@ def temperature(path: Path) -> Path:
     """x[batch, 3] / t with t a scalar input (rank 0: no sample axis)."""
     from onnx import helper
 
-    return _save(path, [helper.make_node("Div", ["x", "t"], ["y"])], [("x", FLOAT, ["batch", 3]), ("t", FLOAT, [])],
+    return small_graph(path, [helper.make_node("Div", ["x", "t"], ["y"])], [("x", FLOAT, ["batch", 3]), ("t", FLOAT, [])],
                  [("y", FLOAT, ["batch", 3])])
 
 
 def relu(path: Path, batch: int | str = "batch") -> Path:
     from onnx import helper
 
-    return _save(path, [helper.make_node("Relu", ["x"], ["y"])], [("x", FLOAT, [batch, 4])], [("y", FLOAT, [batch, 4])])
+    return small_graph(path, [helper.make_node("Relu", ["x"], ["y"])], [("x", FLOAT, [batch, 4])], [("y", FLOAT, [batch, 4])])
 
 
 def _data(path: Path, **arrays: np.ndarray) -> Path:
@@ -171,7 +160,7 @@ def log(path: Path, abs_first: bool = False) -> Path:
 
     nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Log", ["a"], ["y"])] if abs_first else \
         [helper.make_node("Log", ["x"], ["y"])]
-    return _save(path, nodes, [("x", FLOAT, ["batch", 3])], [("y", FLOAT, ["batch", 3])])
+    return small_graph(path, nodes, [("x", FLOAT, ["batch", 3])], [("y", FLOAT, ["batch", 3])])
 
 
 def test_nan_the_reference_computes_on_the_users_data_is_compared_as_values(tmp_path):

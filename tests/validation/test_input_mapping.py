@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures.onnx_graphs import small_graph
 from mdeploy import api
 from tests.checks import assert_clean_error
 from tests.conftest import run_cli
@@ -24,30 +25,18 @@ FLOAT, INT64 = 1, 7
 WEIGHTS = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
 
 
-def _save(path: Path, nodes: list, inputs: list, outputs: list, inits: list | None = None) -> Path:
-    import onnx
-    from onnx import helper
-
-    graph = helper.make_graph(nodes, path.stem, [helper.make_tensor_value_info(*i) for i in inputs],
-                              [helper.make_tensor_value_info(*o) for o in outputs], inits or [])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def linear(path: Path, name: str) -> Path:
     """NAME[batch, 4] @ W -> logits[batch, 3]: the same model under any input name."""
     from onnx import helper, numpy_helper
 
-    return _save(path, [helper.make_node("MatMul", [name, "w"], ["logits"])], [(name, FLOAT, ["batch", 4])],
+    return small_graph(path, [helper.make_node("MatMul", [name, "w"], ["logits"])], [(name, FLOAT, ["batch", 4])],
                  [("logits", FLOAT, ["batch", 3])], [numpy_helper.from_array(WEIGHTS, "w")])
 
 
 def cnn_like(path: Path) -> Path:
     from onnx import helper
 
-    return _save(path, [helper.make_node("ReduceMean", ["input"], ["logits"], axes=[2, 3], keepdims=0)],
+    return small_graph(path, [helper.make_node("ReduceMean", ["input"], ["logits"], axes=[2, 3], keepdims=0)],
                  [("input", FLOAT, ["batch", 3, 8, 8])], [("logits", FLOAT, ["batch", 3])])
 
 
@@ -59,7 +48,7 @@ def bert_like(path: Path, mask: bool = True) -> Path:
         [helper.make_node("Identity", ["input_ids"], ["s"])]
     nodes += [helper.make_node("Cast", ["s"], ["f"], to=FLOAT), helper.make_node("ReduceMean", ["f"], ["logits"], axes=[1])]
     inputs = [("input_ids", INT64, ["batch", "seq"])] + ([("attention_mask", INT64, ["batch", "seq"])] if mask else [])
-    return _save(path, nodes, inputs, [("logits", FLOAT, ["batch", 1])])
+    return small_graph(path, nodes, inputs, [("logits", FLOAT, ["batch", 1])])
 
 
 @pytest.mark.parametrize("with_data", [False, True])
