@@ -30,25 +30,20 @@ from mdeploy import __version__
 from mdeploy.cli.group import Group
 from mdeploy.errors import MdeployError
 
-# name -> (its module under mdeploy/cli, the line `mdeploy --help` shows for it), in the help's order. The line is
+# name (also its module under mdeploy/cli) -> the line `mdeploy --help` shows for it, in the help's order. The line is
 # the command's own first help line (its verb's `run` docstring); tests/cli/test_startup.py holds them equal.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("convert", ("Convert a model to another format and prove the result computes what the source did "
-                            "(exit 1 if not).")),
-    "validate": ("validate", "Run two models on the same inputs and compare every output. Exit 1 on a mismatch."),
-    "inspect": ("inspect", "Show inputs, outputs, operators, parameters and size of a model (exit 2 if it is invalid)."),
-    "plugins": ("plugins", ("List the plugins mdeploy found, with the error of any that is broken and why any is "
-                            "unavailable here.")),
-    "quantize": ("quantize", ("Quantize a model to INT8 and prove on data what accuracy it kept. Exit 1 when it did "
-                              "not keep enough.")),
-    "benchmark": ("benchmark", "Measure latency (mean/p50/p90/p99), throughput, peak memory and size of each model."),
-    "prune": ("prune", "Prune a PyTorch model (channels, or masks), recover it, export it to ONNX and prove what it kept."),
-    "distill": ("distill", ("Distill a teacher in any format into a small torch student, export it and prove it on "
-                            "held-out data.")),
-    "package": ("package", ("Package a model for a model server (MLflow, Triton, TF Serving, KServe), checked against "
-                            "the model.")),
-    "run": ("run", "Run a pipeline file: steps for every model, then gates; exit 1 when a gate fails."),
-    "report": ("report", "Work with the reports of `mdeploy run`."),
+COMMANDS: dict[str, str] = {
+    "convert": "Convert a model to another format and prove the result computes what the source did (exit 1 if not).",
+    "validate": "Run two models on the same inputs and compare every output. Exit 1 on a mismatch.",
+    "inspect": "Show inputs, outputs, operators, parameters and size of a model (exit 2 if it is invalid).",
+    "plugins": "List the plugins mdeploy found, with the error of any that is broken and why any is unavailable here.",
+    "quantize": "Quantize a model to INT8 and prove on data what accuracy it kept. Exit 1 when it did not keep enough.",
+    "benchmark": "Measure latency (mean/p50/p90/p99), throughput, peak memory and size of each model.",
+    "prune": "Prune a PyTorch model (channels, or masks), recover it, export it to ONNX and prove what it kept.",
+    "distill": "Distill a teacher in any format into a small torch student, export it and prove it on held-out data.",
+    "package": "Package a model for a model server (MLflow, Triton, TF Serving, KServe), checked against the model.",
+    "run": "Run a pipeline file: steps for every model, then gates; exit 1 when a gate fails.",
+    "report": "Work with the reports of `mdeploy run`.",
 }
 
 
@@ -58,7 +53,7 @@ class Commands(Group):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        for name, (_, line) in COMMANDS.items():
+        for name, line in COMMANDS.items():
             self.commands.setdefault(name, TyperCommand(name, help=line))
 
     def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
@@ -70,7 +65,7 @@ class Commands(Group):
 
 def load(name: str) -> Any:
     """The click command for COMMANDS[name], made from its module under mdeploy/cli."""
-    module = importlib.import_module(f"mdeploy.cli.{COMMANDS[name][0]}")
+    module = importlib.import_module(f"mdeploy.cli.{name}")
     if isinstance(getattr(module, "app", None), typer.Typer):  # `report`: a group of its own subcommands
         return typer.main.get_group(module.app)
     single = typer.Typer(add_completion=False)

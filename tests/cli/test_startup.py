@@ -65,10 +65,10 @@ def test_the_listing_shows_each_commands_own_help_line():
     first line of the command's own help (its verb's `run` docstring)."""
     from mdeploy.cli.app import COMMANDS, load
 
-    for name, (_, line) in COMMANDS.items():
+    for name, line in COMMANDS.items():
         assert load(name).help.strip().splitlines()[0] == line, name
     listing = run_cli("--help", env={"COLUMNS": "250"}).stdout
-    for name, (_, line) in COMMANDS.items():
+    for name, line in COMMANDS.items():
         assert any(row.split() and row.split()[1:2] == [name] and line in row for row in listing.splitlines()), name
 
 
