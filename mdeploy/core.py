@@ -26,6 +26,8 @@ class Format(StrEnum):
     KERAS = "keras"
     TFLITE = "tflite"
     TENSORRT = "tensorrt"
+    HF_MODEL = "hf-model"  # a Hugging Face model folder: config.json + safetensors (save_pretrained)
+    GENAI = "genai"  # an onnxruntime-genai folder: genai_config.json + model.onnx, a language model with its KV cache
 
     @classmethod
     def parse(cls, text: str) -> Format:
@@ -52,6 +54,8 @@ _WRITTEN = {
     Format.KERAS: ".keras",
     Format.TFLITE: ".tflite",
     Format.TENSORRT: ".engine",
+    Format.HF_MODEL: "",
+    Format.GENAI: "",
 }
 _SUFFIXES = {
     **{suffix: fmt for fmt, suffix in _WRITTEN.items() if suffix},
@@ -62,12 +66,17 @@ _SUFFIXES = {
 _FACTORY = re.compile(r"^(?P<target>[^:]+\.py|[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]\w*)$")
 
 
-def format_for_output(path: Path) -> Format:
-    """The format an output path asks for, by its extension (or a folder for a SavedModel)."""
+# what a folder output is, by the source's format (a SavedModel otherwise): a language model goes to onnxruntime-genai
+_FOLDER_OUTPUT = {Format.HF_MODEL: Format.GENAI}
+
+
+def format_for_output(path: Path, source: Format | None = None) -> Format:
+    """The format an output path asks for, by its extension; a folder is a SavedModel, or an onnxruntime-genai folder
+    for a Hugging Face language model `source`."""
     if path.suffix in _SUFFIXES:
         return _SUFFIXES[path.suffix]
     if path.suffix == "":
-        return Format.SAVEDMODEL
+        return _FOLDER_OUTPUT.get(source, Format.SAVEDMODEL) if source is not None else Format.SAVEDMODEL
     known = ", ".join(sorted(_SUFFIXES))
     raise InputError(
         f"cannot tell the output format from '{path.name}'",
@@ -142,7 +151,13 @@ def _detect(path: Path) -> Format:
     if path.is_dir():
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
             return Format.SAVEDMODEL
-        raise InputError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside)")
+        if (path / "genai_config.json").is_file():
+            return Format.GENAI
+        if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+            return Format.HF_MODEL
+        raise InputError(f"{path} is a folder of no known model format",
+                         hint="a SavedModel has saved_model.pb, a Hugging Face model config.json and *.safetensors "
+                         "(save_pretrained), an onnxruntime-genai model genai_config.json")
     if path.suffix in _SUFFIXES:
         return _SUFFIXES[path.suffix]
     known = ", ".join(sorted(_SUFFIXES))
