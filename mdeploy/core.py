@@ -155,7 +155,7 @@ def _detect(path: Path) -> Format:
             return Format.GENAI
         if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
             return Format.HF_MODEL
-        raise InputError(f"{path} is a folder of no known model format",
+        raise InputError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside) nor a language model",
                          hint="a SavedModel has saved_model.pb, a Hugging Face model config.json and *.safetensors "
                          "(save_pretrained), an onnxruntime-genai model genai_config.json")
     if path.suffix in _SUFFIXES:
