@@ -20,6 +20,7 @@ from mdeploy.errors import InputError, MdeployError
 from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.quantization.base import build_pass_options
+from mdeploy.quantization import weight_only
 from mdeploy.quantization.calibration import batches_from_data, fixed_batch
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
@@ -64,6 +65,14 @@ class Options:
     allow_float_fallback: bool = option(False, help="TFLite: keep ops without int8 kernels in float.")
     signature: str | None = option(None, help="TFLite: the SavedModel signature to convert.")
     inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
+    weights: str | None = option(None, help="Weight-only quantization: int4 | int8 weights (MatMulNBits, embeddings "
+                                 "too in int4), activations stay float; no calibration.", choices=("int4", "int8"))
+    block_size: int | None = option(None, help="--weights: weights per scale, 16 | 32 | 64 | 128 | 256 (default 32).", min=1)
+    method: str | None = option(None, help="--weights: rtn | hqq | k_quant (default rtn).", choices=("rtn", "hqq", "k_quant"))
+    symmetric: bool | None = option(None, flag="--symmetric/--asymmetric",
+                                    help="--weights: zero points or not (default: symmetric for rtn).")
+    accuracy_level: int | None = option(None, help="--weights: MatMulNBits compute type 0-4 (default 4: int8, fast on CPU).",
+                                        min=0, max=4)
     eval_data: str | None = option(None, help="Data to prove the result on (default: the calibration data).")
     labels: str | None = option(None, help=".npy of class ids for the data: reports task accuracy before and after.")
     max_error: str | None = option(None, help="The bar, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01 (comma-separated).")
@@ -88,10 +97,12 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         "exclude": o.exclude, "exclude_op": o.exclude_op, "op_types": o.op_types, "skip_preprocess": o.no_preprocess,
         "int8_io": o.int8_io, "allow_float_fallback": o.allow_float_fallback, "signature": o.signature,
         "inputs": parse_specs(o.inputs), "target": o.target,
+        "weights": o.weights, "block_size": o.block_size, "method": o.method, "symmetric": _switch(o.symmetric),
+        "accuracy_level": o.accuracy_level,
     }
     ref = ModelRef.parse(o.src, o.src_format).with_load_options(pass_kwargs)
     out = Path(o.output)
-    pass_cls = registry.pass_for("quantize", ref.format)
+    pass_cls = registry.pass_for("quantize" if o.weights is None else weight_only.VERB, ref.format)
     check_output(out, o.force)
     if out.resolve() == ref.path.resolve():
         raise InputError("the output would overwrite the input", hint="choose another output path")
@@ -182,7 +193,7 @@ class Plan:
         def evaluate(path: Path) -> Proof:
             cand = cand_runner_cls(ModelRef(path, self.pass_cls.target), device=self.device)
             with self.progress("validating", len(feeds)) as advance:
-                return prove(ref_runner, cand, feeds, tolerance, labels, label=f"int8 vs float on {source}", progress=advance)
+                return prove(ref_runner, cand, feeds, tolerance, labels, label=f"{getattr(self.options, 'weights', 'int8')} vs float on {source}", progress=advance)
 
         start = time.perf_counter()
         try:
