@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from mdeploy.cli.common import show_comparisons, stdout, verdict
 from mdeploy.cli.generate import command as _command
+from mdeploy.cli import runtime_table
 from mdeploy.verbs import quantize as verb
 
 if TYPE_CHECKING:
@@ -38,8 +39,31 @@ def _show(report: Report) -> None:
             stdout.print(f"  kept in float: {', '.join(s['nodes'])} ({s['op_type']}, added error {s['cost_rel_l2']:.4g})")
         if bar.get("exclude_args"):
             stdout.print(f"  reuse with: {bar['exclude_args']}")
+    if d.get("goal"):
+        _show_goal(d["goal"])
+    runtime_table.show(d.get("runtime"))
     show_comparisons(report)
     verdict(report, f"wrote {d['output']}")
+
+
+def _show_goal(goal: dict) -> None:
+    """--goal latency: every candidate tried, its latency, speed-up over float and accuracy, kept or why not."""
+    from rich.table import Table
+
+    table = Table(title=f"--goal latency: {len(goal['candidates'])} candidates in {goal['seconds']:.0f}s "
+                  f"(budget {goal['budget_s']:g}s)", title_justify="left")
+    for column in ("candidate", "latency ms", "speed-up", "cosine", "top-1", "acc. drop", "kept or why not"):
+        table.add_column(column, justify="left" if column in ("candidate", "kept or why not") else "right")
+    for c in goal["candidates"]:
+        acc = c["accuracy"]
+        cells = [f"{acc[k]:.{d}f}" if acc.get(k) is not None else "-" for k, d in (("cosine", 6), ("top1", 4), ("accuracy-drop", 4))]
+        ms = f"{c['latency_ms']:.3g}" if c["latency_ms"] is not None else "-"
+        speed = f"{c['speedup']:.2f}x" if c["speedup"] is not None else "-"
+        why = c["status"] + (f": {c['reason']}" if c["reason"] else "")
+        table.add_row(c["name"], ms, speed, *cells, f"[bold]{why}[/]" if c["status"] == "kept" else why)
+    stdout.print(table)
+    for line in goal["pruned"]:
+        stdout.print(f"  [dim]not tried on this CPU: {line}[/]")
 
 
 def _mib(n: int) -> str:

@@ -181,13 +181,13 @@ def kernel_pair(key: tuple, family: str, work: Path, activation: str = "uint8") 
 
 
 def kernel_ratio(fp32: Path, int8: Path, feed32: dict, feed8: dict, threads: int | None = 1,
-                 budget_s: float = 0.15) -> tuple[float, float, float]:
+                 budget_s: float = 0.05) -> tuple[float, float, float]:
     """Median ms of the float and the int8 kernel node (the profiler's time of the node itself), the two models
     run in turns, and their ratio (int8 / float)."""
     s32, s8 = ort_profile.ProfiledSession(fp32, threads), ort_profile.ProfiledSession(int8, threads)
     s32.infer(feed32)
     s8.infer(feed8)
-    runs = ort_profile.runs_for(s32.last_latency_s + s8.last_latency_s, budget_s, 10, 200)
+    runs = ort_profile.runs_for(s32.last_latency_s + s8.last_latency_s, budget_s, 10, 100)
     time_runs([(s32, feed32), (s8, feed8)], warmup=2, runs=runs, runs_per_turn=2)
     a, b = _kernel_ms(s32.finish(warmup=3)), _kernel_ms(s8.finish(warmup=3))
     return a, b, b / a if a > 0 else 1.0
@@ -203,7 +203,7 @@ def _kernel_ms(prof: ort_profile.Profile) -> float:
 
 
 def measure(fp32: Path, feed: dict[str, Any], family: str, work: Path, *, threads: int | None = 1,
-            activation: str = "uint8", max_kernels: int = MAX_KERNELS, kernel_budget_s: float = 0.15) -> Bound:
+            activation: str = "uint8", max_kernels: int = MAX_KERNELS, kernel_budget_s: float = 0.05) -> Bound:
     """The int8/float latency ratio this CPU's kernels allow for the float model `fp32` on `feed`, at `threads`
     (`family`: static or dynamic, the quantized model's kernels). One-node models are written to `work`."""
     if family not in ("static", "dynamic"):

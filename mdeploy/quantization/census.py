@@ -73,7 +73,7 @@ class FloatNode:
 @dataclass
 class Census:
     model: str
-    mode: str  # float | static | dynamic: what the executed graph shows
+    mode: str  # float | static | dynamic | weight-only: what the executed graph shows
     runs: int
     threads: int | None
     integer_time_share: float
@@ -159,23 +159,24 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
     kind_us: dict[str, float] = defaultdict(float)
     kind_macs: dict[str, int] = defaultdict(int)
     node_macs: dict[str, int] = {}
-    total_us = prof.total_us() or 1.0
+    total_us = sum(_time(n, prof.runs) for n in prof.nodes) or 1.0
     for node in prof.nodes:
         k = kind_of(node)
         macs = macs_of(node, weights, by_name.get(node.name))
         node_macs[node.name] = macs
         row = ops.setdefault((node.op, k), OpRow(node.op, k))
         row.count += 1
-        row.us += node.total_us
+        row.us += _time(node, prof.runs)
         row.macs += macs
-        kind_us[k] += node.total_us
+        kind_us[k] += _time(node, prof.runs)
         kind_macs[k] += macs
     total_macs = sum(kind_macs.values()) or 1
     for row in ops.values():
         row.time_share, row.mac_share = row.us / total_us, row.macs / total_macs
     executed = {n.op_type for n in graph.node}
     mode = ("dynamic" if executed & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger", "ConvInteger"}
-            else "static" if executed & (INTEGER_OPS | QDQ_OPS) else "float")
+            else "static" if executed & (INTEGER_OPS | QDQ_OPS) - {"MatMulNBits"}
+            else "weight-only" if "MatMulNBits" in executed else "float")
     unfused = [{"dequantize": n.name, "consumer": c.name, "consumer_op": c.op_type}
                for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in outputs
                for c in consumers[n.output[0]] if c.op_type not in QDQ_OPS | INTEGER_OPS]
@@ -187,7 +188,7 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
         if k != "float" or not (node_macs[node.name] or node.name in dq_fed):
             continue
         reason = why.of(node, by_name.get(node.name), node.name in dq_fed, producer)
-        float_nodes.append(FloatNode(node.name, node.op, reason, node.total_us / total_us, node_macs[node.name]))
+        float_nodes.append(FloatNode(node.name, node.op, reason, _time(node, prof.runs) / total_us, node_macs[node.name]))
     float_nodes.sort(key=lambda f: -f.time_share)
     shares = {k: kind_us[k] / total_us for k in KINDS}
     result = Census(
@@ -197,7 +198,19 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
         total_ms=(sorted(prof.run_us)[len(prof.run_us) // 2] / 1000) if prof.run_us else total_us / max(prof.runs, 1) / 1000,
     )
     result.notes = _notes(result)
+    integer_anyway = sorted(n.name for n in prof.nodes if kind_of(n) == "integer" and node_macs[n.name]
+                            and _aliases(n.name, by_name.get(n.name)) & excluded)
+    if integer_anyway:
+        result.notes.append(f"excluded by the user but run in integer all the same: {', '.join(integer_anyway)} (onnxruntime "
+                            "quantizes a float weight itself when the node sits between DequantizeLinear and "
+                            "QuantizeLinear; exclude its neighbours too to keep it float)")
     return result
+
+
+def _time(node: ort_profile.NodeTime, runs: int) -> float:
+    """A node's time over the timed runs, as its median run times their number: a run where another process took
+    the CPU moves one sample, not the node's share."""
+    return node.median_us * max(runs, len(node.us))
 
 
 class _Reasons:

@@ -21,7 +21,12 @@ METRICS = {
     "accuracy": ">=",  # task accuracy against labels
     "accuracy-drop": "<=",  # float accuracy minus quantized accuracy, against labels
     "max-abs": "<=",  # worst absolute error of any output value
+    "token-match": ">=",  # language models: share of greedily generated tokens equal to the source's (generation.py)
+    "perplexity-ratio": "<=",  # language models: candidate perplexity / source perplexity on a text
+    "speedup": ">=",  # float latency / int8 latency, measured side by side (quantize only)
 }
+# terms judged on the measured speed, not on the proof: the accuracy repair never chases them
+SPEED_METRICS = ("speedup",)
 _SPEC = re.compile(r"^\s*(?P<metric>[a-z0-9-]+)\s*(?P<op>>=|<=)\s*(?P<value>[-+0-9.eE]+)\s*$")
 
 
@@ -58,7 +63,7 @@ class Bar:
     def check(self, proof: Proof) -> tuple[float, list[str]]:
         """The worst margin over the criteria (>= 0: met) and a line per missed criterion."""
         worst, missed = float("inf"), []
-        for c in self.criteria:
+        for c in self.accuracy_criteria:
             measured = proof.metric(c.metric)
             if measured is None:
                 raise InputError(
@@ -70,6 +75,25 @@ class Bar:
             if margin < 0:
                 missed.append(f"{c.metric} {measured:.6g} (bar {c})")
         return worst, missed
+
+    @property
+    def accuracy_criteria(self) -> tuple[Criterion, ...]:
+        return tuple(c for c in self.criteria if c.metric not in SPEED_METRICS)
+
+    @property
+    def speed_criteria(self) -> tuple[Criterion, ...]:
+        return tuple(c for c in self.criteria if c.metric in SPEED_METRICS)
+
+    def judge_speed(self, speedup: float) -> Verdict:
+        """The speed terms' verdict on a measured speed-up (a bar without one is met)."""
+        speed = Bar(self.speed_criteria)
+        worst, missed = float("inf"), []
+        for c in speed.criteria:
+            margin = c.margin(speedup)
+            worst = min(worst, margin)
+            if margin < 0:
+                missed.append(f"{c.metric} {speedup:.3g} (bar {c})")
+        return Verdict(speed, worst, missed)
 
     def judge(self, proof: Proof) -> Verdict:
         """The bar's verdict on a proof: what the report's `max_error` record and `max-error` step say."""
@@ -100,8 +124,9 @@ class Verdict:
         return Step(f"max-error {self.bar}", "passed" if self.met else "failed", {"missed": self.missed} if self.missed else {})
 
 
-def parse_bar(text: str) -> Bar:
-    """`cosine>=0.995`, `top1>=0.99,accuracy-drop<=0.01`: comma-separated; all must hold."""
+def parse_bar(text: str, allow_speed: bool = False) -> Bar:
+    """`cosine>=0.995`, `top1>=0.99,accuracy-drop<=0.01`: comma-separated; all must hold. `speedup>=1.2` only where
+    the verb measures speed (`allow_speed`: quantize)."""
     criteria = []
     for part in [p for p in text.split(",") if p.strip()] or [text]:
         m = _SPEC.match(part)
@@ -113,6 +138,8 @@ def parse_bar(text: str) -> Bar:
         metric, op = m["metric"], m["op"]
         if metric not in METRICS:
             raise InputError(f"unknown metric '{metric}' in --max-error '{text}'", hint="metrics: " + ", ".join(METRICS))
+        if metric in SPEED_METRICS and not allow_speed:
+            raise InputError(f"--max-error {metric}: only quantize measures the speed-up", hint="drop it here")
         if op != METRICS[metric]:
             raise InputError(f"--max-error {metric} takes {METRICS[metric]}, not {op}", hint=f"e.g. {metric}{METRICS[metric]}...")
         try:

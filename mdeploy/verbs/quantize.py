@@ -21,7 +21,9 @@ from mdeploy.lazy import numpy as np
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.quantization.base import build_pass_options
 from mdeploy.quantization import weight_only
+from mdeploy.quantization import goal as goal_search
 from mdeploy.quantization.calibration import batches_from_data, fixed_batch
+from mdeploy.quantization import runtime_report
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
@@ -78,9 +80,14 @@ class Options:
     max_error: str | None = option(None, help="The bar, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01 (comma-separated).")
     eval_samples: int | None = option(None, help="Random samples to validate on when no data is given (default 16).", min=1)
     no_validate: bool = option(False, help="Skip proving the result (not recommended).")
+    no_speed: bool = option(False, help="Skip timing the float and int8 models and measuring the int8 bound (the "
+                            "precision census is still taken).")
     classifier_output: list[str] = option([], help="Output that is class scores, the only kind top-1 agreement is judged "
                                           "on (repeatable; default: decided from the graph and the output names).")
     no_classifier: bool = option(False, help="No output is class scores: top-1 is never judged.")
+    goal: str = option("accuracy", help="accuracy: the defaults (repaired to --max-error); latency: try the INT8 forms "
+                       "that can be fast on this CPU, keep the fastest that clears the bar.", choices=goal_search.GOALS)
+    budget: float | None = option(None, help="--goal latency: seconds the search may take (default 300).", above=0)
     device: str = option("cpu", help="cpu or cuda, for validation.", choices=("cpu", "cuda"))
     seed: int = option(0, help="Seed for random inputs (recorded in the report).")
     force: bool = option(False, help="Replace an existing output.")
@@ -109,10 +116,10 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     want = pass_cls.target.suffix
     if want and out.suffix != want:
         raise InputError(f"quantizing writes a {pass_cls.target.value} model here: name the output *{want}, not '{out.name}'")
-    bar = parse_bar(o.max_error) if o.max_error is not None else None
+    bar = parse_bar(o.max_error, allow_speed=True) if o.max_error is not None else None
     plan = Plan(ref, out, pass_cls, build_pass_options(pass_cls, chosen_options(pass_kwargs)), bar,
                 o.eval_data or o.calib_data, o.labels, o.eval_samples, not o.no_validate, o.device, o.seed, progress,
-                classifier_choice(o.classifier_output, o.no_classifier))
+                classifier_choice(o.classifier_output, o.no_classifier), o.goal, o.budget, speed=not o.no_speed)
     plan.check()
     with atomic_output(out, o.force) as tmp:
         return plan.execute(tmp)
@@ -137,6 +144,9 @@ class Plan:
     seed: int
     progress: ProgressFactory
     classifier_outputs: tuple[str, ...] | None = None  # the outputs top-1 is judged on (None: decided per output)
+    goal: str = "accuracy"
+    budget: float | None = None
+    speed: bool = True  # time float vs int8 against the int8 bound (--no-speed: off)
 
     def check(self) -> None:
         """Everything that can be checked before any work."""
@@ -148,6 +158,11 @@ class Plan:
             raise InputError(f"data not found: {self.data}")
         if self.bar and not self.validate:
             raise InputError("--max-error needs validation; drop --no-validate")
+        if self.bar and self.bar.speed_criteria and not self.speed:
+            raise InputError("--max-error speedup needs the timing --no-speed skips", hint="drop --no-speed")
+        if self.goal == "latency" and (not self.validate or self.pass_cls.verb != "quantize" or self.pass_cls.target != Format.ONNX):
+            raise InputError("--goal latency needs an ONNX model and validation (it keeps the fastest form that is "
+                             "proven accurate)", hint="drop --no-validate; quantize an .onnx model")
         if self.bar and self.bar.needs_labels and not (self.labels_path or (self.data and self._has_labels())):
             raise InputError(
                 "--max-error on accuracy needs labels",
@@ -178,6 +193,7 @@ class Plan:
         if not self.validate:
             report.data["size"] = _sizes(before, size_of(tmp))
             report.notes.append("not validated (--no-validate): nothing proves what the quantized model kept")
+            self._runtime(tmp, None, report)
             return report
         try:
             cand_runner_cls = registry.runner_for(self.pass_cls.target)
@@ -210,14 +226,24 @@ class Plan:
             "validate", "passed", {"data": source, "inputs_sha256": vinputs.feeds_hash(feeds)}, time.perf_counter() - start
         )
         report.steps.append(validated)
-        if self.bar:
+        if self.goal == "latency":
+            proof, self.options = goal_search.search(goal_search.Setup(
+                quantizer, self.ref, self.options, tmp, result, proof, evaluate, feeds, self.bar, self.budget, self.progress
+            ), report)
+        elif self.bar:
             proof = self._meet_bar(quantizer, tmp, proof, evaluate, feeds, report)
         validated.status = "passed" if proof.comparison else "failed"  # of the model written, after any repair
         report.comparisons.append(proof.comparison)
         if proof.accuracy:
             report.data["accuracy"] = proof.accuracy.to_dict()
         report.data["size"] = _sizes(before, size_of(tmp))
+        self._runtime(tmp, feeds[0], report)
         return report
+
+    def _runtime(self, tmp: Path, feed: dict | None, report: Report) -> None:
+        """The census of what onnxruntime runs, and (unless --no-speed) the speed against the int8 bound."""
+        if self.pass_cls.target == Format.ONNX:
+            runtime_report.add(report, self.ref.path, tmp, feed, self.options, self.bar, self.speed)
 
     def _feeds(self, runner: Any, report: Report) -> tuple[list[dict], np.ndarray | None, str]:
         specs = runner.input_specs()

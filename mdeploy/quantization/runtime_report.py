@@ -1,0 +1,81 @@
+"""What an ONNX quantize adds to its report about speed: the precision census of the int8 model as onnxruntime
+runs it, the float and int8 models timed side by side against the int8 bound, a WARNING with the reason when
+int8 is slower, and the verdict of a `speedup>=X` term of the bar.
+
+The verb calls `add` once, with the model it is about to write; everything lands in `report.data["runtime"]`
+(whole in --json and the reports) and a few lines in the notes (the terminal shows the short table).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mdeploy import machine
+from mdeploy.quantization import census as census_mod
+from mdeploy.quantization import speed_check
+
+if TYPE_CHECKING:  # annotations only
+    from mdeploy.reports.report import Report
+    from mdeploy.validation.bar import Bar
+
+THREADS = 1  # the census and the timing run at one intra-op thread: reproducible, and the bound's own setting
+
+
+def add(report: Report, src: Path, out: Path, feed: dict[str, Any] | None, options: Any, bar: Bar | None,
+        timing: bool = True) -> None:
+    """Take the census of `out`, and unless `timing` is off time it against `src` with the int8 bound; record
+    both in `report` and judge the bar's speed terms (a failed `speedup>=` step makes the report fail)."""
+    from mdeploy.reports.report import Step
+
+    if feed is None:
+        feed = _random_feed(src)
+    feed = speed_check.feed_for_timing(feed, _fixed_batch(out))
+    kept = [n for s in (report.data.get("max_error") or {}).get("kept_in_float", []) for n in s.get("nodes", [])]
+    c = census_mod.census(out, feed, threads=THREADS, excluded=getattr(options, "exclude", []) or [],
+                          excluded_ops=getattr(options, "exclude_op", []) or [], kept_by_repair=kept)
+    record: dict[str, Any] = {"census": c.to_dict(), "cpu": machine.int8_isa()}
+    report.notes.extend(f"census: {note}" for note in c.notes if c.mode != "float")
+    if timing:
+        family = c.mode if c.mode in ("static", "dynamic") else None
+        activation = getattr(options, "activation_type", "auto")
+        if activation not in ("int8", "uint8"):
+            activation = "int8" if machine.is_arm() else "uint8"
+        speed = speed_check.measure_speed(src, out, feed, family=family or "static", threads=THREADS, census=c,
+                                          activation=activation, with_bound=family is not None)
+        record["speed"] = speed.to_dict()
+        if speed.warning:
+            report.notes.append(speed.warning)
+        elif speed.of_bound is not None and speed.of_bound < 0.8 and speed.reasons:
+            report.notes.append(f"the int8 model reaches {speed.of_bound:.0%} of the speed-up this CPU's kernels allow: "
+                                + "; ".join(speed.reasons))
+    report.data["runtime"] = record
+    if bar is not None and bar.speed_criteria:
+        verdict = bar.judge_speed(record["speed"]["speedup"])
+        report.steps.append(Step(f"speed {', '.join(str(c) for c in bar.speed_criteria)}",
+                                 "passed" if verdict.met else "failed", {"missed": verdict.missed} if verdict.missed else {}))
+        judged = report.data.setdefault("max_error", {"bar": str(bar), "met": True, "missed": []})
+        judged["met"] = bool(judged.get("met", True)) and verdict.met
+        judged["missed"] = list(judged.get("missed", [])) + verdict.missed
+        if not verdict.met:
+            keep = " (no int8 form beats float here: keeping the float model is the faster choice)" if \
+                record["speed"]["speedup"] < 1 else ""
+            report.notes.append(f"the speed bar is not met: {'; '.join(verdict.missed)}{keep}")
+
+
+def _random_feed(src: Path) -> dict[str, Any]:
+    from mdeploy.core import Format, ModelRef
+    from mdeploy.lazy import numpy as np
+    from mdeploy.registry import open_runner
+    from mdeploy.validation.inputs import random_feed
+
+    specs = open_runner(ModelRef(Path(src), Format.ONNX), "cpu").input_specs()
+    return random_feed(specs, np.random.default_rng(0), batch=1)
+
+
+def _fixed_batch(path: Path) -> int | None:
+    """The batch the model fixes (None: free), so timing feeds it what it takes and batch 1 otherwise."""
+    from mdeploy.frameworks import onnx_models, onnx_skeleton
+    from mdeploy.quantization.calibration import fixed_batch
+
+    return fixed_batch(onnx_models.graph_inputs(onnx_skeleton.load_without_weights(Path(path))))
