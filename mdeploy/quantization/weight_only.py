@@ -149,6 +149,10 @@ class OnnxWeightOnly(Pass):
         counts = {op: len(v) for op, v in details["quantized"].items()}
         if rewritten:
             details["gemm_as_matmul"] = rewritten
+        if plan.by_rtn:
+            details["rounded_to_nearest"] = plan.by_rtn
+            s.notes.append(f"{len(plan.by_rtn)} MatMuls rounded to nearest instead of {s.method} (an odd number of "
+                           f"blocks per column, which onnxruntime's k_quant cannot pack)")
         notes = s.notes + prepared.notes + ([f"{rewritten} Gemm nodes written as MatMul + Add, so that their weights "
                                               "can be quantized (the quantizer takes MatMul only)"] if rewritten else []) + [
             f"{s.bits}-bit weights ({s.method}, blocks of {s.block_size}, {'symmetric' if s.symmetric else 'asymmetric'}): "
@@ -204,7 +208,9 @@ class NodePlan:
     candidates: dict[str, str] = field(default_factory=dict)
     left_float: list[dict[str, str]] = field(default_factory=list)
     bytes: dict[str, int] = field(default_factory=dict)
+    dims: dict[str, list[int]] = field(default_factory=dict)
     total_float_bytes: int = 0
+    by_rtn: list[str] = field(default_factory=list)  # MatMuls the chosen method cannot take, rounded to nearest instead
 
 
 def plan_nodes(model: Any, s: Settings, excluded: set[str]) -> NodePlan:
@@ -224,6 +230,7 @@ def plan_nodes(model: Any, s: Settings, excluded: set[str]) -> NodePlan:
         else:
             plan.candidates[node.name] = node.op_type
             plan.bytes[node.name] = _nbytes(weight)
+            plan.dims[node.name] = list(weight.dims)
     return plan
 
 
@@ -265,10 +272,16 @@ def _quantize(model: Any, s: Settings, plan: NodePlan) -> Any:
     else:
         config = (q.HQQWeightOnlyQuantConfig(block_size=s.block_size, bits=s.bits, op_types_to_quantize=("MatMul",))
                   if s.method == "hqq" else q.KQuantWeightOnlyQuantConfig(op_types_to_quantize=("MatMul",)))
-        passes.append((config, matmuls))
-        if gathers:  # hqq and k_quant cover MatMul only: the embedding tables by round to nearest
-            passes.append((q.DefaultWeightOnlyQuantConfig(block_size=s.block_size, is_symmetric=s.symmetric,
-                                                          op_types_to_quantize=("Gather",), bits=4), gathers))
+        if s.method == "k_quant":
+            # onnxruntime 1.31's k_quant packs the zero points of two columns into one byte when a column has an odd
+            # number of blocks and then fails to reshape them: those MatMuls are rounded to nearest instead
+            plan.by_rtn = sorted(n for n in matmuls if -(-plan.dims[n][-2] // s.block_size) % 2)
+        passes.append((config, matmuls - set(plan.by_rtn)))
+        # hqq and k_quant cover MatMul only: the embedding tables (and the MatMuls above) by round to nearest
+        rest = gathers | set(plan.by_rtn)
+        passes.append((q.DefaultWeightOnlyQuantConfig(block_size=s.block_size, is_symmetric=s.symmetric,
+                                                      accuracy_level=s.accuracy_level, bits=4,
+                                                      op_types_to_quantize=("MatMul", "Gather")), rest))
     for config, chosen in passes:
         if not chosen:
             continue
