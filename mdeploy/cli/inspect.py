@@ -9,6 +9,7 @@ from rich.table import Table
 
 from mdeploy.cli.common import stdout
 from mdeploy.cli.generate import command as _command
+from mdeploy.cli import runtime_table
 from mdeploy.verbs import inspect as verb
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def _show(report: Report) -> None:
         stdout.print(f"[yellow]note:[/] {escape(note)}")
     for problem in info.get("problems") or []:
         stdout.print(f"[red]invalid ({escape(problem['source'])}):[/] {escape(problem['message'])}")
+    runtime_table.show(report.data.get("runtime"))
 
 
 def _size(n: int) -> str:

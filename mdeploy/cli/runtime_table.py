@@ -36,8 +36,8 @@ def show(record: dict[str, Any] | None) -> None:
             stdout.print(f"  float: {escape(f['node'])} ({f['op']}, {f['time_share']:.0%} of the time): {escape(f['reason'])}")
         if len(c["float_nodes"]) > TOP_FLOAT:
             stdout.print(f"  ... and {len(c['float_nodes']) - TOP_FLOAT} more float GEMM/Conv nodes (--json lists them)")
-        if c["unfused_qdq"]:
-            stdout.print(f"  {len(c['unfused_qdq'])} Q/DQ pair(s) not fused into integer kernels")
+        for note in c.get("notes") or []:
+            stdout.print(f"  [yellow]{escape(note)}[/]")
     speed = record.get("speed")
     if speed:
         line = (f"speed at {speed['threads'] or 'all'} thread(s): float {speed['float_ms']:.3g} ms, int8 {speed['int8_ms']:.3g} ms: "

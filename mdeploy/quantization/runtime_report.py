@@ -35,7 +35,6 @@ def add(report: Report, src: Path, out: Path, feed: dict[str, Any] | None, optio
     c = census_mod.census(out, feed, threads=THREADS, excluded=getattr(options, "exclude", []) or [],
                           excluded_ops=getattr(options, "exclude_op", []) or [], kept_by_repair=kept)
     record: dict[str, Any] = {"census": c.to_dict(), "cpu": machine.int8_isa()}
-    report.notes.extend(f"census: {note}" for note in c.notes if c.mode != "float")
     if timing:
         family = c.mode if c.mode in ("static", "dynamic") else None
         activation = getattr(options, "activation_type", "auto")
@@ -79,3 +78,21 @@ def _fixed_batch(path: Path) -> int | None:
     from mdeploy.quantization.calibration import fixed_batch
 
     return fixed_batch(onnx_models.graph_inputs(onnx_skeleton.load_without_weights(Path(path))))
+
+
+def inspect_record(ref: Any, input_specs: list[Any]) -> dict[str, Any]:
+    """`inspect --runtime`: the census of any ONNX model on random inputs (`input_specs`: --input overrides for
+    free dimensions), with what this CPU's instruction sets imply for int8."""
+    from mdeploy.core import Format
+    from mdeploy.errors import InputError
+    from mdeploy.lazy import numpy as np
+    from mdeploy.registry import open_runner
+    from mdeploy.validation.inputs import random_feed
+
+    if ref.format != Format.ONNX:
+        raise InputError(f"--runtime shows what onnxruntime runs: {ref.name} is {ref.format.value}, not ONNX",
+                         hint=f"convert it first (mdeploy convert {ref.name} -o model.onnx), then inspect the .onnx")
+    specs = open_runner(ref, "cpu", input_specs or None).input_specs()
+    feed = random_feed(specs, np.random.default_rng(0), batch=1)
+    c = census_mod.census(ref.path, feed, threads=THREADS)
+    return {"census": c.to_dict(), "cpu": machine.int8_isa()}
