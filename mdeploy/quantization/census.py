@@ -25,6 +25,7 @@ from typing import Any
 
 from mdeploy import machine
 from mdeploy.deps import require
+from mdeploy.frameworks import onnx_skeleton
 from mdeploy.measuring import ort_profile
 
 INTEGER_OPS = {
@@ -105,7 +106,9 @@ def census(path: Path, feed: dict[str, Any], *, threads: int | None = 1, runs: i
             session.infer(feed)
         prof = session.finish(warmup=2)
         graph = require("onnx", extra="onnx").load(str(optimized), load_external_data=False).graph
-        return _take(Path(path), graph, prof, threads, set(excluded), set(excluded_ops), set(kept_by_repair))
+        source = onnx_skeleton.load_without_weights(Path(path)).graph
+        named = {o: n.name for n in source.node for o in n.output}  # a tensor of the file -> the node writing it
+        return _take(Path(path), graph, prof, threads, set(excluded), set(excluded_ops), set(kept_by_repair), named)
 
 
 def kind_of(node: ort_profile.NodeTime) -> str:
@@ -146,7 +149,7 @@ def macs_of(node: ort_profile.NodeTime, weights: dict[str, list[int]], graph_nod
 
 
 def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None, excluded: set[str],
-          excluded_ops: set[str], kept: set[str]) -> Census:
+          excluded_ops: set[str], kept: set[str], named: dict[str, str] | None = None) -> Census:
     by_name = {n.name: n for n in graph.node}
     weights = {t.name: list(t.dims) for t in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -181,7 +184,7 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
                for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in outputs
                for c in consumers[n.output[0]] if c.op_type not in QDQ_OPS | INTEGER_OPS]
     dq_fed = {u["consumer"] for u in unfused}
-    why = _Reasons(mode, excluded, excluded_ops, kept)
+    why = _Reasons(mode, excluded, excluded_ops, kept, named or {})
     float_nodes = []
     for node in prof.nodes:
         k = kind_of(node)
@@ -199,7 +202,7 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
     )
     result.notes = _notes(result)
     integer_anyway = sorted(n.name for n in prof.nodes if kind_of(n) == "integer" and node_macs[n.name]
-                            and _aliases(n.name, by_name.get(n.name)) & excluded)
+                            and _aliases(n.name, by_name.get(n.name), named) & excluded)
     if integer_anyway:
         result.notes.append(f"excluded by the user but run in integer all the same: {', '.join(integer_anyway)} (onnxruntime "
                             "quantizes a float weight itself when the node sits between DequantizeLinear and "
@@ -218,13 +221,13 @@ class _Reasons:
     loosely, because onnxruntime renames what it fuses (`/0/Conv` runs as `/0/Conv_token_1`, `fused /6/Gemm`, or
     as `/1/Relu_output_0_nchwc` after its Relu's output)."""
 
-    def __init__(self, mode: str, excluded: set[str], excluded_ops: set[str], kept: set[str]) -> None:
-        self.mode, self.excluded, self.excluded_ops, self.kept = mode, excluded, excluded_ops, kept
+    def __init__(self, mode: str, excluded: set[str], excluded_ops: set[str], kept: set[str], named: dict[str, str]) -> None:
+        self.mode, self.excluded, self.excluded_ops, self.kept, self.named = mode, excluded, excluded_ops, kept, named
         self.quantizable = _quantizable(mode)
 
     def of(self, node: ort_profile.NodeTime, graph_node: Any, dq_fed: bool, producer: dict[str, Any]) -> str:
         source_op = _SOURCE_OP.get(node.op, node.op)
-        names = _aliases(node.name, graph_node)
+        names = _aliases(node.name, graph_node, self.named)
         if self.mode == "float":
             return "the model is not quantized"
         if names & self.excluded or source_op in self.excluded_ops:
@@ -241,7 +244,7 @@ class _Reasons:
         return "not quantized by the quantizer (no calibrated range or weight for it)"
 
 
-def _aliases(name: str, graph_node: Any) -> set[str]:
+def _aliases(name: str, graph_node: Any, named: dict[str, str] | None = None) -> set[str]:
     """The source-graph names an executed node may carry: its own, without onnxruntime's and the quantizer's
     suffixes, and the tensors it writes (an NCHWc node is named after its output)."""
     found = {name}
@@ -254,8 +257,7 @@ def _aliases(name: str, graph_node: Any) -> set[str]:
         m = re.match(r"^(.*)_output_\d+$", tensor)  # torch's exporter names a node's output `<node>_output_0`
         if m:
             found.add(m[1])
-            found.add(m[1].rsplit("/", 1)[0] + "/" + m[1].rsplit("/", 1)[-1])
-    return found
+    return found | {named[t] for t in found if named and t in named}
 
 
 def _quantizable(mode: str) -> set[str]:

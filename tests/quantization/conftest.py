@@ -1,0 +1,41 @@
+"""Census fixtures, built once per session: fixtures/census_graphs.py's CNN and depthwise models, float and
+statically quantized by mdeploy's ONNX pass (its defaults), and the CNN again with conv0 excluded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def quantize(src: Path, out: Path, calib: Path, **options) -> Path:
+    from mdeploy.core import ModelRef
+    from mdeploy.quantization.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
+
+    OnnxQuantize().run(ModelRef.parse(str(src)), out, OnnxQuantizeOptions(calib_data=str(calib), **options))
+    return out
+
+
+@pytest.fixture(scope="session")
+def census_models(tmp_path_factory) -> dict[str, Path]:
+    from fixtures import census_graphs
+
+    out = tmp_path_factory.mktemp("census")
+    cnn = census_graphs.cnn(out / "cnn.onnx")
+    calib = census_graphs.calibration(out / "cnn_calib.npz", (1, 3, 32, 32))
+    dw = census_graphs.depthwise(out / "dw.onnx")
+    dw_calib = census_graphs.calibration(out / "dw_calib.npz", (1, 32, 28, 28))
+    return {
+        "cnn": cnn,
+        "cnn_int8": quantize(cnn, out / "cnn_int8.onnx", calib),
+        "cnn_int8_excluded": quantize(cnn, out / "cnn_int8_excluded.onnx", calib, exclude=["conv0"]),
+        "cnn_calib": calib,
+        "dw": dw,
+        "dw_int8": quantize(dw, out / "dw_int8.onnx", dw_calib),
+    }
+
+
+@pytest.fixture(scope="session")
+def cnn_feed() -> dict[str, np.ndarray]:
+    return {"image": np.random.default_rng(3).random((1, 3, 32, 32)).astype(np.float32)}

@@ -1,0 +1,82 @@
+"""quantization/census.py on real tiny models: what onnxruntime executes after a static quantize, and why a node
+stays float; its time shares checked against onnxruntime's own profile, read here independently."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from mdeploy.quantization.census import census
+
+# the integer kernels onnxruntime runs a static QDQ model with, named here apart from the census's own table
+INTEGER_KERNELS = {"QLinearConv", "QGemm", "QLinearMatMul", "QLinearGlobalAveragePool", "QLinearAdd"}
+
+
+def test_a_static_int8_cnn_runs_in_integer_and_its_float_model_does_not(census_models, cnn_feed):
+    int8 = census(census_models["cnn_int8"], cnn_feed, runs=5)
+    assert int8.mode == "static"
+    assert int8.integer_time_share > 0.3 and int8.integer_mac_share > 0.9
+    assert {r.op for r in int8.ops if r.kind == "integer"} >= {"QLinearConv", "QGemm"}
+    assert not int8.float_nodes  # every GEMM/Conv fused into an integer kernel
+    fp32 = census(census_models["cnn"], cnn_feed, runs=5)
+    assert fp32.mode == "float" and fp32.integer_time_share == 0 and fp32.integer_mac_share == 0
+    assert {f.reason for f in fp32.float_nodes} == {"the model is not quantized"}
+    # the same convolutions and GEMM, counted alike in both graphs (conv0 + conv1 + fc, at their own shapes)
+    macs = 16 * 32 * 32 * 27 + 32 * 16 * 16 * 144 + 10 * 32
+    assert sum(r.macs for r in fp32.ops) == macs == sum(r.macs for r in int8.ops)
+
+
+def test_a_node_excluded_by_the_user_is_listed_as_such(census_models, cnn_feed):
+    c = census(census_models["cnn_int8_excluded"], cnn_feed, runs=5, excluded=["conv0"])
+    floats = [f for f in c.float_nodes if f.op in ("Conv", "FusedConv")]
+    assert len(floats) == 1 and floats[0].reason == "excluded by the user"
+    assert floats[0].macs == 16 * 32 * 32 * 27
+    # without being told, the census cannot say the user excluded it
+    blind = census(census_models["cnn_int8_excluded"], cnn_feed, runs=5)
+    assert all(f.reason != "excluded by the user" for f in blind.float_nodes)
+
+
+def _profiler_integer_share(path: Path, feed: dict, runs: int, tmp: Path) -> float:
+    """The integer kernels' share of the per-node time sums of onnxruntime's own profile (warm-up runs dropped)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp / "p")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 2):
+        session.run(None, feed)
+    events = [e for e in json.loads(Path(session.end_profiling()).read_text()) if e.get("cat") == "Node"]
+    seen: dict[str, int] = defaultdict(int)
+    total = integer = 0.0
+    for e in events:
+        seen[e["name"]] += 1
+        if seen[e["name"]] <= 2:
+            continue
+        total += e["dur"]
+        op, first_input = e["args"]["op_name"], next(iter(e["args"]["input_type_shape"][0]))
+        if op in INTEGER_KERNELS or (first_input in ("uint8", "int8") and "Quantize" not in op):
+            integer += e["dur"]
+    return integer / total
+
+
+def test_the_census_integer_time_share_is_within_5_points_of_the_profilers_sums(census_models, cnn_feed, tmp_path):
+    path = census_models["cnn_int8"]
+    c = census(path, cnn_feed, runs=40)
+    reference = _profiler_integer_share(path, cnn_feed, 40, tmp_path)
+    assert abs(c.integer_time_share - reference) <= 0.05, (c.integer_time_share, reference)
+    assert abs(sum(c.shares.values()) - 1) < 1e-9
+
+
+def test_a_dynamic_model_counts_its_casts_and_dynamic_quantization(census_models, cnn_feed, tmp_path):
+    from tests.quantization.conftest import quantize
+
+    dynamic = quantize(census_models["cnn"], tmp_path / "dyn.onnx", census_models["cnn_calib"], mode="dynamic")
+    c = census(dynamic, cnn_feed, runs=5)
+    assert c.mode == "dynamic"
+    assert c.shares["q/dq"] > 0 and c.integer_mac_share > 0.9
+    assert np.isclose(sum(c.shares.values()), 1.0)
