@@ -80,7 +80,7 @@ def test_goal_latency_tables_every_candidate_and_keeps_the_fastest_passing_one(c
 def test_goal_latency_exits_1_with_the_table_when_no_candidate_meets_the_bar(cnn_data, cli, tmp_path):
     out = tmp_path / "cnn_int8.onnx"
     result = cli("quantize", cnn_data["model"], "-o", out, "--calib-data", cnn_data["calib"], "--goal", "latency",
-                 "--budget", "12", "--max-error", "max-abs<=0.000001", "--no-speed", "--json")
+                 "--budget", "10", "--max-error", "max-abs<=0.000001", "--no-speed", "--json")
     assert result.code == 1, result.stderr[-3000:]
     report = result.json
     tried = _tried(report)
@@ -95,14 +95,14 @@ def test_goal_latency_as_a_pipeline_step(cnn_data, cli, tmp_path):
         "version: 1\n"
         f"models:\n  - name: cnn\n    source: {cnn_data['model']}\n"
         f"data:\n  calib: {cnn_data['calib']}\n"
-        "steps:\n  - quantize: {goal: latency, budget: 6, calib: calib, no-speed: true}\n"
+        "steps:\n  - quantize: {goal: latency, budget: 1, calib: calib, no-speed: true}\n"
     )
     result = cli("run", tmp_path / "p.yaml", "--json", cwd=tmp_path)
     assert result.code == 0, result.stderr[-3000:]
     step = result.json["models"][0]["steps"][0]
     assert step["verb"] == "quantize" and step["status"] == "passed"
     g = json.loads((tmp_path / step["report"]).read_text())["goal"]
-    assert g["goal"] == "latency" and g["budget_s"] == 6 and g["candidates"][0]["status"] == "kept"
+    assert g["goal"] == "latency" and g["budget_s"] == 1 and g["stopped_early"] and g["candidates"][0]["status"] == "kept"
 
 
 def _opts(**kw) -> OnnxQuantizeOptions:
