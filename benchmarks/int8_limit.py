@@ -6,7 +6,7 @@ same run as the whole-model figures, what the int8 kernels can buy on this CPU:
 
 1. profile the fp32 model (onnxruntime's profiler, the same session settings as the timing): the time of
    every weight GEMM/Conv node with its shapes, and the rest;
-2. for every GEMM/Conv shape, a one-node fp32 model and its int8 counterpart built with the kernel family
+2. (mdeploy/measuring/int8_bound.py, the method quantize reports with) for every GEMM/Conv shape, a one-node fp32 model and its int8 counterpart built with the kernel family
    mdeploy's output uses (static: QDQ with uint8 activations and per-channel int8 weights, which onnxruntime
    fuses into QLinearConv / QGemm; dynamic: mdeploy's own dynamic quantization of the one-node model, i.e.
    DynamicQuantizeLinear + MatMulInteger, fused into DynamicQuantizeMatMul), timed side by side;
@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from _common import latencies, mdeploy_quantize, size
 
-from mdeploy import machine  # noqa: E402  (_common puts the repository on the path)
+from mdeploy import machine
+from mdeploy.measuring import int8_bound
 
 THREADS = (1, 2)
 GEMM_OPS = {"MatMul", "FusedMatMul", "Gemm", "FusedGemm"}
@@ -123,170 +123,13 @@ def kernel_key(node: NodeTime) -> tuple | None:
     return None
 
 
-def conv_attributes(x: tuple, w: tuple, y: tuple) -> dict:
-    """Strides, pads and group of a convolution, from its input, weight and output shapes (dilation 1)."""
-    group = x[1] // w[1]
-    kh, kw = w[2], w[3]
-    stride = max(1, round(x[2] / y[2]))
-    for pad in [(kh - 1) // 2, *range(kh)]:
-        if (x[2] + 2 * pad - kh) // stride + 1 == y[2]:
-            break
-    pads = [pad, (kw - 1) // 2, pad, (kw - 1) // 2]
-    return {"strides": [stride, stride], "pads": pads, "group": group, "kernel_shape": [kh, kw]}
-
-
-def _model(nodes, inputs, outputs, inits):  # noqa: ANN001, ANN202
-    from onnx import helper
-
-    graph = helper.make_graph(nodes, "kernel", inputs, outputs, inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-
-
-def kernel_pair(key: tuple, family: str, work: Path) -> tuple[Path, Path, dict, dict]:
-    """One-node fp32 model and its int8 counterpart for `key`, with feeds for each."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    tag = "_".join(str(v) for part in key[1:] for v in (part if isinstance(part, tuple) else (part,)))
-    fp32, int8 = work / f"{key[0]}_{tag}_fp32_v2.onnx", work / f"{key[0]}_{tag}_int8_{family}_v2.onnx"
-    if key[0] == "conv":
-        x, w, y = key[1:]
-        attrs = conv_attributes(x, w, y)
-        weight = rng.normal(0, 0.05, w).astype(np.float32)
-        bias = rng.normal(0, 0.05, w[0]).astype(np.float32)
-        op, a_shape, out_shape = "Conv", list(x), list(y)
-        b_name_attrs = attrs
-        w_axis = 0
-    else:
-        m, k, n = key[1:]
-        # the [K, N] layout onnxruntime runs both the fp32 graph's MatMul+Add (fused to Gemm) and the quantized one in
-        weight = rng.normal(0, 0.05, (k, n)).astype(np.float32)
-        bias = rng.normal(0, 0.05, n).astype(np.float32)
-        op, a_shape, out_shape = "Gemm", [m, k], [m, n]
-        b_name_attrs = {}
-        w_axis = 1
-    feed32 = {"x": rng.normal(0, 1, a_shape).astype(np.float32)}
-    if not fp32.exists():
-        node = helper.make_node(op, ["x", "w", "b"], ["y"], name="kernel", **b_name_attrs)
-        model = _model(
-            [node],
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, a_shape)],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-            [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
-        )
-        onnx.save(model, str(fp32))
-    if family == "dynamic":  # mdeploy's own dynamic quantization of the one-node model
-        if not int8.exists():
-            mdeploy_quantize(fp32, int8, mode="dynamic")
-        return fp32, int8, feed32, feed32
-    # static: uint8 in, uint8 out (as between two quantized layers), int8 per-channel weights, int32 bias
-    feed8 = {"x": rng.integers(0, 256, a_shape, dtype=np.uint8)}
-    if not int8.exists():
-        sx, zx, sy, zy = np.float32(0.02), np.uint8(128), np.float32(0.05), np.uint8(128)
-        channels = np.moveaxis(weight, w_axis, 0)
-        sw = (np.abs(channels).reshape(channels.shape[0], -1).max(1) / 127).astype(np.float32)
-        shape = [1] * weight.ndim
-        shape[w_axis] = -1
-        wq = np.clip(np.round(weight / sw.reshape(shape)), -127, 127).astype(np.int8)
-        bq = np.round(bias / (sx * sw)).astype(np.int32)
-        inits = [
-            numpy_helper.from_array(np.array(sx), "sx"),
-            numpy_helper.from_array(np.array(zx), "zx"),
-            numpy_helper.from_array(wq, "wq"),
-            numpy_helper.from_array(sw, "sw"),
-            numpy_helper.from_array(np.zeros(len(sw), np.int8), "zw"),
-            numpy_helper.from_array(bq, "bq"),
-            numpy_helper.from_array((sx * sw).astype(np.float32), "sb"),
-            numpy_helper.from_array(np.zeros(len(sw), np.int32), "zb"),
-            numpy_helper.from_array(np.array(sy), "sy"),
-            numpy_helper.from_array(np.array(zy), "zy"),
-        ]
-        nodes = [
-            helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["xf"], name="dq_x"),
-            helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wf"], name="dq_w", axis=w_axis),
-            helper.make_node("DequantizeLinear", ["bq", "sb", "zb"], ["bf"], name="dq_b", axis=0),
-            helper.make_node(op, ["xf", "wf", "bf"], ["yf"], name="kernel", **b_name_attrs),
-            helper.make_node("QuantizeLinear", ["yf", "sy", "zy"], ["y"], name="q_y"),
-        ]
-        model = _model(
-            nodes,
-            [helper.make_tensor_value_info("x", TensorProto.UINT8, a_shape)],
-            [helper.make_tensor_value_info("y", TensorProto.UINT8, out_shape)],
-            inits,
-        )
-        onnx.save(model, str(int8))
-    return fp32, int8, feed32, feed8
-
-
-def fused_ops(path: Path) -> list[str]:
-    """The operators onnxruntime actually runs for a model (after its graph optimizations)."""
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return sorted({n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node})
-
-
-def _profiled(path: Path, threads: int, prefix: Path):  # noqa: ANN202
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(prefix)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _kernel_runs(profile_file: str) -> list[float]:
-    """Per run, the time (us) of the GEMM/Conv node itself: layout changes at the model's edges (NCHWc reorders,
-    NHWC transposes) that a whole model pays once, not per layer, are left out."""
-    events = json.loads(Path(profile_file).read_text())
-    ops = GEMM_OPS | CONV_OPS | INT8_KERNELS
-    return [float(e["dur"]) for e in events if e.get("cat") == "Node" and e.get("args", {}).get("op_name") in ops]
-
-
-def kernel_ratio(fp32: Path, int8: Path, feed32: dict, feed8: dict, threads: int, seconds: float) -> tuple[float, float, float]:
-    """Median ms of the fp32 and the int8 kernel node (onnxruntime's profiler), run interleaved, and their ratio."""
-    with tempfile.TemporaryDirectory(prefix="int8-limit-kernel-") as tmp:
-        s32, s8 = _profiled(fp32, threads, Path(tmp) / "f"), _profiled(int8, threads, Path(tmp) / "q")
-        runs = 0
-        deadline = time.perf_counter() + 2 * seconds
-        while time.perf_counter() < deadline or runs < 8:
-            s32.run(None, feed32)
-            s8.run(None, feed8)
-            runs += 1
-        t32, t8 = _kernel_runs(s32.end_profiling())[3:], _kernel_runs(s8.end_profiling())[3:]  # 3 warm-up runs
-    a, b = statistics.median(t32) / 1000, statistics.median(t8) / 1000
-    return a, b, b / a
-
-
 def bound(fp32: Path, feed: dict, family: str, work: Path, threads: int, kernel_seconds: float) -> dict:
-    """The int8/fp32 ratio this CPU's kernels allow for the model, at `threads`."""
-    nodes = profile(fp32, feed, threads)
-    total = sum(n.us for n in nodes)
-    by_key: dict[tuple, float] = defaultdict(float)
-    for n in nodes:
-        key = kernel_key(n)
-        if key:
-            by_key[key] += n.us
-    weighted = sum(by_key.values())
-    rows = []
-    for key, us in sorted(by_key.items(), key=lambda kv: -kv[1]):
-        fp32_k, int8_k, f32, f8 = kernel_pair(key, family, work)
-        ms32, ms8, ratio = kernel_ratio(fp32_k, int8_k, f32, f8, threads, kernel_seconds)
-        rows.append({"kernel": key, "share": us / weighted, "fp32_ms": ms32, "int8_ms": ms8, "ratio": ratio})
-    if rows:  # the operators onnxruntime runs for the int8 one-node models: the kernel family measured
-        rows[0]["int8_ops"] = fused_ops(kernel_pair(rows[0]["kernel"], family, work)[1])
-    kernel = sum(r["share"] * r["ratio"] for r in rows)
-    f = weighted / total
-    return {"bound": (1 - f) + f * kernel, "gemm_conv_share": f, "kernel_ratio": kernel, "kernels": rows}
+    """The int8/fp32 ratio this CPU's kernels allow for the model, at `threads` (mdeploy.measuring.int8_bound)."""
+    b = int8_bound.measure(fp32, feed, family, work, threads=threads, max_kernels=64, kernel_budget_s=kernel_seconds)
+    rows = [{"kernel": k.key, "share": k.share, "fp32_ms": k.fp32_ms, "int8_ms": k.int8_ms, "ratio": k.ratio}
+            for k in b.kernels]
+    return {"bound": b.bound, "gemm_conv_share": b.gemm_conv_share, "kernel_ratio": b.kernel_ratio, "kernels": rows,
+            "extrapolated_share": b.extrapolated_share}
 
 
 def breakdown(path: Path, feed: dict, threads: int = 1) -> dict:
