@@ -212,7 +212,7 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
 
 def _time(node: ort_profile.NodeTime, runs: int) -> float:
     """A node's time over the timed runs, as its median run times their number: a run where another process took
-    the CPU moves one sample, not the node's share."""
+    the CPU moves one sample, not the node's share (on a busy machine plain sums swing by tens of points)."""
     return node.median_us * max(runs, len(node.us))
 
 
