@@ -1,4 +1,5 @@
-"""ONNX -> ONNX at another ai.onnx opset, with onnx's own version converter (`onnx.version_converter`).
+"""ONNX -> ONNX at another ai.onnx opset, with onnx's own version converter (`onnx.version_converter`); or, with
+`--precision fp16`, to float16 with the nodes that overflow it kept float32 (converters/float16.py).
 
 Why it exists: a model written at an opset newer than the installed onnxruntime reads cannot run here, and the
 error that says so tells the user to run `mdeploy convert MODEL.onnx -o OUT.onnx --opset N`. The version converter
@@ -42,8 +43,12 @@ _NO_PREVIOUS = re.compile(r"No Previous Version of (\w+) exists")
 class OnnxToOnnxOptions:
     opset: int | None = field(
         default=None,
-        metadata={"help": "the ai.onnx opset to move the model to, older or newer (required: it is all this edge changes)"},
+        metadata={"help": "the ai.onnx opset to move the model to, older or newer"},
     )
+    precision: str | None = field(default=None, metadata={"help": "fp16: float16 weights and activations, the nodes "
+                                                                   "that overflow float16 kept float32 (converters/float16.py)"})
+    calib_data: str | None = field(default=None, metadata={"help": "fp16: inputs to measure activation ranges on"})
+    keep_fp32: list[str] = field(default_factory=list, metadata={"help": "fp16: operator type or node name kept float32"})
 
 
 class OnnxToOnnx(Converter):
@@ -53,6 +58,8 @@ class OnnxToOnnx(Converter):
     name: ClassVar[str] = "onnx.version_converter"
 
     def convert(self, src: ModelRef, out: Path, options: OnnxToOnnxOptions) -> ConversionResult:
+        if options.precision not in (None, "fp32") or options.calib_data or options.keep_fp32:
+            return _to_float16(src, out, options)
         onnx = require("onnx", extra="onnx")
         model = onnx_models.load_proto(src.path)  # external data paths checked, weights not read
         source_opset = default_opset(model)
@@ -60,7 +67,8 @@ class OnnxToOnnx(Converter):
             raise InputError(
                 "converting ONNX to ONNX moves the model to another opset, and --opset was not given",
                 hint=f"give --opset N: {src.name} imports ai.onnx opset {source_opset}, and onnxruntime "
-                f"{ort_sessions.runtime_version()} reads opsets up to {runtime_opset()}",
+                f"{ort_sessions.runtime_version()} reads opsets up to {runtime_opset()} (or --precision fp16 for a "
+                "float16 model)",
             )
         target = options.opset
         newest = onnx.defs.onnx_opset_version()
@@ -113,6 +121,29 @@ class OnnxToOnnx(Converter):
             details={"opset": {"from": source_opset, "to": target}, "ir_version": {"from": ir_before, "to": result.ir_version},
                      "external_data": onnx_models.external_data_files(result)},
         )
+
+
+def _to_float16(src: ModelRef, out: Path, options: OnnxToOnnxOptions) -> ConversionResult:
+    """`--precision fp16`: the float16 model (float32 inputs and outputs), its overflowing nodes kept float32."""
+    from mdeploy.converters import float16
+
+    if options.precision != "fp16":
+        flags = "--calib-data and --keep-fp32 apply" if options.precision in (None, "fp32") else (
+            f"--precision {options.precision} does not apply: ONNX -> ONNX converts to fp16 only")
+        raise InputError(f"{flags}" + (" to --precision fp16 only" if options.precision in (None, "fp32") else ""),
+                         hint="int8 / int4: mdeploy quantize MODEL.onnx -o OUT.onnx" if options.precision not in
+                         (None, "fp32") else "add --precision fp16")
+    if options.opset is not None:
+        raise InputError("--opset and --precision fp16 are two conversions", hint="run them one after the other")
+    examples, dynamic = example_specs(onnx_models.graph_inputs(onnx_models.load_proto(src.path)))
+    if options.calib_data:  # the data's own batches, checked against the model's declared inputs
+        feeds, measured_on = float16.measuring_feeds(onnx_models.graph_inputs(onnx_models.load_proto(src.path)),
+                                                     options.calib_data)
+    else:  # random inputs at the shapes validation feeds
+        feeds, measured_on = float16.measuring_feeds(examples, None)
+    made = float16.convert_to_float16(src.path, out, feeds, measured_on, options.keep_fp32)
+    return ConversionResult(output=ModelRef(out, Format.ONNX), notes=made.notes, input_specs=examples,
+                            dynamic_axes=dynamic, details=made.details())
 
 
 def default_opset(model: Any) -> int | None:

@@ -2,7 +2,7 @@
 
 Why it is built this way: TensorRT 11 networks are always strongly typed (the FP16/INT8 builder flags and the INT8
 calibrators are gone), so precision is a property of the ONNX model, not of the build: fp16 builds from a float16
-ONNX model (tensorrt_fp16, validated on CPU first), int8 from a model that already carries symmetric Q/DQ
+ONNX model (converters/float16.py, the nodes that overflow float16 kept float32; validated on CPU first), int8 from a model that already carries symmetric Q/DQ
 (`mdeploy quantize --target tensorrt`, checked by quantization.tensorrt_rules). On 10.x the network is created with the
 STRONGLY_TYPED flag, so the same model gives the same engine types on both.
 
@@ -37,6 +37,8 @@ class OnnxToTensorRTOptions:
                                                 metadata={"help": "--dynamic NAME:AXIS: an axis that needs a --shapes range"})
     shapes: list[str] = field(default_factory=list, metadata={"help": "NAME:MIN:OPT:MAX optimization profile range"})
     precision: str = field(default="fp32", metadata={"help": "fp32 | fp16 (float16 ONNX first) | int8 (the model's Q/DQ)"})
+    keep_fp32: list[str] = field(default_factory=list, metadata={"help": "fp16: operator type or node name kept float32"})
+    calib_data: str | None = field(default=None, metadata={"help": "fp16: inputs to measure activation ranges on"})
     workspace: str | None = field(default=None, metadata={"help": "builder workspace limit, e.g. 2G or 512M"})
     timing_cache: str | None = field(default=None, metadata={"help": "timing cache file: read when it exists, saved after"})
     version_compatible: bool = field(default=False, metadata={"help": "engine also runs on later TensorRT versions"})
@@ -65,11 +67,13 @@ class OnnxToTensorRT(Converter):
         model_path = src.path
         details: dict[str, Any] = {"profiles": [p.as_dict() for p in plan["profiles"]], "precision": o.precision}
         if o.precision == "fp16":
-            from mdeploy.converters.tensorrt_fp16 import float16_model
-
-            model_path, comparison = float16_model(src.path, out.with_name(out.stem + ".fp16.onnx"), plan["profiles"])
-            notes.append(f"float16 ONNX (onnxconverter-common, float32 I/O) validated on CPU: {comparison.tolerance.describe()}")
+            made, comparison = float16_model(src.path, out.with_name(out.stem + ".fp16.onnx"), plan["profiles"],
+                                             keep_fp32=o.keep_fp32, calib_data=o.calib_data)
+            model_path = made.path
+            notes.extend(made.notes)
+            notes.append(f"float16 ONNX validated on CPU: {comparison.tolerance.describe()}")
             details["fp16_validation"] = comparison.to_dict()
+            details["kept_fp32"] = made.kept_fp32
         trt, torch = tensorrt_env.require_gpu()
         start = time.perf_counter()
         engine_bytes, io, cache_note = build_engine(trt, model_path, plan, o)
@@ -92,6 +96,35 @@ class OnnxToTensorRT(Converter):
         specs, dynamic = validation_specs(plan["specs"], plan["profiles"])  # convert validates inside the profile
         return ConversionResult(ModelRef(out, Format.TENSORRT), notes=notes, input_specs=specs, dynamic_axes=dynamic,
                                 details={**details, "sidecar": record})
+
+
+def float16_model(src: Path, dst: Path, profiles: list[Profile], seed: int = 0, keep_fp32: list[str] | None = None,
+                  calib_data: str | None = None) -> tuple[Any, Any]:
+    """The float16 ONNX model the engine is built from (converters/float16.py: nodes that overflow float16 at the
+    profiles' OPT shapes stay float32), proven on onnxruntime (CPU) there against the float32 model before any GPU is
+    involved: (Float16Model, Comparison); a ConversionError when it does not compute what the float32 one does."""
+    import numpy as np
+
+    from mdeploy.converters import float16
+    from mdeploy.validation import inputs as vinputs
+
+    opt = {p.name: p.opt for p in profiles}
+    specs = [TensorSpec(s.name, opt.get(s.name, s.shape), s.dtype, s.value_range)
+             for s in onnx_models.graph_inputs(onnx_models.load_proto(src))]
+    feeds = [vinputs.random_feed(specs, np.random.default_rng(seed))]
+    measure, measured_on = (float16.measuring_feeds(onnx_models.graph_inputs(onnx_models.load_proto(src)), calib_data)
+                            if calib_data else (feeds, "random inputs at the profiles' OPT shapes"))
+    made = float16.convert_to_float16(src, dst, measure, measured_on, keep_fp32 or ())
+    comparison = float16.compare_float16(src, dst, feeds, "float16 ONNX vs float32 ONNX (onnxruntime, CPU)")
+    if not comparison:
+        worst = "; ".join(f"{o.name}: max abs error {o.max_abs_error:.3g}, cosine {o.cosine:.4f}"
+                          for o in comparison.failures()[:3]) or "; ".join(comparison.notes[:2])
+        raise ConversionError(f"the float16 ONNX model of {src.name} does not compute what the float32 one does "
+                              f"(fp16 tolerance, onnxruntime on CPU): {worst}",
+                              hint="keep the nodes that lose it in float32 (convert to .onnx with --precision fp16 "
+                              "--keep-fp32 NODE first), build with --precision fp32, or quantize with mdeploy quantize "
+                              "--target tensorrt")
+    return made, comparison
 
 
 def parse_size(text: str | None) -> int | None:

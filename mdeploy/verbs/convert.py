@@ -46,6 +46,10 @@ class Options:
     precision: str | None = option(None, help="TFLite: fp32 | fp16 (float16 weights); TensorRT: fp32 | fp16 (a float16 "
                                    "ONNX model first) | int8 (from the model's Q/DQ); also picks the validation tolerance.",
                                    choices=("fp32", "fp16", "int8"))
+    calib_data: str | None = option(None, help="--precision fp16 to ONNX or TensorRT: inputs (.npz) the activation ranges "
+                                    "are measured on; nodes beyond float16's range stay float32 (default: random inputs).")
+    keep_fp32: list[str] = option([], help="--precision fp16 to ONNX or TensorRT: operator type or node name kept float32 "
+                                  "(repeatable).")
     shapes: list[str] = option([], help="TensorRT profile NAME:MIN:OPT:MAX, e.g. images:1x3x224x224:8x3x224x224:32x3x224x224 "
                                "(repeatable).")
     workspace: str | None = option(None, help="TensorRT builder workspace limit, e.g. 2G or 512M.")
@@ -79,7 +83,7 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         "unsafe_deserialization": o.unsafe_deserialization, "shapes": o.shapes, "workspace": o.workspace,
         "timing_cache": o.timing_cache, "version_compatible": o.version_compatible,
         "hardware_compatibility": o.hardware_compatibility, "builder_optimization_level": o.builder_optimization_level,
-        "refittable": o.refittable,
+        "refittable": o.refittable, "calib_data": o.calib_data, "keep_fp32": o.keep_fp32,
     })
     ref = ModelRef.parse(o.src, o.src_format, o.weights).with_load_options(converter_options)
     out = Path(o.output)

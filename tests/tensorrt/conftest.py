@@ -1,6 +1,7 @@
 """TensorRT fixtures, built once per session: the tiny MLP (x[batch, 16] -> logits[batch, 10]), its Q/DQ forms as
 `mdeploy quantize` really writes them (--target tensorrt: symmetric int8; --target cpu: uint8 activations), a model
-with two inputs and a fixed one, and a model whose float16 form overflows."""
+with two inputs and a fixed one, a model whose weight overflows float16 (kept float32 by the fp16 conversion) and one
+whose float16 form cancels its result (refused)."""
 
 from __future__ import annotations
 
@@ -52,9 +53,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     onnx.checker.check_model(two)
     onnx.save(two, str(out / "two_inputs.onnx"))
     paths["two_inputs"] = out / "two_inputs.onnx"
-    # x * 1e5: 1e5 is past float16's largest number (65504), so the float16 model's weight is clipped and it computes
-    # x * 65504 (onnxruntime's CPU provider runs some float16 ops in float32, so an activation overflow alone would
-    # not show on CPU; a weight out of range does)
+    # x * 1e5: 1e5 is past float16's largest number (65504): in float16 the weight would be clipped and the model
+    # compute x * 65504, so the fp16 conversion keeps this node float32
     graph = helper.make_graph(
         [helper.make_node("Mul", ["x", "k"], ["y"], name="scale")],
         "overflow",
@@ -66,6 +66,19 @@ def models(tmp_path_factory) -> dict[str, Path]:
     over.ir_version = 8
     onnx.save(over, str(out / "overflow.onnx"))
     paths["overflow"] = out / "overflow.onnx"
+    # x * 1.0001 - x: every value in float16's range, but 1.0001 is 1.0 in float16, so the float16 model computes 0
+    # where the float32 one computes x / 10000 (no node overflows: nothing for the float32 fallback to keep)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "a"], ["ax"], name="scale"), helper.make_node("Sub", ["ax", "x"], ["y"], name="sub")],
+        "cancel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        [numpy_helper.from_array(np.float32(1.0001), "a")],
+    )
+    cancel = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    cancel.ir_version = 8
+    onnx.save(cancel, str(out / "cancel.onnx"))
+    paths["cancel"] = out / "cancel.onnx"
     for target in ("tensorrt", "cpu"):
         q = out / f"mlp.qdq_{target}.onnx"
         result = run_cli("quantize", paths["mlp"], "-o", q, "--mode", "static", "--calib-samples", "16", "--target", target)

@@ -1,5 +1,6 @@
-"""The fp16 step: the ONNX model converted to float16 (I/O kept float32) and validated against the float32 one on
-onnxruntime (CPU) before any TensorRT build."""
+"""The fp16 step: the ONNX model converted to float16 (I/O kept float32) by converters/float16.py, the function
+`convert --precision fp16` to ONNX uses too, and validated against the float32 one on onnxruntime (CPU) before any
+TensorRT build."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from mdeploy.errors import ConversionError
-from mdeploy.converters.tensorrt_fp16 import float16_model
+from mdeploy.converters.onnx_to_tensorrt import float16_model
 from mdeploy.converters.tensorrt_profiles import Profile
 
 
@@ -18,7 +19,9 @@ def test_the_float16_model_keeps_float32_io_and_matches_on_cpu(models, tmp_path)
     import onnxruntime as ort
 
     profile = Profile("x", (1, 16), (8, 16), (32, 16), "--shapes")
-    path, comparison = float16_model(models["mlp"], tmp_path / "mlp.fp16.onnx", [profile])
+    made, comparison = float16_model(models["mlp"], tmp_path / "mlp.fp16.onnx", [profile])
+    path = made.path
+    assert made.kept_fp32 == []
     model = onnx.load(str(path))
     assert {i.data_type for i in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -33,15 +36,27 @@ def test_the_float16_model_keeps_float32_io_and_matches_on_cpu(models, tmp_path)
     assert half.dtype == np.float32 and np.abs(ref - half).max() < 1e-2
 
 
-def test_a_model_that_overflows_in_float16_is_refused(models, tmp_path):
+def test_a_node_whose_weight_overflows_float16_stays_float32_and_the_model_matches(models, tmp_path):
+    import onnx
+
     profile = Profile("x", (2, 8), (2, 8), (2, 8), "model")
-    with pytest.raises(ConversionError, match="float16 ONNX model of overflow.onnx does not compute what the float32 one"):
-        float16_model(models["overflow"], tmp_path / "over.fp16.onnx", [profile])
+    made, comparison = float16_model(models["overflow"], tmp_path / "over.fp16.onnx", [profile])
+    assert [(k["node"], k["op_type"]) for k in made.kept_fp32] == [("scale", "Mul")]
+    assert "initializer k holds values up to 1e+05" in made.kept_fp32[0]["reason"]
+    assert comparison.passed  # x * 1e5 computed in float32: no infinity, no clipping to 65504
+    model = onnx.load(str(made.path))
+    assert {i.name: i.data_type for i in model.graph.initializer}["k"] == onnx.TensorProto.FLOAT
+
+
+def test_a_model_that_loses_its_result_in_float16_is_refused(models, tmp_path):
+    profile = Profile("x", (2, 8), (2, 8), (2, 8), "model")
+    with pytest.raises(ConversionError, match="float16 ONNX model of cancel.onnx does not compute what the float32 one"):
+        float16_model(models["cancel"], tmp_path / "cancel.fp16.onnx", [profile])
 
 
 def test_the_cli_reports_the_fp16_problem_before_the_environment(cli, models, tmp_path):
-    result = cli("convert", models["overflow"], "-o", tmp_path / "over.engine", "--precision", "fp16")
+    result = cli("convert", models["cancel"], "-o", tmp_path / "cancel.engine", "--precision", "fp16")
     assert result.code == 2, result.stderr
-    assert result.stderr.startswith("error: the float16 ONNX model of overflow.onnx does not compute"), result.stderr
+    assert result.stderr.startswith("error: the float16 ONNX model of cancel.onnx does not compute"), result.stderr
     assert "Traceback" not in result.stderr
-    assert [p for p in os.listdir(tmp_path) if "over" in p] == []  # the float16 model lived in the staging folder only
+    assert [p for p in os.listdir(tmp_path) if "cancel" in p] == []  # the float16 model lived in the staging folder only
