@@ -204,7 +204,7 @@ class Plan:
             return report
         ref_runner = registry.open_runner(self.ref, self.device)
         feeds, labels, source = self._feeds(ref_runner, report)
-        tolerance = bar_tolerance(self.bar, tolerance_for("int8"), self.classifier_outputs)
+        tolerance = bar_tolerance(self.bar, tolerance_for(getattr(self.options, "weights", "int8")), self.classifier_outputs)
 
         def evaluate(path: Path) -> Proof:
             cand = cand_runner_cls(ModelRef(path, self.pass_cls.target), device=self.device)
