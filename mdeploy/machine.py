@@ -62,10 +62,10 @@ def int8_isa() -> dict[str, object]:
     elif "avx_vnni" in have:
         path, implies = "AVX-VNNI", "int8 GEMM/Conv kernels run about 2-3x faster than fp32 (256-bit VNNI)"
     elif "avx2" in have:
-        path, implies = ("AVX2 (no VNNI)", "int8 kernels gain at most about 2x over fp32, and 8-bit products can "
-                         "saturate (7-bit weights are used)")
+        path = "AVX2 (no VNNI)"
+        implies = "int8 kernels gain at most about 2x over fp32, and 8-bit products can saturate (7-bit weights are used)"
     elif "i8mm" in have or "asimddp" in have:
-        path = "ARM " + " + ".join(f for f, name in (("asimddp", "dot product"), ("i8mm", "i8mm")) if f in have)
+        path = "ARM " + " + ".join(name for f, name in (("asimddp", "dot product"), ("i8mm", "i8mm")) if f in have)
         implies = "int8 GEMMs run about 2-4x faster than fp32 with signed 8-bit activations"
     elif "asimd" in have:
         path, implies = "ARM NEON (no dot product)", "int8 kernels gain little over fp32"

@@ -59,6 +59,22 @@ class Profile:
     def total_us(self) -> float:
         return sum(n.total_us for n in self.nodes)
 
+    def quiet_runs(self, slack: float = 1.25) -> list[int]:
+        """The timed runs no other process got in the way of: those within `slack` times the median run. On a
+        busy machine one preempted node can take 20 ms in a run whose nodes take 100 us in all; summing it would
+        hand that node most of the time."""
+        if not self.run_us:
+            return []
+        limit = statistics.median(self.run_us) * slack
+        return [i for i, us in enumerate(self.run_us) if us <= limit]
+
+    def node_us(self, node: NodeTime, runs: list[int]) -> float:
+        """A node's summed time over `runs` (indices of timed runs); when the node does not run once per run (a
+        loop's body), its median times the number of runs."""
+        if len(node.us) == len(self.run_us):
+            return float(sum(node.us[i] for i in runs))
+        return node.median_us * len(runs)
+
 
 class ProfiledSession:
     """An onnxruntime session with its profiler on, run like a runner (`infer`, `last_latency_s`) so that

@@ -7,6 +7,10 @@ and Cast nodes that cost more than the integer kernels save, and kernels that ar
 The census reads that graph and the profiler's per-node times and says, per op type, which kernels run in
 integer and which in float, with their share of the multiply-accumulates and of the measured time.
 
+Time is the profiler's per-node durations summed over the timed runs, leaving out the runs another process
+preempted (a run 25% slower than the median): on a busy machine a single preempted node takes more time than the
+whole model, and would be charged all of it.
+
 A node counts as integer when its kernel computes on 8-bit (or narrower) data: the integer kernels
 (QLinearConv, QGemm, MatMulInteger, DynamicQuantizeMatMul...) and any other node whose first input is int8/uint8
 (a MaxPool or Transpose on uint8). QuantizeLinear/DequantizeLinear/DynamicQuantizeLinear are the Q/DQ overhead,
@@ -84,6 +88,7 @@ class Census:
     unfused_qdq: list[dict[str, str]]  # DequantizeLinear -> float consumer pairs onnxruntime did not fuse
     float_nodes: list[FloatNode]
     total_ms: float  # median whole run, from the profiler
+    quiet_runs: int = 0  # the timed runs the shares are summed over: those no other process preempted
     cpu: dict[str, Any] = field(default_factory=machine.int8_isa)
     notes: list[str] = field(default_factory=list)
 
@@ -162,16 +167,17 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
     kind_us: dict[str, float] = defaultdict(float)
     kind_macs: dict[str, int] = defaultdict(int)
     node_macs: dict[str, int] = {}
-    total_us = sum(_time(n, prof.runs) for n in prof.nodes) or 1.0
+    quiet = prof.quiet_runs()
+    total_us = sum(prof.node_us(n, quiet) for n in prof.nodes) or 1.0
     for node in prof.nodes:
         k = kind_of(node)
         macs = macs_of(node, weights, by_name.get(node.name))
         node_macs[node.name] = macs
         row = ops.setdefault((node.op, k), OpRow(node.op, k))
         row.count += 1
-        row.us += _time(node, prof.runs)
+        row.us += prof.node_us(node, quiet)
         row.macs += macs
-        kind_us[k] += _time(node, prof.runs)
+        kind_us[k] += prof.node_us(node, quiet)
         kind_macs[k] += macs
     total_macs = sum(kind_macs.values()) or 1
     for row in ops.values():
@@ -191,11 +197,11 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
         if k != "float" or not (node_macs[node.name] or node.name in dq_fed):
             continue
         reason = why.of(node, by_name.get(node.name), node.name in dq_fed, producer)
-        float_nodes.append(FloatNode(node.name, node.op, reason, _time(node, prof.runs) / total_us, node_macs[node.name]))
+        float_nodes.append(FloatNode(node.name, node.op, reason, prof.node_us(node, quiet) / total_us, node_macs[node.name]))
     float_nodes.sort(key=lambda f: -f.time_share)
     shares = {k: kind_us[k] / total_us for k in KINDS}
     result = Census(
-        model=str(path), mode=mode, runs=prof.runs, threads=threads, integer_time_share=shares["integer"],
+        model=str(path), mode=mode, runs=prof.runs, quiet_runs=len(quiet), threads=threads, integer_time_share=shares["integer"],
         integer_mac_share=kind_macs["integer"] / total_macs, shares=shares,
         ops=sorted(ops.values(), key=lambda r: -r.us), unfused_qdq=unfused, float_nodes=float_nodes,
         total_ms=(sorted(prof.run_us)[len(prof.run_us) // 2] / 1000) if prof.run_us else total_us / max(prof.runs, 1) / 1000,
@@ -209,11 +215,6 @@ def _take(path: Path, graph: Any, prof: ort_profile.Profile, threads: int | None
                             "QuantizeLinear; exclude its neighbours too to keep it float)")
     return result
 
-
-def _time(node: ort_profile.NodeTime, runs: int) -> float:
-    """A node's time over the timed runs, as its median run times their number: a run where another process took
-    the CPU moves one sample, not the node's share (on a busy machine plain sums swing by tens of points)."""
-    return node.median_us * max(runs, len(node.us))
 
 
 class _Reasons:
