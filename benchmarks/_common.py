@@ -76,6 +76,10 @@ def report(title: str, fp32: Path, variants: dict[str, Path], feed: dict, eval_f
             rows[name][f"latency_ratio_{threads}t"] = lat[name] / lat["fp32"]
             rows[name][f"ms_{threads}t"] = lat[name]
         rows.setdefault("fp32", {})[f"ms_{threads}t"] = lat["fp32"]
+    from mdeploy import machine
+
+    isa = machine.int8_isa()
+    print(f"\nCPU: {machine.describe()}\nint8 kernels: {isa['int8_path']}: {isa['implies']}")
     print(
         f"\n== {title} (fp32: {size(fp32) / 2**20:.1f} MiB, {rows['fp32']['ms_1t']:.1f} ms at 1 thread, "
         f"{rows['fp32']['ms_2t']:.1f} ms at 2 threads)"

@@ -9,7 +9,6 @@ activations; it asserts on some exports, and then we fall back to ONNX shape inf
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,4 +316,6 @@ def cpu_has_vnni() -> bool:
 
 
 def is_arm() -> bool:
-    return platform.machine().lower() in ("arm64", "aarch64") or platform.machine().lower().startswith("arm")
+    from mdeploy import machine
+
+    return machine.is_arm()
