@@ -220,8 +220,9 @@ def fold_constants(src: Path, dst: Path, large: bool) -> None:
     ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
 
 
-def prepare(src: Path, workdir: Path, preprocess: bool = True) -> Prepared:
-    """Load, check, fold and shape-infer `src` into `workdir`; never touches `src`."""
+def prepare(src: Path, workdir: Path, preprocess: bool = True, infer_shapes: bool = True) -> Prepared:
+    """Load, check, fold and shape-infer `src` into `workdir`; never touches `src`. `infer_shapes=False`: no shape
+    inference (weight-only quantization needs none, and onnxruntime's symbolic pass imports torch and sympy)."""
     onnx = require("onnx", extra="onnx")
     model = onnx_models.load_proto(src, with_data=True)
     check_not_quantized(model, src)
@@ -249,7 +250,8 @@ def prepare(src: Path, workdir: Path, preprocess: bool = True) -> Prepared:
             notes.append("pre-processing: constant folding and basic graph optimizations (onnxruntime)")
         except Exception as exc:
             notes.append(f"pre-processing: constant folding failed ({first_line(exc)}); quantizing the model as it is")
-        current = _infer_shapes(current, workdir, large, notes)
+        if infer_shapes:
+            current = _infer_shapes(current, workdir, large, notes)
     else:
         notes.append("pre-processing skipped (--no-preprocess): weights fed by constant subgraphs stay float")
     try:

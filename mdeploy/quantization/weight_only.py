@@ -55,7 +55,7 @@ class WeightOnlyOptions:
     accuracy_level: int | None = field(default=None, metadata={"help": "MatMulNBits compute type: 0 unset, 1 fp32, "
                                                                         "2 fp16, 3 bf16, 4 int8 (default 4: fastest on CPU)"})
     exclude: list[str] = field(default_factory=list, metadata={"help": "node names kept in float"})
-    skip_preprocess: bool = field(default=False, metadata={"help": "skip constant folding and shape inference"})
+    skip_preprocess: bool = field(default=False, metadata={"help": "skip constant folding"})
 
 
 @dataclass
@@ -114,7 +114,7 @@ class OnnxWeightOnly(Pass):
         s = resolve(options)
         with tempfile.TemporaryDirectory(prefix="mdeploy-weights-") as work:
             start = time.perf_counter()
-            prepared = onnx_prepare.prepare(src.path, Path(work), not options.skip_preprocess)
+            prepared = onnx_prepare.prepare(src.path, Path(work), not options.skip_preprocess, infer_shapes=False)
             self.producers = prepared.producers
             unknown = sorted(set(options.exclude) - prepared.node_names)
             if unknown:

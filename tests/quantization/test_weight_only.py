@@ -1,0 +1,116 @@
+"""quantization/weight_only.py (`mdeploy quantize --weights int4|int8`) on a real tiny transformer: the GPT-like
+decoder of fixtures/models/text_decoder.py exported by torch (embedding table, attention, MLP and LM head as
+MatMul / Gemm, attention scores as activation x activation MatMuls), and on the hand-built MLP for the accuracy bar."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mdeploy.core import ModelRef
+from mdeploy.quantization.weight_only import OnnxWeightOnly, WeightOnlyOptions
+from tests.checks import assert_clean_error
+
+FAST = ("--no-speed",)  # the speed check times both models: not what these tests are about
+
+SEQ = 16
+
+
+@pytest.fixture(scope="session")
+def decoder(tmp_path_factory) -> dict[str, Path]:
+    """The decoder as torch's TorchScript exporter writes it (input_ids 1x16), and held-out token ids to prove on."""
+    import torch
+
+    from fixtures.models import text_decoder
+
+    out = tmp_path_factory.mktemp("weight_only")
+    path = out / "decoder.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(text_decoder.build(), (torch.zeros(1, SEQ, dtype=torch.int64),), str(path), dynamo=False,
+                          input_names=["input_ids"], output_names=["logits"], opset_version=17)
+    ids = np.random.default_rng(7).integers(0, text_decoder.VOCAB, (8, SEQ)).astype(np.int64)
+    np.savez(out / "ids.npz", input_ids=ids)
+    return {"model": path, "data": out / "ids.npz"}
+
+
+def _ops(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_int4_replaces_every_weight_matmul_and_the_embedding_proven_on_data(cli, decoder, tmp_path):
+    out = tmp_path / "decoder.int4.onnx"
+    result = cli("quantize", decoder["model"], "-o", out, "--weights", "int4", "--eval-data", decoder["data"],
+                 "--no-classifier", "--json", *FAST)
+    assert result.code == 0, result.stderr
+    report = result.json
+    assert report["passed"] and report["mode"] == "weight-only"
+    ops = _ops(out)
+    # 2 layers x (attention in- and out-projection, 2 MLP) + LM head; 1 embedding table. The exporter wrote some of
+    # the Linears as Gemm, which the quantizer does not take: they were rewritten as MatMul first
+    assert ops.get("MatMulNBits") == 9 and ops.get("GatherBlockQuantized") == 1 and "Gemm" not in ops
+    details = report["steps"][0]["details"]
+    assert details["bits"] == 4 and details["block_size"] == 32 and details["method"] == "rtn"
+    assert details["quantized"]["Gather"] == ["/embed/Gather"] and len(details["quantized"]["MatMul"]) == 9
+    assert details["gemm_as_matmul"] >= _ops(decoder["model"])["Gemm"] > 0  # (+ MatMul + Add fused by the preparation)
+    # the 4 MatMuls left float are the attention products, whose "weight" is an activation
+    assert len(details["left_float"]) == 4 and ops.get("MatMul") == 4
+    assert {item["reason"].split(" (")[0] for item in details["left_float"]} == {"its weight is computed at run time"}
+    assert report["size"]["ratio"] < 0.35  # tiny model: graph overhead and per-block scales weigh more here
+    comparison = report["comparisons"][0]
+    assert comparison["passed"] and str(decoder["data"]) in comparison["label"]
+    assert comparison["outputs"][0]["cosine"] >= 0.99
+    # the same output again: refused without --force, nothing touched
+    before = out.read_bytes()
+    again = cli("quantize", decoder["model"], "-o", out, "--weights", "int4")
+    assert_clean_error(again, "output exists")
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["decoder.int4.onnx"]
+
+
+def test_a_block_size_matmulnbits_does_not_take_is_refused_before_any_work(cli, decoder, tmp_path):
+    out = tmp_path / "bad.onnx"
+    result = cli("quantize", decoder["model"], "-o", out, "--weights", "int4", "--block-size", "48")
+    assert_clean_error(result, "--block-size 48", hint=True, out=out, folder=tmp_path)
+
+
+def test_int8_weights_leave_the_embedding_float_and_say_why(decoder, tmp_path):
+    out = tmp_path / "decoder.int8w.onnx"
+    result = OnnxWeightOnly().run(ModelRef.parse(str(decoder["model"])), out,
+                                  WeightOnlyOptions(weights="int8", skip_preprocess=True))
+    assert result.details["bits"] == 8 and _ops(out).get("MatMulNBits") == 9
+    embedding = [item for item in result.details["left_float"] if item["op_type"] == "Gather"]
+    assert embedding == [{"node": "/embed/Gather", "op_type": "Gather",
+                          "reason": "GatherBlockQuantized (quantized embeddings) takes 4-bit data only"}]
+
+
+def test_excluded_nodes_stay_float_and_the_report_says_so(decoder, tmp_path):
+    out = tmp_path / "decoder.excl.onnx"
+    result = OnnxWeightOnly().run(ModelRef.parse(str(decoder["model"])), out,
+                                  WeightOnlyOptions(exclude=["/lm_head/MatMul"], skip_preprocess=True))
+    assert "/lm_head/MatMul" not in result.details["quantized"]["MatMul"]
+    assert {"node": "/lm_head/MatMul", "op_type": "MatMul", "reason": "excluded (--exclude)"} in result.details["left_float"]
+    assert _ops(out).get("MatMulNBits") == 8
+
+
+def test_a_bar_the_model_cannot_meet_exits_1_with_the_best_model_written(cli, tmp_path):
+    from fixtures import onnx_graphs
+
+    model = onnx_graphs.mlp(tmp_path / "mlp.onnx")
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "data.npz", x=rng.standard_normal((32, 16)).astype(np.float32),
+             labels=rng.integers(0, 10, 32))  # random labels: even the float model is far below the bar
+    out = tmp_path / "mlp.int4.onnx"
+    result = cli("quantize", model, "-o", out, "--weights", "int4", "--block-size", "16", "--eval-data",
+                 tmp_path / "data.npz", "--max-error", "accuracy>=0.95", "--json", *FAST)
+    assert result.code == 1, result.stderr
+    report = result.json
+    assert not report["passed"] and report["max_error"]["met"] is False
+    assert out.exists() and report["max_error"]["rounds"]  # the repair ran and the best model found was written
