@@ -8,6 +8,7 @@ The verb calls `add` once, with the model it is about to write; everything lands
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ def add(report: Report, src: Path, out: Path, feed: dict[str, Any] | None, optio
     if feed is None:
         feed = _random_feed(src)
     feed = speed_check.feed_for_timing(feed, _fixed_batch(out))
+    start = time.perf_counter()
     kept = [n for s in (report.data.get("max_error") or {}).get("kept_in_float", []) for n in s.get("nodes", [])]
     c = census_mod.census(out, feed, threads=THREADS, excluded=getattr(options, "exclude", []) or [],
                           excluded_ops=getattr(options, "exclude_op", []) or [], kept_by_repair=kept)
@@ -48,6 +50,7 @@ def add(report: Report, src: Path, out: Path, feed: dict[str, Any] | None, optio
         elif speed.of_bound is not None and speed.of_bound < 0.8 and speed.reasons:
             report.notes.append(f"the int8 model reaches {speed.of_bound:.0%} of the speed-up this CPU's kernels allow: "
                                 + "; ".join(speed.reasons))
+    record["seconds"] = round(time.perf_counter() - start, 3)  # what the census and the timing added to quantize
     report.data["runtime"] = record
     if bar is not None and bar.speed_criteria:
         verdict = bar.judge_speed(record["speed"]["speedup"])
