@@ -86,3 +86,20 @@ def test_a_dynamic_model_counts_its_casts_and_dynamic_quantization(census_models
     assert c.mode == "dynamic"
     assert c.shares["q/dq"] > 0 and c.integer_mac_share > 0.9
     assert np.isclose(sum(c.shares.values()), 1.0)
+
+
+def test_a_dynamically_quantized_mlp_runs_its_weight_gemms_in_integer(tmp_path):
+    from fixtures import onnx_graphs
+    from mdeploy.core import ModelRef
+    from mdeploy.quantization.onnx_quantize import OnnxQuantize, OnnxQuantizeOptions
+
+    mlp = onnx_graphs.mlp(tmp_path / "mlp.onnx")
+    out = tmp_path / "mlp_int8.onnx"
+    OnnxQuantize().run(ModelRef.parse(str(mlp)), out, OnnxQuantizeOptions(mode="dynamic"))
+    feed = {"x": np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)}
+    c = census(out, feed, runs=5)
+    assert c.mode == "dynamic"
+    rows = {r.op: r for r in c.ops}
+    assert rows["DynamicQuantizeMatMul"].kind == "integer" and rows["DynamicQuantizeMatMul"].count == 3
+    assert rows["DynamicQuantizeMatMul"].macs == 4 * (16 * 32 + 32 * 32 + 32 * 10)
+    assert c.integer_mac_share == 1.0 and not c.float_nodes
