@@ -6,7 +6,9 @@ kernels take u8 activations, its ARM kernels s8; dynamic quantization wins on tr
 static on CNNs; and some nodes (depthwise convolutions on x86) are slower as INT8 than as float, so a model can be
 faster with them left in float. Each candidate is quantized by the same pass (onnxruntime.quantization), proved on
 the same data by the same proof as every quantize (validation/proof.py, judged by validation/bar.py), and timed in
-turns with the float model (measuring/latency.time_runs), so that every speed-up is a ratio from one run.
+turns with the float model (measuring/latency.time_runs), so that every speed-up is a ratio from one run. Timing
+uses one intra-op thread, like the verb's speed check and the int8 bound: at more threads on a shared machine the
+ranking is decided by other processes (seen: a 2x faster dynamic form measured as a tie at 2 threads).
 
 The candidate list is pruned by what the CPU has (`forms`), because some forms cannot win there:
 - 7-bit weights (reduce_range) exist for x86 CPUs without VNNI, whose u8*s8 multiply-add (vpmaddubsw) saturates
@@ -202,7 +204,7 @@ class Setup:
     bar: Bar | None
     budget: float | None
     progress: ProgressFactory
-    threads: int | None = None
+    threads: int | None = 1  # as the verb's speed check: one intra-op thread is reproducible on a busy machine
 
 
 def search(setup: Setup, report: Report) -> tuple[Any, Any]:
