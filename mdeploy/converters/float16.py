@@ -80,6 +80,7 @@ def convert_to_float16(src: Path, dst: Path, feeds: Iterable[Feed] | None, measu
     del model
     _float32_outputs(converted, float_outputs)
     _float16_casts(converted)
+    _drop_stale_value_info(converted)
     if converted.ByteSize() > _PROTOBUF_LIMIT:
         onnx.save_model(converted, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=dst.name + ".data", size_threshold=1024)
@@ -240,6 +241,15 @@ def _float16_casts(model: Any) -> None:
     for node in model.graph.node:
         if node.op_type == "Cast" and _cast_to(node) == _FLOAT and types.get(node.output[0]) == _FLOAT16:
             next(a for a in node.attribute if a.name == "to").i = _FLOAT16
+
+
+def _drop_stale_value_info(model: Any) -> None:
+    """Drop the value infos of tensors no node reads or writes any more (the converter renames tensors around the
+    float32 nodes and leaves the old names' float16 types behind, which would mislead any reader of the graph)."""
+    used = {t for n in model.graph.node for t in [*n.input, *n.output]}
+    kept = [v for v in model.graph.value_info if v.name in used]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
 
 
 def _float32_tensor(graph: Any, node: Any, tensor: str) -> bool:
