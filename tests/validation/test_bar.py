@@ -38,3 +38,14 @@ def test_a_trailing_comma_is_harmless():
 def test_margin_is_positive_when_met():
     (c,) = parse_bar("accuracy-drop<=0.01").criteria
     assert c.margin(0.005) > 0 > c.margin(0.02)
+
+
+def test_a_speedup_term_is_judged_on_the_measured_speed_and_only_where_speed_is_measured():
+    bar = parse_bar("cosine>=0.99,speedup>=1.2", allow_speed=True)
+    assert [str(c) for c in bar.accuracy_criteria] == ["cosine>=0.99"]
+    assert bar.judge_speed(1.5).met and bar.judge_speed(1.5).missed == []
+    slow = bar.judge_speed(0.8)
+    assert not slow.met and slow.missed == ["speedup 0.8 (bar speedup>=1.2)"]
+    assert parse_bar("cosine>=0.99", allow_speed=True).judge_speed(0.5).met  # no speed term: nothing to miss
+    with pytest.raises(InputError, match="only quantize measures the speed-up"):
+        parse_bar("speedup>=1.2")  # prune and distill
