@@ -65,6 +65,28 @@ def _times(ratio: float | None) -> str:
     return f"{ratio:.2f}x" if ratio is not None else "-"
 
 
+def runtime(record: dict[str, Any]) -> list[str]:
+    """quantize's and inspect --runtime's census (what onnxruntime executes) and speed against the int8 bound."""
+    census, speed = record.get("census"), record.get("speed")
+    if not census:
+        return []
+    s = census["shares"]
+    lines = ["", f"## What onnxruntime runs ({census['mode']}, {census.get('threads') or 'all'} thread(s))", "",
+             f"Integer kernels: {s['integer']:.1%} of the time, {census['integer_mac_share']:.1%} of the MACs; "
+             f"float {s['float']:.1%}, Q/DQ {s['q/dq']:.1%}, Cast {s['cast']:.1%}.", ""]
+    lines += _table(["op", "kind", "nodes", "time", "MACs"],
+                    [[r["op"], r["kind"], r["count"], f"{r['time_share']:.1%}", f"{r['mac_share']:.1%}" if r["macs"] else ""]
+                     for r in census["ops"]])
+    for f in census.get("float_nodes", []):
+        lines.append(f"- float: `{f['node']}` ({f['op']}, {f['time_share']:.1%} of the time): {f['reason']}")
+    if speed:
+        bound = (f"; the int8 kernels allow {speed['bound_speedup']:.2f}x (reached {speed['of_bound']:.0%})"
+                 if speed.get("bound_speedup") else "")
+        lines += ["", f"Speed-up over float: {speed['speedup']:.2f}x ({speed['float_ms']:.3g} ms -> {speed['int8_ms']:.3g} ms "
+                  f"at {speed.get('threads') or 'all'} thread(s)){bound}."]
+    return lines
+
+
 def verb(d: dict[str, Any]) -> str:
     """A single verb's report (validate --report x.md)."""
     lines = [f"# mdeploy {d['command']}: {'PASSED' if d.get('passed') else 'FAILED'}", ""]
@@ -79,6 +101,7 @@ def verb(d: dict[str, Any]) -> str:
         lines += _table([c for c, _ in COLUMNS], comparison_rows(comparison))
         for note in comparison.get("notes", []):
             lines.append(f"\n> {note}")
+    lines += runtime(d.get("runtime") or {})
     for note in d.get("notes", []):
         lines.append(f"\n> {note}")
     versions = d.get("environment", {}).get("versions", {})

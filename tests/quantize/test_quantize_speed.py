@@ -31,6 +31,10 @@ def test_an_impossible_speedup_bar_exits_1_with_the_measured_speed(cnn, tmp_path
     assert any(m.startswith("speedup") for m in d["max_error"]["missed"])
     assert d["runtime"]["census"]["integer_time_share"] > 0
     assert out.exists()  # the model is written; the report fails, as for an accuracy bar
+    from mdeploy.reports import markdown
+
+    text = markdown.verb(d)  # the reports carry the census and the speed too
+    assert "## What onnxruntime runs (static" in text and "| QLinearConv | integer |" in text and "Speed-up over float" in text
 
 
 def test_no_speed_keeps_the_census_and_a_second_run_needs_force(cnn, tmp_path, cli):
