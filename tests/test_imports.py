@@ -26,9 +26,6 @@ KNOWN = {
     "mdeploy.outputs -> mdeploy.frameworks.onnx_models": "an ONNX output's companion files are its external data, which "
     "only the ONNX loader can name (read inside outputs.companions)",
     "mdeploy.outputs -> mdeploy.frameworks.onnx_skeleton": "the same: the model is read without its weights for the names",
-    "mdeploy.verbs.distill -> mdeploy.verbs.convert": "distill exports its student with the convert verb (and its validation)",
-    "mdeploy.verbs.prune -> mdeploy.verbs.convert": "prune exports the pruned model with the convert verb (and its validation)",
-    "mdeploy.verbs.prune -> mdeploy.verbs.validate": "prune validates a .pt2 output against the pruned module with validate",
 }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy import machine, registry
-from mdeploy.core import Format, ModelRef, Tolerance, classifier_choice, parse_specs
+from mdeploy.core import Format, ModelRef, Tolerance, classifier_choice, parse_dynamic, parse_specs, tolerance_for
 from mdeploy.errors import ConversionError, InputError
 from mdeploy.outputs import atomic_output, check_output, size_of
 from mdeploy.quantization.calibration import batches_from_data
@@ -296,14 +296,14 @@ class Job:
         return {"how": "distillation from the unpruned model" + (" + labels" if labels is not None else ""), **result}
 
     def _export(self, ref: ModelRef, out: Path, report: Report, validate: bool) -> None:
-        """Export with `convert` (and, for the pruned model, its validation against the pruned torch module)."""
-        from mdeploy.verbs import convert
+        """Export as `mdeploy convert` would (and, for the pruned model, prove it against the pruned torch module)."""
+        from mdeploy.conversion import convert_model
+        from mdeploy.converters.base import chosen_options
 
         dynamic = list(self.o.dynamic) or [f"{name}:0" for name in self.input_names]
-        done = convert.run(convert.Options(
-            src=ref.factory, output=str(out), weights=str(ref.weights) if ref.weights else None, inputs=list(self.o.inputs),
-            dynamic=dynamic, no_validate=not validate, seed=self.o.seed, force=True,
-            classifier_output=list(self.o.classifier_output)))
+        options = chosen_options({"inputs": parse_specs(self.o.inputs), "dynamic": [parse_dynamic(d) for d in dynamic]})
+        done = convert_model(ref.with_load_options(options), out, Format.ONNX, options, self._tolerance(),
+                             seed=self.o.seed, validate=validate, force=True)
         if validate:
             for step in done.steps:
                 report.steps.append(Step(f"export: {step.name}", step.status, step.details, step.seconds))
@@ -313,11 +313,18 @@ class Job:
             report.comparisons.extend(done.comparisons)
             report.notes.extend(done.notes)
 
+    def _tolerance(self) -> Tolerance:
+        """fp32 tolerances for an export, top-1 judged on the outputs `--classifier-output` names (or the graph's)."""
+        return tolerance_for("fp32", None, None, classifier_choice(self.o.classifier_output, False))
+
     def _export_pt2(self, ref: ModelRef, out: Path, report: Report | None) -> None:
         """torch.export the module `ref` builds (for the pruned one: the factory with the pruning record replayed, as
-        --save-weights users get it) with a dynamic batch; with a report, validate the .pt2 against that module."""
+        --save-weights users get it) with a dynamic batch; with a report, validate the .pt2 against that module on two
+        random samples, as `mdeploy validate` would."""
+        import numpy as np
+
         from mdeploy.frameworks import torch_models
-        from mdeploy.verbs import validate
+        from mdeploy.validation.run import compare, merged_specs
 
         loaded = torch_models.load(ref)
         example = []
@@ -330,17 +337,17 @@ class Job:
         if report is None:
             return
         start = time.perf_counter()
-        done = validate.run(validate.Options(reference=ref.factory or "", weights=str(ref.weights), candidate=str(out),
-                                             inputs=list(self.o.inputs), samples=2, seed=self.o.seed,
-                                             classifier_output=list(self.o.classifier_output)))
-        for comparison in done.comparisons:
-            what = "pruned .pt2 vs pruned torch"
-            comparison.label = f"{what} ({comparison.label})" if comparison.label else what
-            comparison.notes = [n.replace(str(out), str(self.out)) for n in comparison.notes]
-        report.comparisons.extend(done.comparisons)
-        passed = all(bool(c) for c in done.comparisons)
+        ref_runner = registry.open_runner(ref, input_specs=parse_specs(self.o.inputs) or None)
+        cand_runner = registry.open_runner(ModelRef(out, Format.PYTORCH_EXPORTED))
+        specs, rng = merged_specs(ref_runner, cand_runner), np.random.default_rng(self.o.seed)
+        feeds = [vinputs.random_feed(specs, rng) for _ in range(2)]
+        comparison = compare(ref_runner, cand_runner, feeds, self._tolerance())
+        what = "pruned .pt2 vs pruned torch"
+        comparison.label = f"{what} ({comparison.label})" if comparison.label else what
+        comparison.notes = [n.replace(str(out), str(self.out)) for n in comparison.notes]
+        report.comparisons.append(comparison)
         report.steps.append(Step("export: torch.export (.pt2), validated against the pruned torch module",
-                                 "passed" if passed else "failed", {}, time.perf_counter() - start))
+                                 "passed" if comparison else "failed", {}, time.perf_counter() - start))
 
     def _prove(self, tmp: Path, report: Report) -> None:
         """The pruned ONNX model against the unpruned original, on --eval-data (or random inputs)."""

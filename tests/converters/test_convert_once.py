@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+from mdeploy import conversion
 from mdeploy.converters import onnx_writing, torch_to_onnx
 from mdeploy.errors import ConversionError
 from mdeploy.frameworks import torch_models
@@ -57,7 +58,7 @@ def test_the_source_runs_once_at_the_example_inputs(tmp_path, source_runs):
 def test_reused_outputs_judge_exactly_like_running_the_source_again(tmp_path, monkeypatch):
     reused = _convert(tmp_path / "reused.onnx")
     run_reference = validation_run.run_reference
-    monkeypatch.setattr(convert, "run_reference", lambda ref, feeds, known=None: run_reference(ref, feeds))
+    monkeypatch.setattr(conversion, "run_reference", lambda ref, feeds, known=None: run_reference(ref, feeds))
     again = _convert(tmp_path / "again.onnx")
     assert "run the source at example inputs" in _timings(again, "validate")
     assert [c.to_dict() for c in reused.comparisons] == [c.to_dict() for c in again.comparisons]
