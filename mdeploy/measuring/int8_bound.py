@@ -217,13 +217,14 @@ def measure(fp32: Path, feed: dict[str, Any], family: str, work: Path, *, thread
     prof = session.finish(warmup=2)
     graph = onnx.load(str(optimized), load_external_data=False).graph
     by_name, weights = {n.name: n for n in graph.node}, {t.name: list(t.dims) for t in graph.initializer}
-    total = prof.total_us() or 1.0
+    quiet = prof.quiet_runs()  # runs no other process preempted: one preempted node would take all the weight
+    total = sum(prof.node_us(n, quiet) for n in prof.nodes) or 1.0
     by_key: dict[tuple, list] = {}
     for n in prof.nodes:
         key = kernel_key(n, by_name.get(n.name), weights)
         if key:
             entry = by_key.setdefault(key, [0.0, []])
-            entry[0] += n.total_us
+            entry[0] += prof.node_us(n, quiet)
             entry[1].append(n.name)
     weighted = sum(us for us, _ in by_key.values())
     kernels: list[Kernel] = []
