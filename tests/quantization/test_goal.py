@@ -86,7 +86,8 @@ def test_goal_latency_exits_1_with_the_table_when_no_candidate_meets_the_bar(cnn
     tried = _tried(report)
     # the whole table, whatever the budget allowed on a busy machine: every tried candidate missed the bar
     assert len(report["goal"]["candidates"]) >= 5 and tried
-    assert all(c["status"] in ("missed bar", "kept") and c["accuracy"]["cosine"] < 1 for c in tried)
+    assert all(c["status"] in ("missed bar", "kept") for c in tried)
+    assert all("max-abs" in c["reason"] for c in tried if c["status"] == "missed bar")
     assert "no candidate clears the bar" in next(c for c in tried if c["status"] == "kept")["reason"]
     assert report["max_error"]["met"] is False and report["goal"]["recommendation"] == "float"
     assert out.exists()  # the closest form is written, and the report fails
