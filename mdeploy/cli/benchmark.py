@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 def _show(report: Report) -> None:
     settings = report.data["settings"]
+    if "new_tokens" in settings:
+        _show_lm(report)
+        return
     gpu = settings["device"] == "cuda"  # host memory is then labelled as such beside the GPU's
     table = Table(title=f"device {settings['device']}, threads {settings['threads'] or 'default'}", title_justify="left")
     for column in (
@@ -53,6 +56,21 @@ def _show(report: Report) -> None:
     for row in report.data["models"]:
         for note in row.get("notes", []):
             stdout.print(f"[yellow]note:[/] {escape(note)}")
+
+
+def _show_lm(report: Report) -> None:
+    """Language models: prompt time and decode speed (generation_speed.measure's rows)."""
+    settings = report.data["settings"]
+    table = Table(title=f"{settings['prompt_tokens']}-token prompt, {settings['new_tokens']} new tokens, threads "
+                  f"{settings['threads'] or 'default'}", title_justify="left")
+    for column in ("model", "prompt ms", "decode tok/s", "ms/token p50", "peak mem", "size", "tok/s vs first", "size vs first"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in report.data["models"]:
+        ratio = row["ratio_to_first"]
+        table.add_row(row["model"], f"{row['prompt_ms']:.1f}", f"{row['decode_tokens_per_s']:.1f}",
+                      f"{row['latency_ms']['p50']:.2f}", _mib(row["peak_memory_bytes"]), _mib(row["size_bytes"]),
+                      _x(ratio["throughput"]), _x(ratio["size"]))
+    stdout.print(table)
 
 
 def _x(value: float | None) -> str:

@@ -26,12 +26,13 @@ def _show(report: Report) -> None:
                  + f", held-out {t.get('held_out')}: " + ", ".join(f"{k} {v:.4f}" for k, v in (t.get("best") or {}).items()))
     if t.get("refit"):
         r = t["refit"]
-        stdout.print(f"refit on all {r['samples']} samples of --data for {r['epochs']} epochs (the best epoch count above)")
+        stdout.print(f"refit on all {r['samples']} samples of --data: {r['epochs']} epochs, {r['steps']} steps ({r['length']}), "
+                     f"learning rate {r['history'][0]['lr']:.2e} -> {r['history'][-1]['lr']:.2e}")
     for note in report.notes:
         stdout.print(f"  [dim]{note}[/]")
     acc = d.get("accuracy")
     if acc:
-        stdout.print(f"accuracy on {acc['samples']} held-out samples: teacher {acc['teacher']:.4f}, student {acc['student']:.4f} "
+        stdout.print(f"accuracy on {acc['samples']} labelled held-out samples: teacher {acc['teacher']:.4f}, student {acc['student']:.4f} "
                      f"(drop {acc['drop'] * 100:+.2f} points)")
     models = d.get("models")
     if models:

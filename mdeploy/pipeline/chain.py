@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mdeploy.core import Format
+from mdeploy.core import Format, ModelRef
+from mdeploy.errors import MdeployError
 
 CURRENT, REFERENCE, MEASURED = "current", "reference", "measured"  # which model(s) a read option names
 ARTIFACT, FOLDER = "artifact", "folder"  # what a step writes: the next step's model, or a folder that ends the chain
@@ -52,9 +53,11 @@ class Role:
             return Format(fmt).suffix if fmt in WRITABLE else None
         return Format.ONNX.suffix if current.endswith(Format.ONNX.suffix) else Format.TFLITE.suffix
 
-    def target(self, options: dict[str, Any]) -> str:
-        """The format named by its target option, onnx when the option is not given."""
-        return (options.get(self.target_option) if self.target_option else None) or DEFAULT_TARGET
+    def target(self, options: dict[str, Any], current: str | None = None) -> str:
+        """The format named by its target option; when the option is not given, onnxruntime-genai for a Hugging Face
+        language model folder `current` (the one format it converts to) and onnx for anything else."""
+        given = options.get(self.target_option) if self.target_option else None
+        return given or (Format.GENAI.value if current and _is_language_model(current) else DEFAULT_TARGET)
 
     @property
     def plan_set(self) -> frozenset[str]:
@@ -62,6 +65,13 @@ class Role:
         report belong to the run folder, so a pipeline file cannot set them."""
         written = {"output", "force"} if self.writes else set()
         return frozenset({*self.reads, *written, *([self.report_option] if self.report_option else [])})
+
+
+def _is_language_model(path: str) -> bool:
+    try:
+        return ModelRef.parse(path).format is Format.HF_MODEL
+    except MdeployError:
+        return False
 
 
 ROLES: dict[str, Role] = {role.verb: role for role in (
@@ -80,9 +90,11 @@ ROLES: dict[str, Role] = {role.verb: role for role in (
 STEP_VERBS = tuple(ROLES)
 ARTIFACT_VERBS = tuple(verb for verb, role in ROLES.items() if role.writes == ARTIFACT)
 PLAN_SET: dict[str, frozenset[str]] = {verb: role.plan_set for verb, role in ROLES.items()}
-WRITABLE = tuple(f.value for f in Format if f is not Format.PYTORCH_MODULE)  # what convert's `to:` may name
+# what convert's `to:` may name (code and Hugging Face folders are sources only)
+WRITABLE = tuple(f.value for f in Format if f not in (Format.PYTORCH_MODULE, Format.HF_MODEL))
 # Options whose value is a data file the user names: a `data:` name, or a path relative to the pipeline file.
-DATA_OPTIONS = ("calib_data", "eval_data", "labels", "data", "weights")  # in this order in reports and manifests
+DATA_OPTIONS = ("calib_data", "eval_data", "labels", "data", "weights", "prompts", "text")  # in this order in reports
+# and manifests (prompts, text: validate's proof by generation of a language model)
 # Every option whose value names files (in a step's cache key they stand for the files' content, not their paths).
 PATH_OPTIONS = frozenset(DATA_OPTIONS) | frozenset(option for role in ROLES.values() for option in role.reads)
 

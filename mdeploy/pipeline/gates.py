@@ -38,6 +38,13 @@ METRICS: dict[str, tuple[str, str]] = {
                "a benchmark step after the last step that writes a model"),
     "p99-ms": ("99th-percentile latency of the current artifact, milliseconds",
                "a benchmark step after the last step that writes a model"),
+    "token-match": ("language models: share of greedily generated tokens the current artifact agrees on with the "
+                    "baseline, position by position", "a validate step with generate: true after the last step that "
+                    "writes a model (or convert's own proof of a language model)"),
+    "perplexity-ratio": ("language models: perplexity of the current artifact / the baseline's on a text",
+                         "a validate step with generate: true and text: after the last step that writes a model"),
+    "decode-tokens-per-s": ("language models: tokens per second the current artifact generates after the prompt",
+                            "a benchmark step after the last step that writes a model"),
 }
 OPS = ("<=", ">=")
 Measured = tuple[float | None, str | None, str | None]  # (value, the step that measured it, why it is missing)
@@ -110,6 +117,8 @@ def measure(metric: str, model: dict[str, Any]) -> Measured:
         return (None if value is None else float(value)), acc.get("step"), None
     if metric in ("cosine", "top1", "max-abs"):
         return _from_comparisons(metric, model, baseline, current)
+    if metric in ("token-match", "perplexity-ratio"):
+        return _from_generation(metric, model, baseline, current)
     return _from_benchmark(metric, model, baseline, current)
 
 
@@ -143,6 +152,24 @@ def _from_comparisons(metric: str, model: dict[str, Any], baseline: dict, curren
     return min(values), step, None
 
 
+def _from_generation(metric: str, model: dict[str, Any], baseline: dict, current: dict) -> Measured:
+    """The last proof by generation of the current artifact against the baseline (with a single artifact, against
+    anything: convert's own proof against the source, or a validate step's)."""
+    single = len(model.get("artifacts") or []) == 1
+    found = [g for g in model.get("generation") or [] if _same(g.get("candidate"), current["path"])
+             and (single or _same(g.get("reference"), baseline["path"]))]
+    if not found:
+        return None, None, (f"not measured: no step compared what the current artifact ({Path(current['path']).name}) "
+                            f"generates with the baseline; add {METRICS[metric][1]}")
+    last = found[-1]
+    if metric == "token-match":
+        return float(last["token_match"]), last.get("step"), None
+    ratio = (last.get("perplexity") or {}).get("ratio")
+    if ratio is None:
+        return None, last.get("step"), f"not measured: {last.get('step')} was given no text; add {METRICS[metric][1]}"
+    return float(ratio), last.get("step"), None
+
+
 def _from_benchmark(metric: str, model: dict[str, Any], baseline: dict, current: dict) -> Measured:
     rows = model.get("benchmark") or []
     cur = next((r for r in reversed(rows) if _same(r.get("model"), current["path"])), None)
@@ -150,6 +177,11 @@ def _from_benchmark(metric: str, model: dict[str, Any], baseline: dict, current:
         return None, None, (f"not measured: no benchmark measured the current artifact ({Path(current['path']).name}); "
                             f"add {METRICS[metric][1]}")
     step = cur.get("step")
+    if metric == "decode-tokens-per-s":
+        if cur.get("decode_tokens_per_s") is None:
+            return None, step, (f"not measured: {step} timed {Path(current['path']).name} as one forward pass; "
+                                "decode speed is measured on language-model folders (onnxruntime-genai)")
+        return float(cur["decode_tokens_per_s"]), step, None
     if metric in ("p50-ms", "p99-ms"):
         return float(cur["latency_ms"][metric[:3]]), step, None
     base = next((r for r in rows if _same(r.get("model"), baseline["path"]) and r.get("step") == step), None)

@@ -36,6 +36,7 @@ class _Chain:
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     accuracy: dict[str, Any] | None = None
     benchmark: list[dict[str, Any]] = field(default_factory=list)
+    generation: list[dict[str, Any]] = field(default_factory=list)  # proofs by generation of language models
     broken: str | None = None  # the artifact step that errored: what follows it has no model to work on
 
 
@@ -173,6 +174,11 @@ def _collect(step: PlannedStep, values: dict[str, Any], output: Path | None, rep
     for comparison in report.get("comparisons") or []:
         ref, cand = (values.get(role.compares[0]), values.get(role.compares[1])) if role.compares else (None, None)
         chain.comparisons.append({"step": step.name, "reference": ref, "candidate": cand, **comparison})
+    if report.get("generation"):
+        ref, cand = (values.get(role.compares[0]), values.get(role.compares[1])) if role.compares else (None, None)
+        made = report["generation"]
+        chain.generation.append({"step": step.name, "reference": ref, "candidate": cand, "token_match": made["token_match"],
+                                 "perplexity": made.get("perplexity"), "precision": made.get("precision")})
     if report.get("accuracy"):
         chain.accuracy = {"step": step.name, **report["accuracy"]}
     if role.measures:
@@ -198,6 +204,7 @@ def _model_entry(plan: Plan, model: PlannedModel, chain: _Chain, records: list[d
         "comparisons": chain.comparisons,
         "accuracy": chain.accuracy,
         "benchmark": chain.benchmark,
+        "generation": chain.generation,
     }
     entry["gates"] = gating.evaluate(plan.gates, entry)
     for g in entry["gates"]:

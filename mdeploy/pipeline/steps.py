@@ -68,7 +68,9 @@ def plan_steps(doc: Doc, model: PlannedModel, model_given: dict[str, tuple[Any, 
         if role.target_option:  # the format it writes
             key = options_keys(spec.verb)[role.target_option]
             if role.target_option not in values:
-                plan(role.target_option, role.target(values), f"plan ({spec.verb}'s target; default {role.target(values)})")
+                reads = artifacts[-1][0] if artifacts else model.source
+                target = role.target(values, reads)
+                plan(role.target_option, target, f"plan ({spec.verb}'s target; default {target})")
             if role.suffix(values, "") is None:
                 doc.fail(spec.node, f"{keypath}.{key}", f"expected {'|'.join(WRITABLE)}, got {shown(role.target(values))}")
         if role.baseline_is_input and not artifacts:

@@ -40,5 +40,14 @@ from mdeploy.training.loop import (
 from mdeploy.training.teacher import TorchTeacher, teacher_outputs
 
 __all__ = [
-    "Dataset", "DivergedError", "EpochRecord", "TrainConfig", "TrainResult", "TorchTeacher", "fit", "split", "teacher_outputs", "train",
+    "Dataset",
+    "DivergedError",
+    "EpochRecord",
+    "TorchTeacher",
+    "TrainConfig",
+    "TrainResult",
+    "fit",
+    "split",
+    "teacher_outputs",
+    "train",
 ]

@@ -80,17 +80,87 @@ def labels_in_data(labels: Any, flag: str, path: str | Path) -> np.ndarray:
     return vinputs.class_ids(labels, f"the `labels` array in {flag} {path}").astype(np.int64)
 
 
-def check_labels(labels: np.ndarray, n: int, classes: int | None, flag: str, output: str) -> None:
-    """`labels` (from `flag`) hold one class id per sample of the data, each a class of the teacher's `output`."""
+NO_LABEL = -1  # a sample without a label (a masked array saves as np.ma.filled(y, -1))
+
+
+def check_labels(labels: np.ndarray, n: int, classes: int | None, flag: str, output: str, data_flag: str = "--data") -> int:
+    """`labels` (from `flag`) hold one class id per sample of the data given with `data_flag`, each a class of the
+    teacher's `output` or -1 for "no label". Returns how many samples have a label."""
     if classes is None:
         raise InputError(f"{flag} given, but the distilled output '{output}' is not class scores",
                          hint="name the class-score output with --teacher-output / --classifier-output, or drop the labels")
     if len(labels) != n:
-        raise InputError(f"{flag} holds {len(labels)} labels for {n} samples", hint="give one class id per sample")
-    low, high = int(labels.min()), int(labels.max())
+        other = ("; or give the labelled samples apart: --labelled-data L.npz --labels y.npy beside the unlabelled "
+                 "--data pool") if data_flag == "--data" else ""
+        raise InputError(f"{flag} holds {len(labels)} labels for {n} samples of {data_flag}",
+                         hint=f"give one class id per sample, -1 where a sample has none{other}")
+    known = labels[labels != NO_LABEL]
+    if known.size == 0:
+        raise InputError(f"{flag} labels none of the {n} samples of {data_flag} (every label is -1)",
+                         hint=f"drop {flag} for distillation without labels")
+    low, high = int(known.min()), int(known.max())
     if low < 0 or high >= classes:
         raise InputError(f"{flag} holds class ids {low}..{high}, but the teacher's '{output}' scores {classes} classes "
-                         f"(0..{classes - 1})", hint="labels are class indices into the teacher's output")
+                         f"(0..{classes - 1}; -1: no label)", hint="labels are class indices into the teacher's output")
+    return int(known.size)
+
+
+def samples(arrays: dict[str, np.ndarray], specs: list[Any], flag: str, notes: list[str]) -> dict[str, np.ndarray]:
+    """The data keyed by the teacher's input names, checked against them (vinputs.read_data: the only array takes
+    the only input's name when it fits, with a note). Training draws batches of samples: one feed will not do."""
+    reading = vinputs.read_data(arrays, specs, flag)
+    if reading.samples is None:
+        raise InputError(f"{flag} is not a stack of samples along axis 0 ({reading.not_samples}); training draws "
+                         "batches of samples from it", hint=f"give every array of {flag} its samples along axis 0")
+    notes.extend(reading.notes)
+    return reading.arrays
+
+
+def training_labels(train_x: dict[str, np.ndarray], train_y: np.ndarray | None, eval_x: dict[str, np.ndarray] | None,
+                    eval_y: np.ndarray | None, labelled: tuple[dict[str, np.ndarray], np.ndarray] | None,
+                    specs: list[Any], classes: int | None, output: str, report: Any) -> tuple[dict, np.ndarray | None]:
+    """The training samples and their labels (-1: none) once every label is checked: `--data` with its labels, and
+    the `--labelled-data` samples after it when given. `report` gets how many samples each flag labels, and a note
+    when only some samples have a label."""
+    given = [("--labels" if labelled is None else "the `labels` array of --data", train_x, train_y, "--data"),
+             ("--eval-labels", eval_x, eval_y, "--eval-data")]
+    if labelled is not None:
+        labelled_x = samples(labelled[0], specs, "--labelled-data", report.notes)
+        given.append(("--labels", labelled_x, labelled[1], "--labelled-data"))
+    counts = {flag: check_labels(y, _count(x), classes, flag, output, data_flag)
+              for flag, x, y, data_flag in given if y is not None}
+    if labelled is not None:
+        train_x, train_y = joined(train_x, train_y, labelled_x, labelled[1])
+    if train_y is not None and (train_y < 0).any():
+        report.notes.append(f"labels for {int((train_y >= 0).sum())} of {_count(train_x)} training samples: KD on every "
+                            "sample, cross-entropy on the labelled ones")
+    if counts:
+        report.data["labelled"] = counts
+    return train_x, train_y
+
+
+def _count(arrays: dict[str, np.ndarray] | None) -> int:
+    return int(next(iter(arrays.values())).shape[0]) if arrays else 0
+
+
+def joined(pool: dict[str, np.ndarray], pool_labels: np.ndarray | None, labelled: dict[str, np.ndarray],
+           labels: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The unlabelled `--data` pool followed by the `--labelled-data` samples, with one label array (-1 for every
+    pool sample that has none). Both are keyed by the teacher's input names already; their per-sample shapes and
+    dtypes must agree."""
+    if set(pool) != set(labelled):
+        raise InputError(f"--labelled-data holds {', '.join(labelled)}, --data {', '.join(pool)}",
+                         hint="key both by the teacher's input names")
+    for name, array in pool.items():
+        other = labelled[name]
+        if array.shape[1:] != other.shape[1:] or array.dtype != other.dtype:
+            raise InputError(f"--labelled-data '{name}' is {other.dtype} {list(other.shape)}, --data's {array.dtype} "
+                             f"{list(array.shape)}: the samples differ", hint="give both sets in the teacher's input shape and dtype")
+    n = int(next(iter(pool.values())).shape[0])
+    if pool_labels is None:
+        pool_labels = np.full(n, NO_LABEL, dtype=np.int64)
+    return ({k: np.concatenate([v, labelled[k]]) for k, v in pool.items()},
+            np.concatenate([pool_labels.astype(np.int64), labels.astype(np.int64)]))
 
 
 def check_student(student: Any, probe: dict[str, np.ndarray], teacher_out: dict[str, np.ndarray], output: str,
@@ -131,4 +201,4 @@ def _names(items: list[tuple[str, tuple]]) -> str:
     return ", ".join(f"{n}{list(s)}" for n, s in items)
 
 
-__all__ = ["check_finite", "check_labels", "check_student", "labels_from_file", "labels_in_data", "load_data"]
+__all__ = ["NO_LABEL", "check_finite", "check_labels", "check_student", "joined", "labels_from_file", "labels_in_data", "load_data", "samples", "training_labels"]

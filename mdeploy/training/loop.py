@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +22,12 @@ import numpy as np
 from mdeploy.errors import MdeployError
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.training.loss import kd_loss, regression_loss
+from mdeploy.training.metrics import evaluate as _evaluate
+from mdeploy.training.metrics import metric_name as _metric_name
+from mdeploy.training.metrics import pick as _pick
+from mdeploy.training.metrics import score as _score
 
 IN_MEMORY_BYTES = 1 << 30  # inputs up to this size become one tensor; larger ones (memmaps) are gathered per batch
-EVAL_BATCH = 512
 
 
 class DivergedError(MdeployError):
@@ -29,25 +36,37 @@ class DivergedError(MdeployError):
 
 @dataclass
 class TrainConfig:
-    """How to train. The defaults are distill's (docs/distill.md says why)."""
+    """How to train. Distill's options set their own values (docs/distill.md says why); these defaults are prune's
+    recovery's, which passes its epochs and lr.
+
+    The schedule's length: `steps` optimizer steps when set (the last epoch may stop part-way), else `epochs` whole
+    epochs. Steps are what a schedule needs to be the same on a pool of 600 samples and one of 60,000: counted in
+    epochs, a small pool gets a few hundred steps at most and the student stays under-trained."""
 
     epochs: int = 30
+    steps: int | None = None
     batch_size: int = 64
     lr: float = 1e-2
     weight_decay: float = 1e-4
     warmup: float = 0.05  # fraction of the steps with a linear warm-up, then cosine decay to 0
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the KD term when there are labels (without labels it is 1)
-    patience: int = 8  # epochs without a better held-out metric before stopping
+    patience: int | None = 8  # epochs without a better held-out metric before stopping (None: a quarter of the
+    # schedule's epochs, at least 8: on a small pool a schedule runs hundreds of short epochs)
     kind: str = "scores"  # "scores": KD on class scores; "regression": MSE to the teacher
     output: str | int | None = None  # which student output is trained: a name or position in its flattened outputs
     seed: int = 0
     device: str = "cpu"
 
+    def total_steps(self, samples: int) -> int:
+        """The schedule's length in optimizer steps on `samples` training samples."""
+        return max(1, self.steps if self.steps else math.ceil(samples / self.batch_size) * self.epochs)
+
 
 @dataclass
 class Dataset:
-    """Samples along axis 0: `inputs` in the student's call order, the teacher's `targets`, optional `labels`."""
+    """Samples along axis 0: `inputs` in the student's call order, the teacher's `targets`, optional `labels`
+    (class ids; -1 marks a sample without a label: it is learnt from the teacher alone)."""
 
     inputs: dict[str, np.ndarray]
     targets: np.ndarray
@@ -71,17 +90,22 @@ class EpochRecord:
     best: bool = False
     train_seconds: float = 0.0  # the training steps alone (what a plain torch loop over the same data does)
     eval_seconds: float = 0.0  # the held-out evaluation alone
+    step: int = 0  # optimizer steps taken by the end of this epoch
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "loss": round(self.loss, 6), "held_out": {k: round(v, 6) for k, v in self.held_out.items()},
-                "lr": self.lr, "seconds": round(self.seconds, 4), "train_seconds": round(self.train_seconds, 4),
+        return {"epoch": self.epoch, "step": self.step, "loss": round(self.loss, 6),
+                "held_out": {k: round(v, 6) for k, v in self.held_out.items()}, "lr": self.lr,
+                "seconds": round(self.seconds, 4), "train_seconds": round(self.train_seconds, 4),
                 "eval_seconds": round(self.eval_seconds, 4), "best": self.best}
 
-    def line(self, epochs: int) -> str:
+    def metrics(self) -> str:
+        """The epoch's figures in a few words: the training loss, the held-out metrics, the learning rate."""
         held = "  ".join(f"{k} {v:.4f}" for k, v in self.held_out.items())
-        held = f"held-out {held}  " if held else ""
-        return (f"epoch {self.epoch}/{epochs}  loss {self.loss:.4f}  {held}lr {self.lr:.2e}  "
-                f"({self.seconds:.2f}s){'  *best' if self.best else ''}")
+        return f"loss {self.loss:.4f}  " + (f"held-out {held}  " if held else "") + f"lr {self.lr:.2e}"
+
+    def line(self, epochs: int, phase: str = "") -> str:
+        return (f"{phase}epoch {self.epoch}/{epochs}  {self.metrics()}  ({self.seconds:.2f}s)"
+                f"{'  *best' if self.best else ''}")
 
 
 @dataclass
@@ -105,13 +129,26 @@ class TrainResult:
 
 
 def split(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """A seeded random held-out split (at least one sample on each side)."""
+    """A seeded random held-out split (at least one sample on each side). With labels for some samples only, the
+    labelled and the unlabelled ones are split apart, each in `fraction`: 100 labels in a pool of 629 leave 15 for
+    the held-out accuracy and 85 to train on, whatever the draw."""
     n = len(data)
     if n < 2:
         raise MdeployError(f"{n} sample cannot be split into training and held-out data", hint="give more data")
-    order = np.random.default_rng(seed).permutation(n)
-    k = min(n - 1, max(1, round(n * fraction)))
-    return data.take(np.sort(order[k:])), data.take(np.sort(order[:k]))
+    rng = np.random.default_rng(seed)
+    labelled = None if data.labels is None else np.asarray(data.labels) >= 0
+    groups = [np.arange(n)] if labelled is None or labelled.all() or not labelled.any() else \
+        [np.flatnonzero(labelled), np.flatnonzero(~labelled)]
+    held, kept = [], []
+    for group in groups:
+        order = group[rng.permutation(len(group))]
+        k = min(len(group) - 1, max(1, round(len(group) * fraction))) if len(group) > 1 else 0
+        held.append(order[:k])
+        kept.append(order[k:])
+    held_idx, kept_idx = np.sort(np.concatenate(held)), np.sort(np.concatenate(kept))
+    if len(held_idx) == 0:  # one labelled sample and one unlabelled: the unlabelled one is held out
+        held_idx, kept_idx = kept_idx[-1:], kept_idx[:-1]
+    return data.take(kept_idx), data.take(held_idx)
 
 
 def train(
@@ -122,25 +159,27 @@ def train(
     progress: ProgressFactory = no_progress,
     echo: Callable[[str], None] | None = None,
     *,
-    stop_after: int | None = None,
+    evaluate: bool = True,
+    phase: str = "",
 ) -> TrainResult:
     """Train `student` (a torch nn.Module, changed in place) on `data`; choose the best epoch on `held_out`
     (default: the training data itself). Returns the best checkpoint; on Ctrl-C, the best so far (interrupted).
 
-    `stop_after=K`: replay the first K epochs of `config`'s schedule (the learning rate follows the same warm-up and
-    cosine as a full `config.epochs` run) and keep epoch K, with no held-out evaluation and no early stopping: the
-    refit of `fit`, once a held-out run has chosen K."""
+    `evaluate=False`: no held-out evaluation and no early stopping; the whole schedule runs and its last state is
+    the result (the refit of `fit`). `phase` names the run in progress bars and epoch lines ("refit: ")."""
     from mdeploy.frameworks.torch_models import torch
 
     t = torch()
+    _import_dynamo_without_a_temp_folder()
     t.manual_seed(config.seed)
     device = t.device(config.device)
     student.to(device)
     held_out = held_out if held_out is not None else data
     train_tensors = _Tensors(data, device)
-    held_tensors = _Tensors(held_out, device)
+    held_tensors = _Tensors(held_out, device) if evaluate else None
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
-    total_steps = max(1, steps_per_epoch * config.epochs)
+    total_steps = config.total_steps(len(data))
+    epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer = t.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = int(total_steps * config.warmup)
     schedule = t.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, total_steps))
@@ -148,12 +187,12 @@ def train(
     loss_fn = _loss(config)
 
     metric = _metric_name(config, held_out)
-    replay = stop_after is not None
-    epochs = min(config.epochs, stop_after) if replay else config.epochs
-    first = {} if replay else _evaluate(student, held_tensors, config, loss_fn)
+    first = _evaluate(student, held_tensors, config, loss_fn) if evaluate else {}
     result = TrainResult(_cpu_state(student), 0, first, metric=metric)
     best_score = _score(first, metric) if first else None
-    stale = 0
+    stale = step = 0
+    patience = config.patience or max(8, epochs // 4)
+    last: EpochRecord | None = None
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
@@ -162,8 +201,11 @@ def train(
             # the loss is summed on the device and read once per epoch: no host sync per step (a NaN/Inf step
             # makes the sum NaN/Inf, so divergence is still caught, at the end of that epoch)
             total = t.zeros((), device=device)
-            with progress(f"epoch {epoch}/{epochs}", steps_per_epoch) as advance:
-                for i in range(0, len(data), config.batch_size):
+            seen = 0
+            todo = min(steps_per_epoch, total_steps - step)
+            title = f"{phase}epoch {epoch}/{epochs}" + (f" (last: {last.metrics()})" if last is not None else "")
+            with progress(title, todo) as advance:
+                for i in range(0, todo * config.batch_size, config.batch_size):
                     idx = order[i : i + config.batch_size]
                     inputs, targets, labels = train_tensors.batch(idx)
                     loss = loss_fn(_pick(student(*inputs), config.output), targets, labels)
@@ -172,37 +214,39 @@ def train(
                     optimizer.step()
                     schedule.step()
                     total += loss.detach() * len(idx)
+                    seen += len(idx)
                     advance()
-            mean_loss = float(total) / len(data)
+            step += todo
+            mean_loss = float(total) / max(1, seen)
             if not math.isfinite(mean_loss):
-                raise DivergedError(f"the training loss became {mean_loss} at epoch {epoch} of {epochs}",
+                raise DivergedError(f"the training loss became {mean_loss} at {phase}epoch {epoch} of {epochs}",
                                     hint=f"lower the learning rate (--lr {config.lr / 10:g}), or check the data for NaN/Inf")
             trained = time.perf_counter()
             lr_now = optimizer.param_groups[0]["lr"]
-            if replay:
-                record = EpochRecord(epoch, mean_loss, {}, lr_now, trained - start, train_seconds=trained - start)
-                result.history.append(record)
+            if not evaluate:
+                last = EpochRecord(epoch, mean_loss, {}, lr_now, trained - start, train_seconds=trained - start, step=step)
+                result.history.append(last)
                 if echo is not None:
-                    echo(record.line(epochs))
+                    echo(last.line(epochs, phase))
                 continue
             held = _evaluate(student, held_tensors, config, loss_fn)
             evaluated = time.perf_counter()
             score = _score(held, metric)
-            record = EpochRecord(epoch, mean_loss, held, lr_now, 0.0, train_seconds=trained - start,
-                                 eval_seconds=evaluated - trained)
+            last = EpochRecord(epoch, mean_loss, held, lr_now, 0.0, train_seconds=trained - start,
+                               eval_seconds=evaluated - trained, step=step)
             if score > best_score:
-                best_score, stale, record.best = score, 0, True
+                best_score, stale, last.best = score, 0, True
                 result.best_state, result.best_epoch, result.best_metrics = _cpu_state(student), epoch, held
             else:
                 stale += 1
-            record.seconds = time.perf_counter() - start
-            result.history.append(record)
+            last.seconds = time.perf_counter() - start
+            result.history.append(last)
             if echo is not None:
-                echo(record.line(epochs))
-            if stale >= config.patience and epoch < epochs:
+                echo(last.line(epochs, phase))
+            if stale >= patience and epoch < epochs:
                 result.stopped_early = True
                 break
-        if replay and result.history:
+        if not evaluate and result.history:
             result.best_state, result.best_epoch, result.best_metrics = _cpu_state(student), len(result.history), {}
     except KeyboardInterrupt:
         result.interrupted = True
@@ -217,30 +261,70 @@ def fit(
     progress: ProgressFactory = no_progress,
     echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Choose the epoch count on a held-out split of `data`, then retrain on all of it for that many epochs.
+    """Choose how long to train on a held-out split of `data`, then retrain on all of it with a complete schedule
+    of that length.
 
     Why: early stopping needs samples the student does not train on, but a student that never sees 15% of the data
-    is worse than one that does. So (as scikit-learn's `refit=True`) a first run on the split finds the best epoch K,
-    then the student restarts from its initial weights and replays the same seed and schedule on all of `data` for
-    K epochs; that last state is the result. The returned `best_metrics` are the first run's held-out figures (the
-    honest estimate: the refit student has trained on those samples), `refit` says what was refit. An interrupted or
-    diverged first run, or one whose best epoch is 0, is returned as it is."""
+    is worse than one that does. So (as scikit-learn's `refit=True`) a first run on the split decides how long to
+    train: the best epoch K when early stopping ended it, else its whole length (the held-out metric was still
+    improving within `patience` epochs of the end: a best epoch inside that window is the noise of a few hundred
+    held-out samples, not a length). Then the student restarts from its initial weights and trains on all of `data`
+    for as many epochs with the whole schedule fitted to them: warm-up, then the cosine decay down to 0 at the last
+    step. (Replaying the first
+    K epochs of the longer schedule instead would stop with the learning rate still high whenever early stopping
+    ended the first run: the refit student would never settle.) Its last state is the result. The returned
+    `best_metrics` are the first run's held-out figures (the honest estimate: the refit student has trained on those
+    samples), `refit` says what was refit and holds its epochs (loss, learning rate). An interrupted or diverged
+    first run, or one whose best epoch is 0, is returned as it is."""
     initial = _cpu_state(student)
     train_set, held_out = split(data, held_out_fraction, config.seed)
-    first = train(student, train_set, config, held_out=held_out, progress=progress, echo=echo)
+    first = train(student, train_set, config, held_out=held_out, progress=progress, echo=echo,
+                  phase=f"selection on {len(train_set)} samples: ")
     if first.interrupted or first.best_epoch == 0:
         return first
+    epochs = first.best_epoch if first.stopped_early else len(first.history)
+    steps = epochs * math.ceil(len(data) / config.batch_size)
     if echo is not None:
-        echo(f"refit on all {len(data)} samples for the best epoch count, {first.best_epoch}")
+        why = "the best epoch before early stopping" if first.stopped_early else "the whole schedule: no early stop"
+        echo(f"refit on all {len(data)} samples: {epochs} epochs ({why}), {steps} steps, with a complete schedule")
     student.load_state_dict(initial)
-    again = train(student, data, config, progress=progress, echo=echo, stop_after=first.best_epoch)
+    again = train(student, data, replace(config, steps=steps), progress=progress, echo=echo, evaluate=False,
+                  phase=f"refit on all {len(data)} samples: ")
     if again.interrupted:
         first.interrupted = True
         return first
     first.best_state = again.best_state
-    first.refit = {"samples": len(data), "held_out_samples": len(held_out), "epochs": again.best_epoch,
-                   "seconds": round(sum(e.seconds for e in again.history), 4)}
+    first.refit = {"samples": len(data), "held_out_samples": len(held_out), "epochs": again.best_epoch, "steps": steps,
+                   "length": "the best epoch before early stopping" if first.stopped_early else "the whole schedule",
+                   "seconds": round(sum(e.seconds for e in again.history), 4),
+                   "history": [{"epoch": e.epoch, "step": e.step, "loss": round(e.loss, 6), "lr": e.lr} for e in again.history]}
     return first
+
+
+@contextmanager
+def torch_caches_in(folder: Path) -> Iterator[None]:
+    """torch's compile cache (TORCHINDUCTOR_CACHE_DIR) in `folder` for the duration: importing torch._dynamo (every
+    torch.optim optimizer does) and exporting with it create `$TMPDIR/torchinductor_<user>` and leave it behind,
+    empty. mdeploy compiles nothing, so a caller that owns a staging folder (distill) points the cache there; a
+    TORCHINDUCTOR_CACHE_DIR the user set is left alone."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        yield
+        return
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
+def _import_dynamo_without_a_temp_folder() -> None:
+    """The import of torch._dynamo (by the optimizer) in a cache folder of mdeploy's own, deleted right after."""
+    import sys
+
+    if "torch._dynamo" in sys.modules or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    with tempfile.TemporaryDirectory(prefix="mdeploy-torch-") as cache, torch_caches_in(Path(cache)):
+        import torch._dynamo  # noqa: F401  the import is the point
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -254,65 +338,6 @@ def _loss(config: TrainConfig) -> Callable[[Any, Any, Any], Any]:
     if config.kind == "regression":
         return regression_loss
     return lambda s, t, y: kd_loss(s, t, y, config.temperature, config.alpha)
-
-
-def _metric_name(config: TrainConfig, held_out: Dataset) -> str:
-    if config.kind == "regression":
-        return "mse"
-    return "accuracy" if held_out.labels is not None else "agreement"
-
-
-def _score(metrics: dict[str, float], metric: str) -> tuple[float, float]:
-    """Higher is better: the metric (MSE negated), ties broken by the lower held-out loss."""
-    value = -metrics[metric] if metric == "mse" else metrics[metric]
-    return value, -metrics["loss"]
-
-
-def _evaluate(student: Any, data: _Tensors, config: TrainConfig, loss_fn: Callable[[Any, Any, Any], Any]) -> dict[str, float]:
-    from mdeploy.frameworks.torch_models import torch
-
-    t = torch()
-    student.eval()
-    loss = agree = right = 0.0
-    sq = 0.0
-    n = data.count
-    with t.no_grad():
-        for i in range(0, n, EVAL_BATCH):
-            idx = t.arange(i, min(n, i + EVAL_BATCH))
-            inputs, targets, labels = data.batch(idx)
-            out = _pick(student(*inputs), config.output)
-            loss += float(loss_fn(out, targets, labels)) * len(idx)
-            if config.kind == "regression":
-                sq += float(((out - targets) ** 2).mean()) * len(idx)
-                continue
-            pred = out.argmax(-1)
-            agree += float((pred == targets.argmax(-1)).float().mean()) * len(idx)
-            if labels is not None:
-                right += float((pred == labels).float().mean()) * len(idx)
-    metrics = {"loss": loss / n}
-    if config.kind == "regression":
-        metrics["mse"] = sq / n
-    else:
-        metrics["agreement"] = agree / n
-        if data.labels is not None:
-            metrics["accuracy"] = right / n
-    return metrics
-
-
-def _pick(output: Any, which: str | int | None) -> Any:
-    """The trained output among a student's outputs (a tensor, or a tuple/dict of them)."""
-    import torch  # already loaded (through mdeploy.frameworks.torch_models.torch) by the caller
-
-    if isinstance(output, torch.Tensor) and which in (None, 0, "output"):
-        return output  # per step: nothing more than this check (torch_models.torch() re-quiets loggers at each call)
-    from mdeploy.frameworks.torch_models import flatten_outputs
-
-    named = flatten_outputs(output)
-    if isinstance(which, int):
-        return named[which][1]
-    if which is None:
-        return named[0][1]
-    return dict(named)[which]
 
 
 def _cpu_state(module: Any) -> dict[str, Any]:

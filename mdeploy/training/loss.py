@@ -4,7 +4,9 @@ Class scores: Hinton et al. (2015), "Distilling the Knowledge in a Neural Networ
 teacher's softened distribution, `KL(softmax(t/T) || softmax(s/T))` with `batchmean` reduction (the true KL
 divergence per sample; torch's default `mean` divides by the number of classes too), scaled by `T^2` so that its
 gradients keep the same size as the hard-label term's whatever T is. With labels, `(1 - alpha)` of the loss is
-cross-entropy on them. Outputs that are not class scores (regression, embeddings) have no distribution to soften:
+cross-entropy on them. A label of -1 means "no label": KD covers every sample of the batch, cross-entropy only the
+labelled ones, summed and divided by the whole batch, so its weight in a batch follows how many of the batch are
+labelled (a batch with none is KD alone; a fully labelled one is the usual mean). Outputs that are not class scores (regression, embeddings) have no distribution to soften:
 the student matches the teacher's values with MSE.
 """
 
@@ -14,7 +16,8 @@ from typing import Any
 
 
 def kd_loss(student: Any, teacher: Any, labels: Any | None, temperature: float, alpha: float) -> Any:
-    """`alpha * T^2 * KL(softmax(t/T) || log_softmax(s/T))` + `(1 - alpha) * CE(s, labels)` (labels: alpha is 1)."""
+    """`alpha * T^2 * KL(softmax(t/T) || log_softmax(s/T))` + `(1 - alpha) * CE(s, labels)` (no labels: alpha is
+    1); cross-entropy over the labelled samples (label >= 0) only, weighted by their share of the batch."""
     import torch.nn.functional as F  # noqa: N812 - torch's own name
 
     t = temperature
@@ -22,7 +25,8 @@ def kd_loss(student: Any, teacher: Any, labels: Any | None, temperature: float, 
                     log_target=True) * (t * t)
     if labels is None:
         return soft
-    return alpha * soft + (1.0 - alpha) * F.cross_entropy(student, labels)
+    hard = F.cross_entropy(student, labels, ignore_index=-1, reduction="sum") / student.shape[0]
+    return alpha * soft + (1.0 - alpha) * hard
 
 
 def regression_loss(student: Any, teacher: Any, labels: Any | None = None) -> Any:

@@ -54,6 +54,9 @@ class Options:
     device: str = option("cpu", help="cpu or cuda.", choices=("cpu", "cuda"))
     src_format: str | None = option(None, flag="--from", help="Format of the models, when their names do not tell.")
     seed: int = option(0, help="Seed for the random inputs (recorded in the report).")
+    prompt_tokens: int = option(32, help="Language models: tokens in the (random) prompt.", min=1)
+    new_tokens: int = option(64, help="Language models: tokens generated per run; prompt ms and decode tokens/s are "
+                             "reported (runs: --iterations, default 3; one warm-up).", min=2)
 
 
 def model_size(ref: ModelRef) -> int | None:
@@ -149,11 +152,21 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     if iterations is not None and duration is not None:
         raise InputError("give --iterations or --duration, not both")
     refs = [ModelRef.parse(m, options.src_format) for m in models]  # every path checked before any work
-    _start_frameworks(refs, device, inputs, threads)
+    lm = _language_models(refs)
+    if lm:
+        from mdeploy.measuring import generation_speed
+
+        unused = {"--batch": batch, "--input": options.inputs, "--duration": duration, "--device cuda": device != "cpu"}
+        if any(unused.values()):
+            raise InputError(f"{next(k for k, v in unused.items() if v)} does not apply to language models",
+                             hint="they are timed by generation: --prompt-tokens, --new-tokens, --iterations, --threads")
+    else:
+        _start_frameworks(refs, device, inputs, threads)
     results = []
     for ref in refs:
         start = time.perf_counter()
-        row = measure(
+        row = generation_speed.measure(ref, options.prompt_tokens, options.new_tokens, threads, iterations or 3,
+                                       min(warmup, 1), seed) if lm else measure(
             ref,
             batch=batch,
             threads=threads,
@@ -165,6 +178,8 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
             seed=seed,
             progress=progress,
         )
+        if lm:
+            row["size_bytes"] = model_size(ref)
         row["seconds"] = time.perf_counter() - start
         results.append(row)
     base = results[0]
@@ -184,11 +199,25 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         "device": device,
         "seed": seed,
     }
+    if lm:
+        settings.update(prompt_tokens=options.prompt_tokens, new_tokens=options.new_tokens,
+                        timing="prompt: prefill to the first new token; decode: each later token through the KV cache")
     if device == "cuda":
         settings["timing"] = "CUDA synchronized before and after each run; copies to and from the GPU included"
     report = Report(command="benchmark", data={"settings": settings, "models": results})
     report.steps.extend(Step(f"benchmark {r['model']}", "done", {}, r["seconds"]) for r in results)
     return report
+
+
+def _language_models(refs: list[ModelRef]) -> bool:
+    """True when every model is a language-model folder (timed by generation), False when none is; a mix is refused."""
+    from mdeploy.measuring.generation_speed import LM_FORMATS
+
+    kinds = {ref.format in LM_FORMATS for ref in refs}
+    if len(kinds) > 1:
+        raise InputError("language-model folders are timed by generation, other models by one forward pass: "
+                         "benchmark them apart", hint="give only language models, or none")
+    return kinds == {True}
 
 
 def _start_frameworks(refs: list[ModelRef], device: str, inputs: list[TensorSpec] | None, threads: int | None) -> None:

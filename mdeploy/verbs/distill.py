@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mdeploy import registry
-from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice
+from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance, classifier_choice, parse_dynamic, parse_specs, tolerance_for
 from mdeploy.errors import ConversionError, InputError, MdeployError
 from mdeploy.interrupts import sigterm_as_interrupt
 from mdeploy.lazy import numpy as np
@@ -30,10 +30,12 @@ from mdeploy.reports.report import Report, Step
 from mdeploy.validation import inputs as vinputs
 from mdeploy.validation import scores
 from mdeploy.validation.bar import Bar, parse_bar
-from mdeploy.validation.proof import bar_tolerance, prove
+from mdeploy.validation.proof import Proof, bar_tolerance, prove
 from mdeploy.verbs.options import check, option
 
 HELD_OUT_FRACTION = 0.15
+# chosen by cross-validation inside the training data (benchmarks/distill_digits.py, docs/distill.md)
+STEPS, LR, PATIENCE = 2000, 3e-2, 1000
 EVAL_BATCH = 64
 LATENCY_RUNS = 30
 
@@ -45,26 +47,33 @@ class Options:
     student: str = option(help="Student: FILE.py:FACTORY (or pkg.module:FACTORY) building a torch nn.Module.")
     output: str = option(help="Where to write the trained student (.onnx, or .pt2).", short="-o")
     data: str = option(help="Training inputs: .npz keyed by the teacher's input names (or .npy / folder of .npy).")
-    labels: str | None = option(None, help=".npy of class ids for --data (or a `labels` array in the .npz): adds "
-                                "cross-entropy on them and reports accuracy.")
-    eval_data: str | None = option(None, help="Held-out inputs for early stopping and the proof (default: 15%% of --data).")
-    eval_labels: str | None = option(None, help=".npy of class ids for --eval-data (or a `labels` array in it).")
+    labels: str | None = option(None, help=".npy of class ids for --data (or a `labels` array in the .npz), -1 where a "
+                                "sample has none; with --labelled-data, those samples' ids. Adds cross-entropy on the "
+                                "labelled samples and reports accuracy.")
+    labelled_data: str | None = option(None, help="Labelled samples (.npz, as --data) beside an unlabelled --data pool; "
+                                       "their class ids: --labels, or a `labels` array in it.")
+    eval_data: str | None = option(None, help="Held-out inputs for early stopping and the proof (default: 15% of --data).")
+    eval_labels: str | None = option(None, help=".npy of class ids for --eval-data (or a `labels` array in it), -1: none.")
     teacher_weights: str | None = option(None, help="state_dict for a FILE.py:FACTORY teacher (loaded with weights_only=True).")
     teacher_from: str | None = option(None, help="Teacher format, when the name does not tell.")
     student_weights: str | None = option(None, help="Initial state_dict for the student (loaded with weights_only=True).")
     save_weights: str | None = option(None, help="Also write the trained student's state_dict here (for FACTORY --weights).")
     teacher_output: str | None = option(None, help="The teacher output to distill (default: the first that is class "
                                         "scores, else the first).")
-    epochs: int = option(30, help="Training epochs (at most: early stopping may end sooner).", min=1)
+    steps: int = option(STEPS, help="Length of the schedule in optimizer steps, whatever the data's size (at most: early "
+                        "stopping may end sooner).", min=1)
+    epochs: int | None = option(None, help="Train for this many epochs instead of --steps.", min=1)
     batch_size: int = option(64, help="Samples per training step.", min=1)
-    lr: float = option(1e-2, help="Peak AdamW learning rate (linear warm-up, then cosine decay).", above=0)
+    lr: float = option(LR, help="Peak AdamW learning rate (linear warm-up, then cosine decay).", above=0)
     weight_decay: float = option(1e-4, help="AdamW weight decay.", min=0)
     temperature: float = option(4.0, help="KD temperature T: softens both distributions.", above=0)
     alpha: float = option(0.9, help="Weight of the KD term against cross-entropy on labels (without labels: 1).", min=0, max=1)
-    patience: int = option(8, help="Stop after this many epochs without a better held-out metric.", min=1)
-    no_refit: bool = option(False, help="Keep the best held-out checkpoint as it is, trained on 85%% of --data (default: "
+    patience: int = option(PATIENCE, help="Stop after this many epochs without a better held-out metric.", min=1)
+    no_refit: bool = option(False, help="Keep the best held-out checkpoint as it is, trained on 85% of --data (default: "
                             "once the held-out split has chosen the epoch count, retrain on all of --data for that many "
-                            "epochs). Without effect with --eval-data.")
+                            "epochs, with a complete schedule). Without effect with --eval-data.")
+    keep_student_names: bool = option(False, help="Keep the ONNX student's own input/output names and axis names (default: "
+                                      "the teacher's, so that it replaces the teacher without a code change).")
     max_error: str | None = option(None, help="The bar, as quantize's: e.g. accuracy-drop<=0.02,top1>=0.95 (exit 1 if missed).")
     classifier_output: list[str] = option([], help="Teacher output that is class scores (repeatable; default: decided "
                                           "from the graph and the output names).")
@@ -107,17 +116,20 @@ def run(options: Options, progress: ProgressFactory = no_progress, echo: Callabl
         raise InputError("the output would overwrite the teacher", hint="choose another output path")
     from mdeploy.training.checks import load_data
 
-    train_x, train_y = load_data(o.data, o.labels, "--data", "--labels")
+    train_x, train_y = load_data(o.data, None if o.labelled_data else o.labels, "--data", "--labels")
+    labelled = load_data(o.labelled_data, o.labels, "--labelled-data", "--labels") if o.labelled_data else None
+    if labelled is not None and labelled[1] is None:
+        raise InputError("--labelled-data has no class ids", hint="give --labels y.npy, or save a `labels` array in it")
     eval_x, eval_y = load_data(o.eval_data, o.eval_labels, "--eval-data", "--eval-labels") if o.eval_data else (None, None)
     if o.eval_labels and not o.eval_data:
         raise InputError("--eval-labels needs --eval-data")
-    if bar and bar.needs_labels and train_y is None and eval_y is None:
+    if bar and bar.needs_labels and train_y is None and eval_y is None and labelled is None:
         raise InputError("--max-error on accuracy needs labels", hint="give --labels (and --eval-labels with --eval-data)")
     report = Report(command="distill", data={"teacher": teacher_ref.name, "student": student_ref.name, "output": str(out),
                                              "seed": o.seed})
     with sigterm_as_interrupt():
         return _Distill(o, teacher_ref, student_ref, out, weights_out, bar, progress, echo, report).execute(
-            train_x, train_y, eval_x, eval_y)
+            train_x, train_y, eval_x, eval_y, labelled)
 
 
 def _model(flag: str, spec: str, fmt: Format | str | None, weights: str | None) -> ModelRef:
@@ -147,24 +159,26 @@ class _Distill:
     progress: ProgressFactory
     echo: Callable[[str], None] | None
     report: Report
+    teacher_probe: dict[str, Any] | None = None
 
-    def execute(self, train_x: dict, train_y: np.ndarray | None, eval_x: dict | None, eval_y: np.ndarray | None) -> Report:
+    def execute(self, train_x: dict, train_y: np.ndarray | None, eval_x: dict | None, eval_y: np.ndarray | None,
+                labelled: tuple[dict, np.ndarray] | None = None) -> Report:
         from mdeploy.frameworks import torch_models
         from mdeploy.training import Dataset, TrainConfig, checks, fit, split, teacher_outputs, train
+        from mdeploy.training.loop import torch_caches_in
 
         o, report = self.o, self.report
         start = time.perf_counter()
         teacher = self._open_teacher(train_x)
         specs = teacher.input_specs()
-        train_x = _checked(train_x, specs, "--data", report.notes)
-        eval_x = _checked(eval_x, specs, "--eval-data", report.notes) if eval_x is not None else None
-        n = _count(train_x)
-        probe = {k: np.ascontiguousarray(v[: fixed_batch(specs) or min(n, 2)]) for k, v in train_x.items()}
-        teacher_probe = teacher.infer(probe)
+        train_x = checks.samples(train_x, specs, "--data", report.notes)
+        eval_x = checks.samples(eval_x, specs, "--eval-data", report.notes) if eval_x is not None else None
+        probe = {k: np.ascontiguousarray(v[: fixed_batch(specs) or min(_count(train_x), 2)]) for k, v in train_x.items()}
+        teacher_probe = self.teacher_probe = teacher.infer(probe)
         output, kind, classes = self._choose_output(teacher, teacher_probe)
-        for flag, x, y in (("--labels", train_x, train_y), ("--eval-labels", eval_x, eval_y)):
-            if y is not None:
-                checks.check_labels(y, _count(x), classes, flag, output)
+        train_x, train_y = checks.training_labels(train_x, train_y, eval_x, eval_y, labelled, specs, classes, output,
+                                                  report)
+        n = _count(train_x)
         torch_models.torch().manual_seed(o.seed)  # the student's initial weights follow --seed too
         student = torch_models.load(self.student_ref)
         student_index = checks.check_student(student, probe, teacher_probe, output, self.student_ref.name,
@@ -175,7 +189,7 @@ class _Distill:
                                 "top-1); name a class-score output with --classifier-output if it is one")
         report.steps.append(Step("load", "done", {"teacher_inputs": [s.name for s in specs]}, time.perf_counter() - start))
 
-        with tempfile.TemporaryDirectory(prefix="mdeploy-distill-") as work:
+        with tempfile.TemporaryDirectory(prefix="mdeploy-distill-") as work, torch_caches_in(Path(work) / "torch"):
             start = time.perf_counter()
             batch = fixed_batch(specs)
             runs = -(-n // (batch or 256)) + (-(-_count(eval_x) // (batch or 256)) if eval_x is not None else 0)
@@ -192,10 +206,10 @@ class _Distill:
                 held_source = o.eval_data
             else:
                 train_set, held_out = split(data, HELD_OUT_FRACTION, o.seed)
-                held_source = f"{len(held_out)} held-out samples of --data ({HELD_OUT_FRACTION:.0%}, seed {o.seed})"
+                held_source = f"{len(held_out)} samples of --data ({HELD_OUT_FRACTION:.0%}, seed {o.seed})"
             if train_y is not None and eval_x is not None and eval_y is None:
                 report.notes.append("labels were given for --data but not for --eval-data: held-out accuracy is not measured")
-            config = TrainConfig(epochs=o.epochs, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
+            config = TrainConfig(epochs=o.epochs or TrainConfig.epochs, steps=None if o.epochs else o.steps, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
                                  temperature=o.temperature, alpha=o.alpha if train_y is not None else 1.0, patience=o.patience,
                                  kind=kind, output=student_index, seed=o.seed, device=o.device)
             start = time.perf_counter()
@@ -204,10 +218,11 @@ class _Distill:
             else:
                 result = train(student.module, train_set, config, held_out=held_out, progress=self.progress, echo=self.echo)
             if result.refit:
-                report.notes.append(f"refit: the written student trained on all {n} samples of --data for {result.best_epoch} "
-                                    f"epochs, the best epoch count on the held-out split; the training figures are the held-out "
-                                    f"run's, and the proof below runs on samples the refit student has seen (give --eval-data "
-                                    f"or --no-refit for a proof on unseen data)")
+                r = result.refit
+                report.notes.append(f"refit: the written student trained on all {n} samples of --data for {r['epochs']} epochs "
+                                    f"({r['steps']} steps, {r['length']}, with a complete schedule); the training figures are "
+                                    "the held-out run's, and the proof below runs on samples the refit student has seen "
+                                    "(give --eval-data or --no-refit for a proof on unseen data)")
             if result.interrupted:
                 best = (f"best checkpoint: epoch {result.best_epoch}, held-out {_metrics_text(result.best_metrics)}"
                         if result.best_epoch else "no epoch finished")
@@ -217,9 +232,10 @@ class _Distill:
                                        "held_out": held_source, **{k: v for k, v in result.to_dict().items() if k != "history"}}
             student.module.load_state_dict(result.best_state)
             student.module.to("cpu").eval()
-            held_feeds = batches_from_data(held_out.inputs, specs, EVAL_BATCH)
-            held_labels = held_out.labels if kind == "scores" else None
-            self._write(student, result.best_state, specs, teacher, held_feeds, held_labels, output, kind, Path(work))
+            title = ("student vs teacher on --eval-data" if eval_x is not None else
+                     f"student vs teacher on the {len(held_out)} held-out samples, which the refit trained on" if result.refit
+                     else "student vs teacher on held-out data")
+            self._write(student, result.best_state, specs, teacher, held_out, output, kind, Path(work), title)
         return report
 
     def _open_teacher(self, data: dict[str, np.ndarray]) -> Any:
@@ -252,9 +268,10 @@ class _Distill:
         is_scores = kinds[output].scores and probe[output].ndim == 2
         return output, "scores" if is_scores else "regression", int(probe[output].shape[-1]) if is_scores else None
 
-    def _write(self, student: Any, state: dict, specs: list[TensorSpec], teacher: Any, feeds: list[dict],
-               labels: np.ndarray | None, output: str, kind: str, work: Path) -> None:
+    def _write(self, student: Any, state: dict, specs: list[TensorSpec], teacher: Any, held: Any, output: str, kind: str,
+               work: Path, title: str) -> None:
         from mdeploy.frameworks.torch_models import torch
+        from mdeploy.training import dropin
 
         report, o = self.report, self.o
         staged_weights = work / "student.pt"
@@ -262,8 +279,14 @@ class _Distill:
         with atomic_output(self.out, o.force) as tmp:
             start = time.perf_counter()
             fmt = Format.ONNX if self.out.suffix == ".onnx" else Format.PYTORCH_EXPORTED
+            feeds = batches_from_data(held.inputs, specs, EVAL_BATCH)
             if fmt == Format.ONNX:
                 self._export_onnx(student, staged_weights, specs, feeds[0], tmp)
+                if not o.keep_student_names:
+                    outputs = dropin.onnx_outputs(self.teacher_ref.path) or [
+                        TensorSpec(k, (specs[0].shape[0] if specs and specs[0].shape else v.shape[0], *v.shape[1:]), str(v.dtype))
+                        for k, v in self.teacher_probe.items()]
+                    report.notes.extend(dropin.take_interface(tmp, specs, outputs))
             else:
                 _export_pt2(student, feeds[0], specs, tmp)
             report.steps.append(Step("export", "done", {"format": fmt.value}, time.perf_counter() - start))
@@ -273,9 +296,13 @@ class _Distill:
                                       (output,) if kind == "scores" else ())
             if kind != "scores":  # a regression output: no top-1 to judge, whatever the bar says
                 tolerance = replace(tolerance, min_top1=None)
+            labels = held.labels if kind == "scores" else None
+            known = None if labels is None or (labels >= 0).all() else labels >= 0
             with self.progress("proving the student", len(feeds)) as advance:
-                proof = prove(teacher, cand, feeds, tolerance, labels, label="student vs teacher on held-out data",
-                              progress=advance)
+                proof = prove(teacher, cand, feeds, tolerance, labels if known is None else None, label=title, progress=advance)
+            if known is not None and known.any():  # accuracy on the held-out samples that have a label
+                subset = batches_from_data({k: v[known] for k, v in held.inputs.items()}, specs, EVAL_BATCH)
+                proof = Proof(proof.comparison, prove(teacher, cand, subset, tolerance, labels[known]).accuracy)
             report.comparisons.append(proof.comparison)
             report.steps.append(Step("validate", "passed" if proof.comparison else "failed",
                                      {"inputs_sha256": vinputs.feeds_hash(feeds)}, time.perf_counter() - start))
@@ -295,15 +322,18 @@ class _Distill:
                 report.data["weights"] = str(self.weights_out)
 
     def _export_onnx(self, student: Any, weights: Path, specs: list[TensorSpec], feed: dict, tmp: Path) -> None:
-        """Through `convert` (torch -> ONNX with a dynamic batch, validated against the student itself)."""
-        from mdeploy.verbs import convert
+        """As `mdeploy convert` would (torch -> ONNX with a dynamic batch, proven against the student itself)."""
+        from mdeploy.conversion import convert_model
+        from mdeploy.converters.base import chosen_options
 
         names = student.input_names[: len(specs)]
         inputs = [f"{name}:{'x'.join(str(d) for d in (max(2, feed[s.name].shape[0]), *feed[s.name].shape[1:]))}:{s.dtype}"
                   for name, s in zip(names, specs)]
-        dynamic = [] if fixed_batch(specs) else [f"{n}:0" for n in names]
-        sub = convert.run(convert.Options(src=self.student_ref.factory or "", output=str(tmp), weights=str(weights),
-                                          inputs=inputs, dynamic=dynamic, force=True))
+        dynamic = [] if fixed_batch(specs) else [parse_dynamic(f"{n}:0") for n in names]
+        options = chosen_options({"inputs": parse_specs(inputs), "dynamic": dynamic})
+        ref = ModelRef.parse(self.student_ref.factory or "", None, str(weights)).with_load_options(options)
+        sub = convert_model(ref, tmp, Format.ONNX, options, tolerance_for("fp32", None, None, classifier_choice([], False)),
+                            force=True)
         self.report.steps.extend(Step(f"export: {s.name}", s.status, s.details, s.seconds) for s in sub.steps)
         self.report.notes.extend(sub.notes)
         if not sub:
@@ -327,17 +357,6 @@ class _Distill:
                         "latency_ms_median": statistics.median(student_s) * 1000},
             "latency_batch": int(next(iter(one.values())).shape[0]),
         }
-
-
-def _checked(arrays: dict[str, np.ndarray], specs: list[TensorSpec], flag: str, notes: list[str]) -> dict[str, np.ndarray]:
-    """The data keyed by the teacher's input names, checked against them (vinputs.read_data: the only array takes
-    the only input's name when it fits, with a note). Training draws batches of samples: one feed will not do."""
-    reading = vinputs.read_data(arrays, specs, flag)
-    if reading.samples is None:
-        raise InputError(f"{flag} is not a stack of samples along axis 0 ({reading.not_samples}); training draws "
-                         "batches of samples from it", hint=f"give every array of {flag} its samples along axis 0")
-    notes.extend(reading.notes)
-    return reading.arrays
 
 
 def _count(arrays: dict[str, np.ndarray] | None) -> int:

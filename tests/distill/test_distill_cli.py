@@ -134,3 +134,72 @@ def test_same_seed_same_student(digits_kd, tmp_path, extra):
         states.append(torch.load(weights, weights_only=True))
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def _pool(digits_kd, folder, samples: int, labelled: int):  # noqa: ANN001, ANN202
+    """The first `samples` training images as a pool, labelled on the first `labelled` (-1 on the others)."""
+    with np.load(digits_kd["train"]) as data:
+        x = data["image"][:samples]
+    y = np.load(digits_kd["train_labels"])[:samples]
+    partial = np.where(np.arange(samples) < labelled, y, -1)
+    return x, y, partial
+
+
+def test_labels_for_some_samples_a_drop_in_student_and_a_clean_temp_folder(digits_kd, cli, tmp_path):
+    """-1 marks the unlabelled samples; the ONNX student takes the teacher's names and axes, so `validate TEACHER
+    STUDENT` pairs them by name; nothing is left in the temp folder (onnxruntime's .ses, torch's torchinductor_*)."""
+    x, _, partial = _pool(digits_kd, tmp_path, 300, 60)
+    np.savez(tmp_path / "pool.npz", image=x)
+    np.save(tmp_path / "partial.npy", partial)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    out = tmp_path / "student.onnx"
+    r = cli("distill", "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "-o", out, "--data",
+            tmp_path / "pool.npz", "--labels", tmp_path / "partial.npy", "--steps", "60", "--patience", "2", "--json",
+            env={"TMPDIR": str(temp)})
+    assert r.code == 0, r.stderr
+    report = r.json
+    assert report["labelled"] == {"--labels": 60}
+    assert any(n.startswith("labels for 60 of 300 training samples") for n in report["notes"])
+    training = report["training"]
+    assert training["metric"] == "agreement" and "accuracy" in training["best"]  # chosen by agreement, accuracy beside
+    assert training["held_out"] == "45 samples of --data (15%, seed 0)"
+    assert report["accuracy"]["samples"] == 9  # the labelled held-out samples: 15% of 60
+    refit = training["refit"]
+    assert refit["history"][-1]["lr"] == 0.0 and refit["history"][-1]["step"] == refit["steps"]
+    assert report["comparisons"][0]["label"] == "student vs teacher on the 45 held-out samples, which the refit trained on"
+    assert list(temp.iterdir()) == []
+
+    import onnxruntime as ort
+
+    student, teacher = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (out, digits_kd["onnx"]))
+    for a, b in ((student.get_inputs(), teacher.get_inputs()), (student.get_outputs(), teacher.get_outputs())):
+        assert [(v.name, v.shape) for v in a] == [(v.name, v.shape) for v in b] == [(a[0].name, ["batch", *a[0].shape[1:]])]
+    v = cli("validate", digits_kd["onnx"], out, "--data", digits_kd["test_images"], "--atol", "1000", "--json")
+    assert v.code == 0, v.stderr + v.stdout
+    notes = [n for c in v.json["comparisons"] for n in c["notes"]] + v.json["notes"]
+    assert not [n for n in notes if "matched by position" in n], notes
+
+
+def test_labelled_data_beside_an_unlabelled_pool(digits_kd, cli, tmp_path):
+    x, y, _ = _pool(digits_kd, tmp_path, 300, 0)
+    np.savez(tmp_path / "pool.npz", image=x[60:])
+    np.savez(tmp_path / "labelled.npz", image=x[:60])
+    np.save(tmp_path / "y.npy", y[:60])
+    out = tmp_path / "student.onnx"
+    r = cli("distill", "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "-o", out, "--data",
+            tmp_path / "pool.npz", "--labelled-data", tmp_path / "labelled.npz", "--labels", tmp_path / "y.npy",
+            "--steps", "30", "--no-refit", "--keep-student-names", "--json")
+    assert r.code == 0, r.stderr
+    report = r.json
+    assert report["labelled"] == {"--labels": 60} and report["accuracy"]["samples"] == 9
+    assert any(n.startswith("labels for 60 of 300 training samples") for n in report["notes"])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]  # --keep-student-names: the student's own
+
+
+def test_help_shows_percent_signs_once(cli):
+    r = cli("distill", "--help")
+    assert r.code == 0 and "15%" in r.stdout and "85%" in r.stdout and "%%" not in r.stdout

@@ -162,3 +162,26 @@ def test_existing_output_needs_force(digits_kd, cli, tmp_path):
     r = cli("distill", "-o", out, "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "--data", digits_kd["train"])
     assert r.code == 2 and r.stderr.startswith("error: output exists") and "--force" in r.stderr
     assert out.read_bytes() == b"keep me"
+
+
+def test_partial_labels_that_do_not_fit(digits_kd, cli, tmp_path):
+    """100 labels for a pool of 1257 without --labelled-data, every label -1, a class id below -1, --labelled-data
+    without class ids: each refused before training, naming the flag."""
+    y = np.load(digits_kd["train_labels"])
+    np.save(tmp_path / "hundred.npy", y[:100])
+    np.save(tmp_path / "none.npy", np.full(len(y), -1))
+    np.save(tmp_path / "minus2.npy", np.where(np.arange(len(y)) < 5, -2, y))
+    common = ("--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "--data", digits_kd["train"])
+    lines = _bad(cli, tmp_path, *common, "--labels", tmp_path / "hundred.npy")
+    _named(lines, "--labels holds 100 labels for 1257 samples of --data")
+    assert "-1 where a sample has none" in lines[1] and "--labelled-data L.npz --labels y.npy" in lines[1]
+    lines = _bad(cli, tmp_path, *common, "--labels", tmp_path / "none.npy")
+    _named(lines, "--labels labels none of the 1257 samples")
+    lines = _bad(cli, tmp_path, *common, "--labels", tmp_path / "minus2.npy")
+    _named(lines, "class ids -2..9", "-1: no label")
+    with np.load(digits_kd["train"]) as data:
+        np.savez(tmp_path / "labelled.npz", image=data["image"][:50])
+    lines = _bad(cli, tmp_path, *common, "--labelled-data", tmp_path / "labelled.npz")
+    _named(lines, "--labelled-data has no class ids")
+    lines = _bad(cli, tmp_path, *common, "--labelled-data", tmp_path / "labelled.npz", "--labels", tmp_path / "hundred.npy")
+    _named(lines, "--labels holds 100 labels for 50 samples of --labelled-data")

@@ -27,13 +27,14 @@ def test_the_step_verbs_are_the_rows_in_order():
     assert chain.ARTIFACT_VERBS == ("convert", "quantize")
 
 
-@pytest.mark.parametrize("fmt", [f for f in Format if f is not Format.PYTORCH_MODULE])
+@pytest.mark.parametrize("fmt", [Format(f) for f in chain.WRITABLE])
 def test_a_converted_model_is_named_with_the_suffix_its_format_is_read_back_from(fmt):
     """convert's step file, Format.suffix and the extension table that reads outputs agree (TensorRT included: the
-    executor's own table once had no `.engine`)."""
+    executor's own table once had no `.engine`; an onnxruntime-genai folder is what a Hugging Face source's folder is)."""
     suffix = chain.ROLES["convert"].suffix({"dst_format": fmt.value}, "src.onnx")
     assert suffix == fmt.suffix
-    assert format_for_output(Path(f"01-convert{suffix}")) == fmt
+    source = Format.HF_MODEL if fmt is Format.GENAI else None
+    assert format_for_output(Path(f"01-convert{suffix}"), source) == fmt
 
 
 def test_convert_refuses_a_target_it_cannot_write_and_quantize_keeps_its_input_format():
