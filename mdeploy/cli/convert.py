@@ -21,7 +21,12 @@ def _show(report: Report) -> None:
     for note in report.notes:
         stdout.print(f"  [dim]{escape(note)}[/]")
     show_comparisons(report)
-    if not report.comparisons:
+    if "generation" in report.data:
+        from mdeploy.cli.generation import show_generation
+
+        show_generation(report)
+        verdict(report, f"wrote {report.data['output']}")
+    elif not report.comparisons:
         stdout.print(f"[green]wrote[/] {escape(report.data['output'])} (not validated)")
     else:
         verdict(report, f"wrote {report.data['output']}")

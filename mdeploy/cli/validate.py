@@ -50,8 +50,20 @@ def _show_layerwise(report: Report) -> None:
         stdout.print(f"[green]PASSED[/] {result['compared']} shared layers of {report.data['candidate']} within tolerance")
 
 
+def _show_generation(report: Report) -> None:
+    from mdeploy.cli.generation import show_generation
+
+    show_generation(report)
+    for note in report.notes:
+        stdout.print(f"[yellow]note:[/] {note}")
+    verdict(report, f"{report.data['candidate']} generates as {report.data['reference']} does")
+
+
 def _render(report: Report) -> None:
-    (_show_layerwise if "layerwise" in report.data else _show)(report)
+    if "generation" in report.data:
+        _show_generation(report)
+    else:
+        (_show_layerwise if "layerwise" in report.data else _show)(report)
 
 
 command = _command(verb, _render)

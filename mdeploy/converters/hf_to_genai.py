@@ -105,6 +105,7 @@ def build(source: Path, out: Path, precision: str) -> None:
 
 
 def _builder() -> Any:
+    genai_models.onnxruntime_genai()  # the extra's own package first: a missing extra is said before seconds of imports
     require("onnx_ir", extra="llm", purpose="build onnxruntime-genai models")
     require("transformers", extra="llm", purpose="build onnxruntime-genai models")
     hf_models.transformers()  # its loggers quiet

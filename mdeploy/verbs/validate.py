@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mdeploy.core import ModelRef, TensorSpec, Tolerance
     from mdeploy.reports.report import Report
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 DEVICES = ("cpu", "cuda")
 
 
@@ -39,7 +39,8 @@ class Options:
     inputs: list[str] = option([], flag="--input", help="NAME:SHAPE[:DTYPE], e.g. input_ids:1x128:int64 (repeatable).")
     atol: float | None = option(None, help="Absolute tolerance (default per precision).", min=0.0)
     rtol: float | None = option(None, help="Relative tolerance (default per precision).", min=0.0)
-    precision: str = option("fp32", help="Default tolerances for fp32, fp16 or int8 candidates.", choices=PRECISIONS)
+    precision: str | None = option(None, help="Default tolerances for fp32, fp16, int8 or int4 candidates (default fp32; "
+                                   "with --generate, read from the candidate's weights).", choices=PRECISIONS)
     device: str = option("cpu", help="cpu or cuda: cuda runs the candidate on the GPU against the reference on the CPU "
                          "(unless --ref-device / --cand-device say otherwise).", choices=DEVICES)
     ref_device: str | None = option(None, help="Device of the reference (default cpu).", choices=DEVICES)
@@ -54,6 +55,14 @@ class Options:
     classifier_output: list[str] = option([], help="Output that is class scores, the only kind top-1 agreement is judged "
                                           "on (repeatable; default: decided from the graph and the output names).")
     no_classifier: bool = option(False, help="No output is class scores: top-1 is never judged.")
+    generate: bool = option(False, help="Language models (Hugging Face or onnxruntime-genai folders): greedy generation "
+                            "from both on the same prompts; token match, first divergence, logits error per step.")
+    prompts: str | None = option(None, help="--generate: a text file, one prompt per line (default: a few built-in "
+                                 "prompts); or give token ids as input_ids in --data.")
+    max_new_tokens: int = option(32, help="--generate: tokens to generate per prompt.", min=1)
+    text: str | None = option(None, help="--generate: a text file to measure both models' perplexity on.")
+    max_error: str | None = option(None, help="--generate: the bar, e.g. token-match>=0.9,cosine>=0.99,"
+                                   "perplexity-ratio<=1.05 (default per precision).")
 
 
 def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
@@ -67,7 +76,18 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         raise InputError("give --data or --samples, not both")
     if o.report:
         check_output(Path(o.report), force=True)
-    tolerance = tolerance_for(o.precision, o.atol, o.rtol, classifier_choice(o.classifier_output, o.no_classifier))
+    _generate_flags(o)
+    if o.generate:
+        from mdeploy.validation import generation
+
+        report = generation.prove(ModelRef.parse(o.reference, o.ref_format), ModelRef.parse(o.candidate, o.cand_format),
+                                  o.prompts, o.data, o.text, o.max_new_tokens, o.precision, o.max_error, progress)
+        if o.report:
+            from mdeploy.reports.render import write
+
+            write(report, Path(o.report))
+        return report
+    tolerance = tolerance_for(o.precision or "fp32", o.atol, o.rtol, classifier_choice(o.classifier_output, o.no_classifier))
     ref = ModelRef.parse(o.reference, o.ref_format, o.weights)
     cand = ModelRef.parse(o.candidate, o.cand_format)
     inputs = parse_specs(o.inputs)
@@ -80,6 +100,19 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
 
         write(report, Path(o.report))
     return report
+
+
+def _generate_flags(o: Options) -> None:
+    """--generate's own flags only with it; the tensor-comparison flags only without it."""
+    mine = {"--prompts": o.prompts, "--text": o.text, "--max-error": o.max_error, "--max-new-tokens": o.max_new_tokens != 32}
+    theirs = {"--layerwise": o.layerwise, "--samples": o.samples, "--labels": o.labels, "--input": o.inputs, "--atol": o.atol,
+              "--rtol": o.rtol, "--weights": o.weights, "--device": o.device != "cpu", "--ref-device": o.ref_device,
+              "--cand-device": o.cand_device, "--classifier-output": o.classifier_output, "--no-classifier": o.no_classifier}
+    wrong = [flag for flag, given in (theirs if o.generate else mine).items() if given not in (None, False, [], ())]
+    if wrong:
+        raise InputError(f"{wrong[0]} does not apply {'with' if o.generate else 'without'} --generate",
+                         hint="--generate compares language models by what they generate" if o.generate
+                         else "give --generate to compare language models by generation")
 
 
 def _feeds(specs: list[TensorSpec], o: Options) -> tuple[Any, dict[str, Any]]:

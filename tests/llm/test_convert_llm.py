@@ -1,0 +1,96 @@
+"""`mdeploy convert HF_DIR -o llm/`: a Hugging Face language model to an onnxruntime-genai folder, proven by
+generation; int4/int8 builds; the refusals (an architecture the builder does not convert, the llm extra missing)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mdeploy import api
+from tests.checks import assert_clean_error
+from tests.conftest import run_cli
+
+GENAI_FILES = {"genai_config.json", "model.onnx", "model.onnx.data", "tokenizer.json", "tokenizer_config.json"}
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_fp32_build_generates_every_token_the_source_does(genai_fp32, tiny_lm_dir):
+    out, report = genai_fp32
+    assert report["passed"] and report["format"] == "genai"
+    gen = report["generation"]
+    assert gen["precision"] == "fp32" and gen["token_match"] == 1.0
+    assert all(d is None for d in gen["first_divergence"])
+    assert gen["prefill"]["max_abs"] < 1e-3 and gen["decode"]["max_abs"] < 1e-3
+    assert gen["decode"]["cosine"] > 0.99999
+    assert [s["name"] for s in report["steps"]] == ["convert hf-model -> genai", "generate"]
+    assert {p.name for p in out.iterdir()} == GENAI_FILES
+    assert [p.name for p in out.parent.iterdir()] == ["llm"]  # no staging folder, no builder cache left
+    config = json.loads((out / "genai_config.json").read_text())
+    assert config["model"]["decoder"]["filename"] == "model.onnx"
+    assert {p.name for p in tiny_lm_dir.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+
+
+def test_the_trained_model_says_something(genai_fp32):
+    """A random init repeats one token; the trained LM's continuations are varied (else the proof proves nothing)."""
+    for prompt in genai_fp32[1]["generation"]["prompts"]:
+        assert len(prompt["source_tokens"]) >= 8
+        assert len(set(prompt["source_tokens"])) >= 4, prompt
+
+
+def test_int4_and_int8_builds_replace_only_with_force(tiny_lm_dir, genai_fp32, eval_text, tmp_path):
+    source = _digest(tiny_lm_dir)
+    out = tmp_path / "llm"
+    int4 = run_cli("convert", tiny_lm_dir, "-o", out, "--precision", "int4", "--max-length", "96", "--json")
+    assert int4.code == 0, int4.stderr[-3000:]
+    gen = int4.json["generation"]
+    assert gen["precision"] == "int4" and gen["max_error"]["met"]
+    assert 0.9 < gen["prefill"]["cosine"] < 1.0  # quantized: close, not equal
+    assert json.loads((out / "genai_config.json").read_text())["search"]["max_length"] == 96
+    fp32_bytes = (genai_fp32[0] / "model.onnx.data").stat().st_size
+    assert (out / "model.onnx.data").stat().st_size < 0.5 * fp32_bytes
+
+    again = run_cli("convert", tiny_lm_dir, "-o", out, "--precision", "int4")
+    assert_clean_error(again, "output exists", hint=True)
+    int8 = run_cli("convert", tiny_lm_dir, "-o", out, "--precision", "int8", "--force", "--no-validate", "--json")
+    assert int8.code == 0, int8.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == GENAI_FILES and [p.name for p in tmp_path.iterdir()] == ["llm"]
+
+    validated = api.validate(str(tiny_lm_dir), str(out), generate=True, text=str(eval_text), max_new_tokens=12)
+    assert validated.passed
+    gen = validated.to_dict()["generation"]
+    assert gen["precision"] == "int8"  # read from the weights: MatMulNBits with 8 bits
+    ppl = gen["perplexity"]
+    assert ppl["tokens"] > 500 and 1.0 < ppl["source"] < 3.0
+    assert abs(ppl["ratio"] - ppl["candidate"] / ppl["source"]) < 1e-12 and ppl["ratio"] < 1.05
+    assert _digest(tiny_lm_dir) == source  # the input is never modified
+
+
+def test_an_architecture_the_builder_does_not_convert_is_refused(tmp_path):
+    src = tmp_path / "gpt2"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    (src / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    out = tmp_path / "llm"
+    result = run_cli("convert", src, "-o", out)
+    assert_clean_error(result, "GPT2LMHeadModel", "supported: LlamaForCausalLM", hint=True, out=out)
+
+
+def test_a_missing_llm_extra_names_it(tiny_lm_dir, tmp_path):
+    """onnxruntime-genai hidden behind an import hook that refuses it, as if it were not installed."""
+    hook = tmp_path / "hide" / "sitecustomize.py"
+    hook.parent.mkdir()
+    hook.write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'onnxruntime_genai' or name.startswith('onnxruntime_genai.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    out = tmp_path / "llm"
+    result = run_cli("convert", tiny_lm_dir, "-o", out, env={"PYTHONPATH": str(hook.parent)})
+    assert_clean_error(result, "pip install 'mdeploy[llm]'", hint=True, out=out)
