@@ -25,15 +25,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from _common import latencies
 
-from mdeploy import machine  # noqa: E402  (_common puts the repository on the path)
+from mdeploy import machine
 
 TARGET_BOUND = 1.10
 
 
-def _cnn_resnet(small: bool):  # noqa: ANN202
+def _cnn_resnet(small: bool):
     from torch import nn
 
     class Bottleneck(nn.Module):
@@ -47,7 +46,7 @@ def _cnn_resnet(small: bool):  # noqa: ANN202
             self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                          if stride != 1 or cin != cout else nn.Identity())
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             return (self.body(x) + self.skip(x)).relu()
 
     blocks, base = ((1, 1, 1, 1), 32) if small else ((3, 4, 6, 3), 64)
@@ -60,7 +59,7 @@ def _cnn_resnet(small: bool):  # noqa: ANN202
                          *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000))
 
 
-def _cnn_effnet(small: bool):  # noqa: ANN202
+def _cnn_effnet(small: bool):
     from torch import nn
 
     class MBConv(nn.Module):
@@ -72,7 +71,7 @@ def _cnn_effnet(small: bool):  # noqa: ANN202
                                       nn.SiLU(), nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
             self.residual = stride == 1 and cin == cout
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             return x + self.body(x) if self.residual else self.body(x)
 
     stages = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 40, 2, 2), (6, 80, 3, 2), (6, 112, 3, 1), (6, 192, 4, 2), (6, 320, 1, 1)]
@@ -86,7 +85,7 @@ def _cnn_effnet(small: bool):  # noqa: ANN202
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000))
 
 
-def _encoder(small: bool, vision: bool):  # noqa: ANN202
+def _encoder(small: bool, vision: bool):
     import torch
     from torch import nn
 
@@ -104,7 +103,7 @@ def _encoder(small: bool, vision: bool):  # noqa: ANN202
             self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
             self.head = nn.Linear(hidden, 1000 if vision else hidden)
 
-        def forward(self, x):  # noqa: ANN001, ANN202
+        def forward(self, x):
             h = self.embed(x).flatten(2).transpose(1, 2) if vision else self.embed(x)
             h = self.encoder(h + self.positions)
             return self.head(h[:, 0])
@@ -156,7 +155,7 @@ def ort_defaults(fp32: Path, calib: dict, work: Path) -> dict[str, Path]:
             key, x = next(iter(calib.items()))
             self.feeds = iter([{key: x[i:i + 1]} for i in range(len(x))])
 
-        def get_next(self):  # noqa: ANN202
+        def get_next(self):
             return next(self.feeds, None)
 
     out = {}

@@ -10,16 +10,7 @@ turns with the float model (measuring/latency.time_runs), so that every speed-up
 uses one intra-op thread, like the verb's speed check and the int8 bound: at more threads on a shared machine the
 ranking is decided by other processes (seen: a 2x faster dynamic form measured as a tie at 2 threads).
 
-The candidate list is pruned by what the CPU has (`forms`), because some forms cannot win there:
-- 7-bit weights (reduce_range) exist for x86 CPUs without VNNI, whose u8*s8 multiply-add (vpmaddubsw) saturates
-  16-bit sums; VNNI and AMX accumulate in 32 bits and ARM has no such path, so there 7 bits only lose accuracy.
-  Without VNNI static u8*s8 kernels saturate with 8-bit weights, so static forms use 7 bits there; dynamic forms
-  (whose activations are re-scaled per run) try both.
-- s8 activations: x86 without VNNI has no s8*s8 kernel (onnxruntime shifts them to u8 at run time, slower), so they
-  are tried only where s8 kernels exist (VNNI, AMX, ARM's dot product).
-- static forms need calibration data; without it only dynamic forms are tried (random calibration is not a proof).
-Options the user fixed (--mode, --per-channel/--per-tensor, --reduce-range/--full-range, --activation-type) are
-kept in every candidate; the others are searched.
+The candidate forms, and why some are not tried on this CPU, are in quantization/int8_forms.py.
 
 The search starts from the model the verb already wrote with its defaults (candidate 1, at no cost), then tries one
 change at a time from each mode's base form, plus the fastest form with the nodes its profile shows slower in INT8
@@ -39,12 +30,13 @@ from typing import Any
 
 from mdeploy import machine, registry
 from mdeploy.core import Format, ModelRef
-from mdeploy.errors import MdeployError
+from mdeploy.errors import InputError, MdeployError, first_line
 from mdeploy.lazy import numpy as np
 from mdeploy.measuring.latency import time_runs
 from mdeploy.progress import ProgressFactory
 from mdeploy.quantization import slow_nodes
 from mdeploy.quantization.calibration import fixed_batch
+from mdeploy.quantization.int8_forms import Form, cpu_isa, form_of, forms
 from mdeploy.quantization.speed_check import feed_for_timing
 from mdeploy.reports.report import Report, Step
 from mdeploy.validation.bar import Bar
@@ -52,106 +44,6 @@ from mdeploy.validation.bar import Bar
 GOALS = ("accuracy", "latency")
 DEFAULT_BUDGET = 300.0
 RUNOFF = 3  # the fastest passing candidates re-timed together at the end
-
-
-@dataclass(frozen=True)
-class Form:
-    """One INT8 form: what onnxruntime.quantization is asked for."""
-
-    mode: str
-    quant_format: str = "qdq"
-    per_channel: bool = True
-    activation_type: str = "uint8"
-    reduce_range: bool = False
-    exclude: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        parts = [self.mode]
-        if self.mode == "static":
-            parts += [self.quant_format, "u8" if self.activation_type == "uint8" else "s8"]
-        parts.append("per-channel" if self.per_channel else "per-tensor")
-        if self.reduce_range:
-            parts.append("7-bit")
-        if self.exclude:
-            parts.append(f"{len(self.exclude)} slow nodes float")
-        return " ".join(parts)
-
-    def changes(self, user_exclude: list[str]) -> dict[str, Any]:
-        """The quantize pass's options for this form (OnnxQuantizeOptions fields)."""
-        changes: dict[str, Any] = {
-            "mode": self.mode,
-            "per_channel": "on" if self.per_channel else "off",
-            "reduce_range": "on" if self.reduce_range else "off",
-            "exclude": [*user_exclude, *(n for n in self.exclude if n not in user_exclude)],
-        }
-        if self.mode == "static":
-            changes.update(quant_format=self.quant_format, activation_type=self.activation_type)
-        return changes
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"mode": self.mode, "per_channel": self.per_channel, "reduce_range": self.reduce_range}
-        if self.mode == "static":
-            d.update(format=self.quant_format, activation_type=self.activation_type)
-        if self.exclude:
-            d["kept_in_float"] = list(self.exclude)
-        return d
-
-
-def form_of(details: dict[str, Any]) -> Form:
-    """The form the quantize pass reports it wrote (its result's details)."""
-    if details.get("mode") == "dynamic":
-        return Form("dynamic", per_channel=bool(details.get("per_channel")), reduce_range=bool(details.get("reduce_range")))
-    return Form("static", details.get("format", "qdq"), bool(details.get("per_channel")),
-                details.get("activation_type", "uint8"), bool(details.get("reduce_range")))
-
-
-def cpu_isa() -> dict[str, bool]:
-    """What decides which INT8 kernels are fast here (machine.int8_isa says what each implies)."""
-    return {"arm": machine.is_arm(), "vnni": machine.has_vnni(), "amx": "amx_int8" in machine.cpu_flags()}
-
-
-def forms(options: Any, has_data: bool, isa: dict[str, bool]) -> tuple[list[Form], list[str]]:
-    """The candidate forms for this CPU in the order worth trying, and a line per kind of form pruned and why."""
-    pruned: list[str] = []
-    wide = isa["vnni"] or isa["amx"] or isa["arm"]
-    modes = [options.mode] if options.mode != "auto" else ["static", "dynamic"]
-    if "static" in modes and not has_data:
-        modes.remove("static")
-        pruned.append("static forms: no calibration data (give --calib-data to try them)")
-    pcs = [options.per_channel == "on"] if options.per_channel != "auto" else [True, False]
-    if options.activation_type != "auto":
-        acts = [options.activation_type]
-    elif isa["arm"]:
-        acts = ["int8", "uint8"]
-    elif wide:
-        acts = ["uint8", "int8"]
-    else:
-        acts = ["uint8"]
-        pruned.append("s8 activations: this x86 CPU has no VNNI, so no s8*s8 kernel (onnxruntime shifts them to u8)")
-    if options.reduce_range != "auto":
-        rr_static = rr_dynamic = [options.reduce_range == "on"]
-    elif wide:
-        rr_static = rr_dynamic = [False]
-        pruned.append("7-bit weights: VNNI/AMX/ARM products do not saturate, so 7 bits would only lose accuracy")
-    else:
-        rr_static, rr_dynamic = [True], [True, False]
-        pruned.append("8-bit static weights: u8*s8 products saturate without VNNI (static forms use 7 bits)")
-    bases: list[Form] = []
-    variations: list[Form] = []
-    for mode in modes:
-        if mode == "static":
-            base = Form("static", "qdq", pcs[0], acts[0], rr_static[0])
-            variations += [replace(base, quant_format="qoperator")]
-            variations += [replace(base, per_channel=pc) for pc in pcs[1:]]
-            variations += [replace(base, activation_type=a) for a in acts[1:]]
-            variations += [replace(base, reduce_range=rr) for rr in rr_static[1:]]
-        else:
-            base = Form("dynamic", per_channel=False if len(pcs) > 1 else pcs[0], reduce_range=rr_dynamic[0])
-            variations += [replace(base, per_channel=True)] if len(pcs) > 1 else []
-            variations += [replace(base, reduce_range=rr) for rr in rr_dynamic[1:]]
-        bases.append(base)
-    return bases + variations, pruned
 
 
 @dataclass
@@ -186,6 +78,16 @@ class Candidate:
 
 def _round(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
+
+
+def check(pass_cls: Any, options: Any, validate: bool) -> None:
+    """What --goal latency needs, checked before any work: an ONNX INT8 pass for the CPU, and the proof it keeps by."""
+    if not validate or pass_cls.verb != "quantize" or pass_cls.target != Format.ONNX:
+        raise InputError("--goal latency needs an ONNX model and validation (it keeps the fastest form that is "
+                         "proven accurate)", hint="drop --no-validate (and --weights); quantize an .onnx model")
+    if getattr(options, "target", "cpu") != "cpu":
+        raise InputError("--goal latency searches the forms that run fast on this CPU; --target tensorrt has one "
+                         "INT8 form", hint="drop --goal latency for --target tensorrt")
 
 
 @dataclass
@@ -275,6 +177,8 @@ def _try(cand: Candidate, setup: Setup, path: Path, float_runner: Any, feed: dic
         _time(cand, float_runner, feed, setup.threads, seconds)
     except MdeployError as exc:  # a form onnxruntime cannot write for this model is a row of the table, not the end
         cand.status, cand.reason, cand.path = "failed", exc.message, None
+    except Exception as exc:  # noqa: BLE001 - e.g. onnxruntime refusing to load a form it wrote: that form is out
+        cand.status, cand.reason, cand.path = "failed", f"{type(exc).__name__}: {first_line(exc)}", None
     cand.seconds = time.perf_counter() - start
 
 

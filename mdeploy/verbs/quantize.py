@@ -160,9 +160,8 @@ class Plan:
             raise InputError("--max-error needs validation; drop --no-validate")
         if self.bar and self.bar.speed_criteria and not self.speed:
             raise InputError("--max-error speedup needs the timing --no-speed skips", hint="drop --no-speed")
-        if self.goal == "latency" and (not self.validate or self.pass_cls.verb != "quantize" or self.pass_cls.target != Format.ONNX):
-            raise InputError("--goal latency needs an ONNX model and validation (it keeps the fastest form that is "
-                             "proven accurate)", hint="drop --no-validate; quantize an .onnx model")
+        if self.goal == "latency":
+            goal_search.check(self.pass_cls, self.options, self.validate)
         if self.bar and self.bar.needs_labels and not (self.labels_path or (self.data and self._has_labels())):
             raise InputError(
                 "--max-error on accuracy needs labels",
