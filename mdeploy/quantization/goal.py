@@ -223,9 +223,12 @@ def _slow_form(done: list[Candidate], setup: Setup, feed: dict) -> Form | None:
 
 
 def _runoff(done: list[Candidate], float_runner: Any, feed: dict, threads: int | None, seconds: float) -> None:
-    """The fastest passing candidates and the float model timed together, so that the one kept is chosen on figures
-    from one run; skipped when the budget has no time left for it."""
-    best = sorted((c for c in done if c.accurate and c.speedup), key=lambda c: -(c.speedup or 0))[:RUNOFF]
+    """The fastest passing candidates, and the fastest of each mode (static and dynamic kernels differ most, and
+    bursts of other work can reorder them in their separate timings), timed together with the float model, so that
+    the one kept is chosen on figures from one run; skipped when the budget has no time left for it."""
+    ranked = sorted((c for c in done if c.accurate and c.speedup), key=lambda c: -(c.speedup or 0))
+    best = ranked[:RUNOFF] + [c for mode in ("static", "dynamic") for c in
+                              [next((c for c in ranked if c.form.mode == mode), None)] if c and c not in ranked[:RUNOFF]]
     if len(best) < 2 or seconds < 0.5:
         return
     runners = [registry.open_runner(ModelRef(c.path, Format.ONNX), "cpu", None, threads) for c in best]
