@@ -37,13 +37,18 @@ from mdeploy.logs import framework_output, is_verbose
 from mdeploy.packaging.base import Feed, Request, Server, Written
 from mdeploy.runners.base import Runner
 
-FORMATS = (Format.ONNX, Format.TFLITE)
+FORMATS = (Format.ONNX, Format.TFLITE, Format.GENAI)
 TELEMETRY_OFF = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 ONNX_FILE = "model.onnx"  # mlflow.onnx's name for the model inside the package
 WRAPPER = Path(__file__).with_name("mlflow_tflite_model.py")
+GENAI_WRAPPER = Path(__file__).with_name("mlflow_genai_model.py")  # an onnxruntime-genai folder: token ids in and out
 # numpy dtypes MLflow's tensor schema and its JSON parsing can carry (no bfloat16, strings or complex numbers)
 SERVABLE_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
                    "uint64", "bool")
+
+
+_FLAVORS = {Format.ONNX: "onnx", Format.TFLITE: "python_function (mlflow_tflite_model.py)",
+            Format.GENAI: "python_function (mlflow_genai_model.py)"}
 
 
 def mlflow_module() -> Any:
@@ -86,6 +91,8 @@ def write(request: Request, root: Path) -> Written:
     notes: list[str] = []
     if request.model.format is Format.ONNX:
         _write_onnx(mlflow, request, root, signature, example, notes)
+    elif request.model.format is Format.GENAI:
+        _write_genai(mlflow, request, root, signature, example, notes)
     else:
         _write_tflite(mlflow, request, root, signature, example)
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
@@ -100,8 +107,7 @@ def write(request: Request, root: Path) -> Written:
         except MdeployError as exc:
             checks.append({"check": "mlflow.pyfunc loads the package", "passed": False, "detail": exc.message})
     return Written(files=files, readme=_readme(request), checks=checks, notes=notes,
-                   details={"mlflow_version": mlflow.__version__, "flavor": "onnx" if request.model.format is Format.ONNX
-                            else "python_function (mlflow_tflite_model.py)"},
+                   details={"mlflow_version": mlflow.__version__, "flavor": _FLAVORS[request.model.format]},
                    runner=runner)
 
 
@@ -192,7 +198,7 @@ def _package_ref(request: Request, root: Path) -> ModelRef:
     """The model file inside the package (an ONNX graph there lets comparisons read its output kinds)."""
     if request.model.format is Format.ONNX:
         return ModelRef(root / ONNX_FILE, Format.ONNX)
-    return ModelRef(root / "artifacts" / request.model.path.name, Format.TFLITE)
+    return ModelRef(root / "artifacts" / request.model.path.name, request.model.format)
 
 
 def _declared_inputs(request: Request) -> list[TensorSpec]:
@@ -291,6 +297,22 @@ def _write_onnx(mlflow: Any, request: Request, root: Path, signature: Any, examp
         raise ModelLoadError(f"mlflow.onnx could not save {request.model.name}: {first_line(exc)}") from None
 
 
+def _write_genai(mlflow: Any, request: Request, root: Path, signature: Any, example: Feed | None, notes: list[str]) -> None:
+    """The folder as a pyfunc artifact (MLflow copies it whole, external data included) served by mlflow_genai_model.py."""
+    from mdeploy.runners.genai_runner import MAX_NEW_TOKENS
+
+    try:
+        with quiet():
+            mlflow.pyfunc.save_model(str(root), python_model=str(GENAI_WRAPPER),
+                                     artifacts={"genai_model": str(request.model.path.resolve())},
+                                     model_config={"max_new_tokens": MAX_NEW_TOKENS}, signature=signature,
+                                     input_example=example, pip_requirements=_requirements("onnxruntime-genai"))
+    except Exception as exc:
+        raise ModelLoadError(f"mlflow.pyfunc could not save {request.model.name}: {first_line(exc)}") from None
+    notes.append(f"the server takes a prompt's token ids (input_ids) and answers the {MAX_NEW_TOKENS} tokens it generates "
+                 "greedily (generated_ids; -1 after an end-of-sequence token)")
+
+
 def _write_tflite(mlflow: Any, request: Request, root: Path, signature: Any, example: Feed | None) -> None:
     require("ai_edge_litert.interpreter", extra="tensorflow", purpose="serve TFLite models with MLflow")
     try:
@@ -323,12 +345,14 @@ def _static_checks(mlflow: Any, request: Request, root: Path) -> list[dict[str, 
             wrong.append(f"{s.name}: {said}, the model takes {s.dtype}{list(want)}")
     checks.append({"check": "signature: every input's dtype and shape (-1 on dynamic axes)", "passed": not wrong,
                    "detail": "; ".join(wrong) or ", ".join(f"{s.name}:{np.dtype(s.dtype).name}" for s in request.inputs)})
-    if request.model.format is Format.ONNX:
-        from mdeploy.frameworks import onnx_models
+    if request.model.format in (Format.ONNX, Format.GENAI):
+        from mdeploy.frameworks import genai_models, onnx_models
 
-        files = onnx_models.external_data_files(onnx_models.load_proto(root / ONNX_FILE))
-        missing = [f for f in files if not (root / f).is_file()]
-        checks.append({"check": "model.onnx and its external data are inside the package", "passed": not missing,
+        onnx_file = root / ONNX_FILE if request.model.format is Format.ONNX else \
+            genai_models.model_file(root / "artifacts" / request.model.path.name)
+        files = onnx_models.external_data_files(onnx_models.load_proto(onnx_file)) if onnx_file.is_file() else []
+        missing = [f for f in files if not (onnx_file.parent / f).is_file()] + ([] if onnx_file.is_file() else [onnx_file.name])
+        checks.append({"check": f"{onnx_file.name} and its external data are inside the package", "passed": not missing,
                        "detail": ", ".join(missing)})
     return checks
 
