@@ -72,3 +72,19 @@ def test_tolerance_overrides_keep_the_other_default():
     tol = tolerance_for("fp32", atol=1e-5)
     assert tol.atol == 1e-5 and tol.rtol == 1e-3 and tol.source == "user"
     assert tolerance_for("int8").min_cosine is not None
+
+
+def test_language_model_folders_are_recognised(tmp_path):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="not a SavedModel"):
+        ModelRef.parse(str(hf))  # config.json alone: no weights
+    (hf / "model.safetensors").write_bytes(b"")
+    assert ModelRef.parse(str(hf)).format == Format.HF_MODEL
+    genai = tmp_path / "llm"
+    genai.mkdir()
+    (genai / "genai_config.json").write_text("{}")
+    assert ModelRef.parse(str(genai)).format == Format.GENAI
+    assert format_for_output(tmp_path / "out", Format.HF_MODEL) == Format.GENAI
+    assert format_for_output(tmp_path / "out") == Format.SAVEDMODEL

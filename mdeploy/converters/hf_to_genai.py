@@ -35,6 +35,9 @@ ARCHITECTURES = (
     "Ernie4_5ForCausalLM", "HunYuanDenseV1ForCausalLM", "Lfm2ForCausalLM", "ChatGLMModel",
 )
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
+# what a CPU build may be: the builder's float16 decoder is a GPU model (no GroupQueryAttention on the CPU path, and
+# onnxruntime's CPU kernels fail on its decode step: "Shape mismatch attempting to re-use buffer", seen with 0.18)
+CPU_PRECISIONS = ("fp32", "int8", "int4")
 
 
 @dataclass
@@ -65,7 +68,10 @@ class HfToGenai(Converter):
     def convert(self, src: ModelRef, out: Path, options: HfToGenaiOptions) -> ConversionResult:
         precision = options.precision or "fp32"
         if precision not in PRECISIONS:
-            raise InputError(f"--precision {precision} does not apply to a language model", hint="give " + " | ".join(PRECISIONS))
+            raise InputError(f"--precision {precision} does not apply to a language model", hint="give " + " | ".join(CPU_PRECISIONS))
+        if precision not in CPU_PRECISIONS:
+            raise ConversionError(f"--precision {precision}: onnxruntime-genai's float16 language models run on GPUs, and "
+                                  "this build is for the CPU", hint="give --precision " + " | ".join(CPU_PRECISIONS))
         if options.max_length is not None and options.max_length < 2:
             raise InputError(f"--max-length {options.max_length} leaves no room to generate", hint="e.g. --max-length 2048")
         arch = check_architecture(src.path)

@@ -79,6 +79,7 @@ class GenaiLM:
         og = onnxruntime_genai()
         config = read_config(path)
         self.og = og
+        self.path = Path(path)
         self.max_length = int(config.get("search", {}).get("max_length") or config["model"].get("context_length") or 0)
         try:
             with framework_output():
@@ -101,24 +102,30 @@ class GenaiLM:
         """Greedy continuation of `ids`: the new tokens (up to and including an end-of-sequence token) and, with
         `keep_logits`, the logits each was chosen from (steps x vocab, float32): step 0 is the prefill's."""
         self.check_length(len(ids), max_new_tokens)
-        generator = self._generator(len(ids) + max_new_tokens)
-        generator.append_tokens(np.asarray([ids], dtype=np.int32))
         tokens: list[int] = []
         logits: list[np.ndarray] = []
-        while len(tokens) < max_new_tokens and not generator.is_done():
-            if keep_logits:
-                logits.append(np.asarray(generator.get_logits(), dtype=np.float32).reshape(-1))
-            generator.generate_next_token()
-            tokens.append(int(generator.get_next_tokens()[0]))
+        try:
+            generator = self._generator(len(ids) + max_new_tokens)
+            generator.append_tokens(np.asarray([ids], dtype=np.int32))
+            while len(tokens) < max_new_tokens and not generator.is_done():
+                if keep_logits:
+                    logits.append(np.asarray(generator.get_logits(), dtype=np.float32).reshape(-1))
+                generator.generate_next_token()
+                tokens.append(int(generator.get_next_tokens()[0]))
+        except RuntimeError as exc:
+            raise ModelLoadError(f"onnxruntime-genai cannot run {self.path}: {first_line(exc)}") from None
         return tokens, np.stack(logits) if logits else np.zeros((0, 0), np.float32)
 
     def nll(self, ids: list[int]) -> float:
         """Summed negative log-likelihood of ids[1:] given what precedes each: one prefill of the whole window, whose
         logits at every position onnxruntime-genai returns as the `logits` output."""
         self.check_length(len(ids), 0)
-        generator = self._generator(len(ids))
-        generator.append_tokens(np.asarray([ids], dtype=np.int32))
-        logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0, :-1]
+        try:
+            generator = self._generator(len(ids))
+            generator.append_tokens(np.asarray([ids], dtype=np.int32))
+            logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0, :-1]
+        except RuntimeError as exc:
+            raise ModelLoadError(f"onnxruntime-genai cannot run {self.path}: {first_line(exc)}") from None
         return float(_cross_entropy(logits, np.asarray(ids[1:])))
 
 

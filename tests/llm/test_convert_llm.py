@@ -94,3 +94,9 @@ def test_a_missing_llm_extra_names_it(tiny_lm_dir, tmp_path):
     out = tmp_path / "llm"
     result = run_cli("convert", tiny_lm_dir, "-o", out, env={"PYTHONPATH": str(hook.parent)})
     assert_clean_error(result, "pip install 'mdeploy[llm]'", hint=True, out=out)
+
+
+def test_float16_is_refused_for_the_cpu(tiny_lm_dir, tmp_path):
+    out = tmp_path / "llm"
+    result = run_cli("convert", tiny_lm_dir, "-o", out, "--precision", "fp16")
+    assert_clean_error(result, "run on GPUs", "fp32 | int8 | int4", hint=True, out=out)
