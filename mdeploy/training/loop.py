@@ -51,8 +51,9 @@ class TrainConfig:
     warmup: float = 0.05  # fraction of the steps with a linear warm-up, then cosine decay to 0
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the KD term when there are labels (without labels it is 1)
-    patience: int | None = 8  # epochs without a better held-out metric before stopping (None: a quarter of the
-    # schedule's epochs, at least 8: on a small pool a schedule runs hundreds of short epochs)
+    patience: int | None = 8  # epochs without a better held-out metric before stopping (None: half the schedule's
+    # epochs, at least 8: on a small pool a schedule runs hundreds of short epochs, and the held-out metric of a few
+    # hundred samples wanders on a plateau while the learning rate is still high)
     kind: str = "scores"  # "scores": KD on class scores; "regression": MSE to the teacher
     output: str | int | None = None  # which student output is trained: a name or position in its flattened outputs
     seed: int = 0
@@ -191,7 +192,7 @@ def train(
     result = TrainResult(_cpu_state(student), 0, first, metric=metric)
     best_score = _score(first, metric) if first else None
     stale = step = 0
-    patience = config.patience or max(8, epochs // 4)
+    patience = config.patience or max(8, epochs // 2)
     last: EpochRecord | None = None
     try:
         for epoch in range(1, epochs + 1):

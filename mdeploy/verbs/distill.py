@@ -35,7 +35,7 @@ from mdeploy.verbs.options import check, option
 
 HELD_OUT_FRACTION = 0.15
 # chosen by cross-validation inside the training data (benchmarks/distill_digits.py, docs/distill.md)
-STEPS, LR, PATIENCE = 2000, 3e-2, 1000
+STEPS, LR = 2000, 3e-2
 EVAL_BATCH = 64
 LATENCY_RUNS = 30
 
@@ -68,7 +68,8 @@ class Options:
     weight_decay: float = option(1e-4, help="AdamW weight decay.", min=0)
     temperature: float = option(4.0, help="KD temperature T: softens both distributions.", above=0)
     alpha: float = option(0.9, help="Weight of the KD term against cross-entropy on labels (without labels: 1).", min=0, max=1)
-    patience: int = option(PATIENCE, help="Stop after this many epochs without a better held-out metric.", min=1)
+    patience: int | None = option(None, help="Stop after this many epochs without a better held-out metric (default: half "
+                                  "the schedule's epochs, at least 8).", min=1)
     no_refit: bool = option(False, help="Keep the best held-out checkpoint as it is, trained on 85% of --data (default: "
                             "once the held-out split has chosen the epoch count, retrain on all of --data for that many "
                             "epochs, with a complete schedule). Without effect with --eval-data.")
