@@ -12,16 +12,21 @@ The API (stable; see each function's docstring):
                                                      # or an in-process torch nn.Module; run once per sample,
                                                      # cached on disk (np.memmap in `workdir`) when large
     train_set, held_out = split(Dataset(inputs, targets, labels), fraction=0.15, seed=0)
-    result = train(student, train_set, TrainConfig(epochs=30, kind="scores"), held_out=held_out,
+                                                     # labels: class ids, -1 for a sample without one
+    result = train(student, train_set, TrainConfig(steps=2000, kind="scores"), held_out=held_out,
                    progress=progress, echo=print)
     student.load_state_dict(result.best_state)      # the best checkpoint on the held-out data
+    # or fit(student, data, config): the length chosen on a split, then a refit on all of it (complete schedule)
 
 - Loss (training/loss.py): class scores use Hinton's KD, `alpha * T^2 * KL(softmax(t/T) || softmax(s/T))`
-  (batchmean), plus `(1 - alpha) * cross-entropy` on labels when there are labels; regression outputs use MSE to
-  the teacher.
-- AdamW, linear warm-up then cosine decay per step; the same seed gives the same student on CPU.
-- Held-out metric each epoch (accuracy with labels, else top-1 agreement with the teacher, else -MSE): the best
-  epoch's weights are kept, training stops after `patience` epochs without improvement.
+  (batchmean), plus `(1 - alpha) * cross-entropy` on the labelled samples (weighted by their share of the batch);
+  regression outputs use MSE to the teacher.
+- AdamW, linear warm-up then cosine decay per step, over `steps` optimizer steps (or `epochs` whole epochs); the
+  same seed gives the same student on CPU.
+- Held-out metric each epoch (training/metrics.py: accuracy when every held-out sample is labelled, else top-1
+  agreement with the teacher, else -MSE): the best epoch's weights are kept, training stops after `patience`
+  epochs without improvement.
+- The ONNX student can take the teacher's interface (training/dropin.py: input/output names, axis names).
 - A NaN/Inf loss stops training with `DivergedError` (an MdeployError: exit 2, with the epoch and a lower `lr`).
 - Ctrl-C (or SIGTERM turned into KeyboardInterrupt by the caller) stops training: `train` returns the best
   checkpoint so far with `interrupted=True`, and the caller decides what to keep (distill keeps nothing).
