@@ -26,6 +26,8 @@ _FRAMEWORKS = {
     "tf2onnx": "tf2onnx",
     "ai_edge_litert": "ai-edge-litert",
     "tensorrt": "tensorrt",
+    "transformers": "transformers",
+    "onnxruntime_genai": "onnxruntime-genai",
 }
 
 
