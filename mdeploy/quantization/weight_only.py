@@ -124,6 +124,7 @@ class OnnxWeightOnly(Pass):
             model = onnx.load(str(prepared.path))  # with its weights: the quantizer rewrites them
             rewritten = gemms_as_matmul(model, set(options.exclude))
             plan = plan_nodes(model, s, set(options.exclude))
+            model = _opset_for_int4_tables(model, plan)
             prepared_s = round(time.perf_counter() - start, 3)
             start = time.perf_counter()
             quantized_model = _quantize(model, s, plan)
@@ -219,6 +220,9 @@ def plan_nodes(model: Any, s: Settings, excluded: set[str]) -> NodePlan:
     inits = {i.name: i for i in model.graph.initializer}
     plan = NodePlan(total_float_bytes=sum(_nbytes(i) for i in inits.values() if i.data_type in _FLOATS))
     for node in model.graph.node:
+        if node.op_type == "Gemm" and len(node.input) > 1 and node.input[1] in inits:  # not rewritten as MatMul
+            why = "excluded (--exclude)" if node.name in excluded else "a Gemm with alpha, beta or transA set"
+            plan.left_float.append({"node": node.name, "op_type": "Gemm", "reason": why})
         if node.op_type not in ("MatMul", "Gather") or node.domain not in ("", "ai.onnx"):
             continue
         weight = inits.get(node.input[1] if node.op_type == "MatMul" else node.input[0])
@@ -253,6 +257,31 @@ def _why_float(node: Any, weight: Any, s: Settings, excluded: set[str]) -> str |
     if dims[1] % s.block_size:
         return f"its rows ({dims[1]} values) do not split into blocks of {s.block_size}"
     return None
+
+
+def _opset_for_int4_tables(model: Any, plan: NodePlan) -> Any:
+    """The model at ai.onnx opset 21 when embedding tables are to be stored as int4 (a type opset 21 introduced).
+
+    onnxruntime's quantizer only rewrites the opset number, which leaves nodes whose schema changed since (ReduceMean's
+    axes became an input at 18) invalid; onnx's version converter moves them properly. Where it cannot, the tables
+    stay float and the report says why."""
+    gathers = [n for n, op in plan.candidates.items() if op == "Gather"]
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if not gathers or opset is None or opset >= 21:
+        return model
+    from onnx import version_converter
+
+    try:
+        with framework_output():
+            converted = version_converter.convert_version(model, 21)
+        converted.ir_version = max(converted.ir_version, 10)
+        return converted
+    except Exception as exc:
+        why = f"int4 tables need ai.onnx opset 21, and onnx cannot move this model from {opset}: {first_line(exc)[:120]}"
+        for name in gathers:
+            del plan.candidates[name]
+            plan.left_float.append({"node": name, "op_type": "Gather", "reason": why})
+        return model
 
 
 def _quantize(model: Any, s: Settings, plan: NodePlan) -> Any:
