@@ -114,3 +114,36 @@ def test_a_bar_the_model_cannot_meet_exits_1_with_the_best_model_written(cli, tm
     report = result.json
     assert not report["passed"] and report["max_error"]["met"] is False
     assert out.exists() and report["max_error"]["rounds"]  # the repair ran and the best model found was written
+
+
+def test_int4_tables_move_an_older_opset_model_to_opset_21_with_its_nodes_converted(tmp_path):
+    """int4 tensors need opset 21; ReduceMean's axes moved from an attribute to an input at 18, so a model at 17 whose
+    opset number alone were rewritten would no longer load."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fixtures import onnx_graphs
+
+    rng = np.random.default_rng(0)
+    model = onnx_graphs.small_graph(
+        tmp_path / "tables.onnx",
+        [helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"),
+         helper.make_node("ReduceMean", ["emb"], ["mean"], name="mean", axes=[-1], keepdims=1),
+         helper.make_node("Sub", ["emb", "mean"], ["centred"], name="centre"),
+         helper.make_node("MatMul", ["centred", "w"], ["out"], name="proj")],
+        [("ids", TensorProto.INT64, [1, 8])], [("out", TensorProto.FLOAT, [1, 8, 16])],
+        [numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "table"),
+         numpy_helper.from_array(rng.standard_normal((32, 16)).astype(np.float32), "w")])
+    out = tmp_path / "tables.int4.onnx"
+    result = OnnxWeightOnly().run(ModelRef.parse(str(model)), out, WeightOnlyOptions())
+    assert result.details["quantized"] == {"MatMul": ["proj"], "Gather": ["embed"]}
+    written = onnx.load(str(out))
+    assert next(o.version for o in written.opset_import if o.domain in ("", "ai.onnx")) == 21
+    mean = next(n for n in written.graph.node if n.op_type == "ReduceMean")
+    assert len(mean.input) == 2 and not [a for a in mean.attribute if a.name == "axes"]  # converted, not relabelled
+    ids = {"ids": rng.integers(0, 64, (1, 8)).astype(np.int64)}
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+    cos = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
+    assert cos > 0.98
