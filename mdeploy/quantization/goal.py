@@ -124,13 +124,17 @@ def search(setup: Setup, report: Report) -> tuple[Any, Any]:
     feed = feed_for_timing(setup.feeds[0], fixed_batch(float_runner.input_specs()))  # batch 1 unless fixed
     per_timing = min(4.0, max(0.3, 0.04 * budget))
     # what the default candidate cost the verb (quantize + proof): the estimate for the next one until one is measured
-    first_cost = sum(s.seconds or 0.0 for s in report.steps if s.name in ("quantize", "validate"))
+    steps = {s.name: s.seconds or 0.0 for s in report.steps}
+    first_cost = steps.get("quantize", 0.0) + steps.get("validate", 0.0)
+    # a dynamic form needs no calibration: until one is measured, preparing + proving + timing is its estimate
+    no_calibration = steps.get("validate", 0.0) + float(setup.first_result.details.get("preprocess_seconds") or 0.0)
     stopped = ""
     with tempfile.TemporaryDirectory(prefix="mdeploy-goal-") as work, \
             setup.progress(f"latency search (budget {budget:g}s)", len(todo) + 2) as advance:
         _judge(first, setup.bar)
         _time(first, float_runner, feed, setup.threads, per_timing)
-        first.seconds = time.perf_counter() - start + first_cost
+        timing = time.perf_counter() - start
+        first.seconds = timing + first_cost
         done = [first]
         advance()
         slow_added = False
@@ -143,15 +147,16 @@ def search(setup: Setup, report: Report) -> tuple[Any, Any]:
                 advance()
             if not todo:
                 break
-            cost = sum(c.seconds for c in done) / len(done)
-            if time.perf_counter() - start + cost > budget:
+            left = budget - (time.perf_counter() - start)
+            cand = next((c for c in todo if _estimate(c.form, done, 1.5 * (no_calibration + timing)) <= left), None)
+            if cand is None:  # not even the cheapest kind of candidate fits in what is left
                 stopped = (f"stopped early: the budget ({budget:g}s) would be exceeded; {len(done)} candidate(s) tried, "
                            f"{len(todo)} not tried (give a larger --budget to try them)")
                 for c in todo:
                     c.reason = "budget reached"
                 done += todo
                 break
-            cand = todo.pop(0)
+            todo.remove(cand)
             _try(cand, setup, Path(work) / f"candidate{len(done)}.onnx", float_runner, feed, per_timing)
             done.append(cand)
             advance()
@@ -164,6 +169,17 @@ def search(setup: Setup, report: Report) -> tuple[Any, Any]:
             install(kept.path, setup.first_path)
     _record(report, setup, done, kept, isa, pruned, stopped, time.perf_counter() - start, budget)
     return kept.proof, kept.options
+
+
+def _estimate(form: Form, done: list[Candidate], dynamic_guess: float) -> float:
+    """Seconds a candidate of this form will take: the mean of those of its mode tried so far; for a first dynamic
+    one (no calibration) `dynamic_guess`; else the mean of all."""
+    same = [c.seconds for c in done if c.form.mode == form.mode and c.seconds]
+    if same:
+        return sum(same) / len(same)
+    if form.mode == "dynamic":
+        return dynamic_guess
+    return sum(c.seconds for c in done) / len(done)
 
 
 def _try(cand: Candidate, setup: Setup, path: Path, float_runner: Any, feed: dict, seconds: float) -> None:

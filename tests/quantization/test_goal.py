@@ -69,8 +69,9 @@ def test_goal_latency_tables_every_candidate_and_keeps_the_fastest_passing_one(c
     tight = cli(*args[:-5], "--budget", "1", "--force", "--json")
     assert tight.code == 0, tight.stderr[-3000:]
     g = tight.json["goal"]
-    assert g["stopped_early"] and g["candidates"][0]["status"] == "kept"
-    assert [c["status"] for c in g["candidates"][1:]] == ["not tried"] * (len(g["candidates"]) - 1)
+    assert g["stopped_early"] and g["candidates"][0]["latency_ms"] > 0  # the defaults, always tried
+    untried = [c for c in g["candidates"] if c["status"] == "not tried"]
+    assert untried and all(c["reason"] == "budget reached" and c["latency_ms"] is None for c in untried)
     assert any("stopped early" in n and "budget" in n for n in tight.json["notes"])
     assert [p.name for p in out.parent.iterdir()] == [out.name]
 
@@ -103,7 +104,8 @@ def test_goal_latency_as_a_pipeline_step(cnn_data, cli, tmp_path):
     step = result.json["models"][0]["steps"][0]
     assert step["verb"] == "quantize" and step["status"] == "passed"
     g = json.loads((tmp_path / step["report"]).read_text())["goal"]
-    assert g["goal"] == "latency" and g["budget_s"] == 1 and g["stopped_early"] and g["candidates"][0]["status"] == "kept"
+    assert g["goal"] == "latency" and g["budget_s"] == 1 and g["stopped_early"]
+    assert any(c["status"] == "kept" for c in g["candidates"])
 
 
 def test_goal_latency_refuses_what_it_cannot_search_before_any_work(cnn_data, cli, tmp_path):
