@@ -119,7 +119,7 @@ def _builder() -> Any:
 
 
 @contextmanager
-def _offline():  # noqa: ANN202
+def _offline():
     """Nothing is downloaded: Hugging Face's libraries read only the local folder while the builder runs."""
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ.update({k: "1" for k in saved})

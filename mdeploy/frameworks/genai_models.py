@@ -19,7 +19,7 @@ from mdeploy.errors import InputError, ModelLoadError, first_line
 from mdeploy.logs import framework_output
 
 
-def onnxruntime_genai():  # noqa: ANN201 - the module itself
+def onnxruntime_genai():
     module = require("onnxruntime_genai", extra="llm", purpose="run onnxruntime-genai language models")
     module.disable_telemetry_events()  # else every session is recorded under ~/.cache/Microsoft
     return module

@@ -56,7 +56,7 @@ def eos_ids(path: Path) -> set[int]:
     return ids
 
 
-def transformers():  # noqa: ANN201 - the module itself
+def transformers():
     module = require("transformers", extra="llm", purpose="run Hugging Face language models")
     quiet_loggers()
     module.logging.set_verbosity_error()

@@ -150,18 +150,23 @@ class GenerationResult:
         }
 
 
+def check_lm(ref: ModelRef) -> None:
+    """Exit 2 unless `ref` is a language model folder (before any model is loaded)."""
+    if ref.format not in (Format.HF_MODEL, Format.GENAI):
+        raise InputError(f"{ref.name} is a {ref.format.value} model, and --generate compares language models",
+                         hint="give a Hugging Face model folder (config.json + safetensors) or an onnxruntime-genai folder")
+
+
 def open_lm(ref: ModelRef) -> Any:
     """The generating model for either kind of folder: `greedy(ids, n)`, `nll(ids)`, `max_length`, `release()`."""
+    check_lm(ref)
     if ref.format == Format.HF_MODEL:
         from mdeploy.frameworks.hf_models import CausalLM
 
         return CausalLM(ref.path)
-    if ref.format == Format.GENAI:
-        from mdeploy.frameworks.genai_models import GenaiLM
+    from mdeploy.frameworks.genai_models import GenaiLM
 
-        return GenaiLM(ref.path)
-    raise InputError(f"{ref.name} is a {ref.format.value} model, and --generate compares language models",
-                     hint="give a Hugging Face model folder (config.json + safetensors) or an onnxruntime-genai folder")
+    return GenaiLM(ref.path)
 
 
 def precision_of(ref: ModelRef) -> str:
@@ -311,9 +316,8 @@ def prove(reference: ModelRef, candidate: ModelRef, prompts: str | None = None, 
     from mdeploy.reports.report import Report
 
     bar = parse_bar(max_error) if max_error is not None else None
-    for ref in (reference, candidate):
-        if ref.format not in (Format.HF_MODEL, Format.GENAI):
-            open_lm(ref)  # the refusal that says what --generate compares
+    check_lm(reference)
+    check_lm(candidate)
     text_value = _read_text(text) if text is not None else None
     found = read_prompts(reference.path, prompts, data, _vocab(reference))
     start = time.perf_counter()

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("onnxruntime_genai", reason="the llm extra is not installed")
 pytest.importorskip("transformers", reason="the llm extra is not installed")
 
-from fixtures.models import tiny_lm  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from fixtures.models import tiny_lm
+from tests.conftest import run_cli
 
 
 def _built_once(tmp_path_factory, name: str, **kwargs) -> Path:

@@ -33,7 +33,7 @@ def test_the_fp32_build_matches_on_prompts_from_a_file_and_from_token_ids(tiny_l
                           max_new_tokens=20, max_error="token-match>=1,max-abs<=1e-3,perplexity-ratio<=1.0001")
     gen = report.to_dict()["generation"]
     assert report.passed and gen["precision"] == "fp32" and gen["token_match"] == 1.0
-    assert [p["prompt"] for p in gen["prompts"]][0] == "the cat sees"
+    assert gen["prompts"][0]["prompt"] == "the cat sees"
     assert all(len(p["steps"]) == len(p["source_tokens"]) for p in gen["prompts"])  # every step compared: no divergence
     assert abs(gen["perplexity"]["ratio"] - 1) < 1e-4 and gen["max_error"]["met"]
 
