@@ -153,7 +153,7 @@ class GenerationResult:
 def check_lm(ref: ModelRef) -> None:
     """Exit 2 unless `ref` is a language model folder (before any model is loaded)."""
     if ref.format not in (Format.HF_MODEL, Format.GENAI):
-        raise InputError(f"{ref.name} is a {ref.format.value} model, and --generate compares language models",
+        raise InputError(f"{ref.name} is not a language model folder (its format: {ref.format.value})",
                          hint="give a Hugging Face model folder (config.json + safetensors) or an onnxruntime-genai folder")
 
 
