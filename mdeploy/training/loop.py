@@ -220,7 +220,8 @@ def train(
             step += todo
             mean_loss = float(total) / max(1, seen)
             if not math.isfinite(mean_loss):
-                raise DivergedError(f"the training loss became {mean_loss} at {phase}epoch {epoch} of {epochs}",
+                raise DivergedError(f"the training loss became {mean_loss} at epoch {epoch} of {epochs}"
+                                    + (f" ({phase.rstrip(': ')})" if phase else ""),
                                     hint=f"lower the learning rate (--lr {config.lr / 10:g}), or check the data for NaN/Inf")
             trained = time.perf_counter()
             lr_now = optimizer.param_groups[0]["lr"]
