@@ -75,6 +75,10 @@ class HfToGenai(Converter):
         if options.max_length is not None and options.max_length < 2:
             raise InputError(f"--max-length {options.max_length} leaves no room to generate", hint="e.g. --max-length 2048")
         arch = check_architecture(src.path)
+        context = hf_models.read_config(src.path).get("max_position_embeddings")
+        if options.max_length is not None and isinstance(context, int) and options.max_length > context:
+            raise InputError(f"--max-length {options.max_length} is longer than the model's context ({context} tokens)",
+                             hint=f"give --max-length {context} or less")
         build(src.path, out, precision)
         if options.max_length is not None:
             genai_models.set_max_length(out, options.max_length)

@@ -96,7 +96,9 @@ def test_a_missing_llm_extra_names_it(tiny_lm_dir, tmp_path):
     assert_clean_error(result, "pip install 'mdeploy[llm]'", hint=True, out=out)
 
 
-def test_float16_is_refused_for_the_cpu(tiny_lm_dir, tmp_path):
+def test_float16_and_a_length_past_the_context_are_refused(tiny_lm_dir, tmp_path):
     out = tmp_path / "llm"
     result = run_cli("convert", tiny_lm_dir, "-o", out, "--precision", "fp16")
     assert_clean_error(result, "run on GPUs", "fp32 | int8 | int4", hint=True, out=out)
+    result = run_cli("convert", tiny_lm_dir, "-o", out, "--max-length", "4096")
+    assert_clean_error(result, "longer than the model's context (128 tokens)", hint=True, out=out)
