@@ -115,7 +115,7 @@ def choose_labels_alone(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     return best
 
 
-def select_defaults(pool: np.ndarray, targets: np.ndarray, y_pool: np.ndarray, seeds: int) -> None:
+def select_defaults(pool: np.ndarray, targets: np.ndarray, y_pool: np.ndarray, seeds: int, recipes: list) -> None:
     """3-fold cross-validation of RECIPES inside the pool (the teacher never saw it), KD without labels."""
     from mdeploy.training import Dataset, TrainConfig, fit
 
@@ -123,7 +123,7 @@ def select_defaults(pool: np.ndarray, targets: np.ndarray, y_pool: np.ndarray, s
     print(f"\ndefaults chosen by 3-fold cross-validation inside the {len(pool)}-image pool (the test set unused), {seeds} "
           "seed(s) per fold, KD without labels, mdeploy.training.fit (selection run + refit); accuracy on the held fold:",
           flush=True)
-    for name, fields in RECIPES:
+    for name, fields in recipes:
         accs = []
         for v in parts:
             fit_idx = np.setdiff1d(np.arange(len(pool)), v)
@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--cv-seeds", type=int, default=1, help="seeds per fold of the defaults' selection (0: skip it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--skip-large", action="store_true", help="skip the larger-data case")
+    parser.add_argument("--cv-recipes", default="", help="comma-separated indices into RECIPES (default: all)")
+    parser.add_argument("--cv-only", action="store_true", help="stop after the defaults' selection")
     args = parser.parse_args()
 
     import torch
@@ -186,7 +188,10 @@ def main() -> None:
           f"unlabelled images, {len(labelled)} of them labelled; {len(x_test)} test images", flush=True)
     if args.cv_seeds:  # first: the choice is made before any test-set figure is printed
         targets = teacher_outputs(TorchTeacher(teacher, ["image"]), {"image": x_pool}, "output")
-        select_defaults(x_pool, targets, y_pool, args.cv_seeds)
+        chosen = [RECIPES[int(i)] for i in args.cv_recipes.split(",")] if args.cv_recipes else RECIPES
+        select_defaults(x_pool, targets, y_pool, args.cv_seeds, chosen)
+        if args.cv_only:
+            return
     lr, epochs = choose_labels_alone(x_pool[labelled], y_pool[labelled])
 
     acc: dict[str, list[float]] = {"a": [], "b": [], "c": []}

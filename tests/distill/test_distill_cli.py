@@ -136,7 +136,7 @@ def test_same_seed_same_student(digits_kd, tmp_path, extra):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
-def _pool(digits_kd, folder, samples: int, labelled: int):  # noqa: ANN001, ANN202
+def _pool(digits_kd, samples: int, labelled: int):  # noqa: ANN001, ANN202
     """The first `samples` training images as a pool, labelled on the first `labelled` (-1 on the others)."""
     with np.load(digits_kd["train"]) as data:
         x = data["image"][:samples]
@@ -148,7 +148,7 @@ def _pool(digits_kd, folder, samples: int, labelled: int):  # noqa: ANN001, ANN2
 def test_labels_for_some_samples_a_drop_in_student_and_a_clean_temp_folder(digits_kd, cli, tmp_path):
     """-1 marks the unlabelled samples; the ONNX student takes the teacher's names and axes, so `validate TEACHER
     STUDENT` pairs them by name; nothing is left in the temp folder (onnxruntime's .ses, torch's torchinductor_*)."""
-    x, _, partial = _pool(digits_kd, tmp_path, 300, 60)
+    x, _, partial = _pool(digits_kd, 300, 60)
     np.savez(tmp_path / "pool.npz", image=x)
     np.save(tmp_path / "partial.npy", partial)
     temp = tmp_path / "temp"
@@ -182,7 +182,7 @@ def test_labels_for_some_samples_a_drop_in_student_and_a_clean_temp_folder(digit
 
 
 def test_labelled_data_beside_an_unlabelled_pool(digits_kd, cli, tmp_path):
-    x, y, _ = _pool(digits_kd, tmp_path, 300, 0)
+    x, y, _ = _pool(digits_kd, 300, 0)
     np.savez(tmp_path / "pool.npz", image=x[60:])
     np.savez(tmp_path / "labelled.npz", image=x[:60])
     np.save(tmp_path / "y.npy", y[:60])
