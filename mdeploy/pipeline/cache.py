@@ -262,18 +262,42 @@ class StepCache:
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    """A hard link (no bytes copied), or a copy where links cannot be made; folders file by file."""
+    """A hard link (no bytes copied), or a copy where links cannot be made; folders file by file. An ONNX model's
+    external data file is always copied: onnx (1.20 and later) refuses to read a data file with more than one hard
+    link (its guard against a link to a file outside the model's folder), so a linked one would break the next step
+    that loads the model with its weights (a model past 2 GB, an onnxruntime-genai folder)."""
+    data = _external_data(src)
     if src.is_dir():
-        shutil.copytree(src, dst, copy_function=_link_file)
+        shutil.copytree(src, dst, copy_function=lambda s, d: _link_file(s, d, copy=Path(s).resolve() in data))
     else:
-        _link_file(src, dst)
+        _link_file(src, dst, copy=src.resolve() in data)
 
 
-def _link_file(src: str | Path, dst: str | Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+def _external_data(src: Path) -> set[Path]:
+    """The external data files the ONNX models in `src` (a folder) or beside it (a file) name, resolved."""
+    from mdeploy.errors import MdeployError
+    from mdeploy.frameworks import onnx_models
+
+    folder = src if src.is_dir() else src.parent
+    models = folder.rglob("*.onnx") if src.is_dir() else folder.glob("*.onnx")
+    found: set[Path] = set()
+    for model in models:
+        try:
+            names = onnx_models.external_data_files(onnx_models.load_proto(model))
+        except (MdeployError, OSError):
+            continue
+        found.update((model.parent / name).resolve() for name in names)
+    return found
+
+
+def _link_file(src: str | Path, dst: str | Path, copy: bool = False) -> None:
+    if not copy:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
 
 
 def write_atomic(path: Path, text: str) -> None:

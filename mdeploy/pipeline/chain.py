@@ -45,13 +45,17 @@ class Role:
     def suffix(self, options: dict[str, Any], current: str) -> str | None:
         """The suffix of what it writes, reading the model `current`; None when its target is no format it can write.
         A folder has none; with no target option, the output's format follows the input's: quantize writes ONNX
-        from ONNX and TFLite from a TensorFlow model (the passes' targets, quantization/*.py)."""
+        from ONNX, TFLite from a TensorFlow model, and an onnxruntime-genai folder from one with `weights`
+        (the passes' targets, quantization/*.py)."""
         if self.writes == FOLDER:
             return ""
         if self.target_option:
             fmt = self.target(options)
             return Format(fmt).suffix if fmt in WRITABLE else None
-        return Format.ONNX.suffix if current.endswith(Format.ONNX.suffix) else Format.TFLITE.suffix
+        if current.endswith(Format.ONNX.suffix):
+            return Format.ONNX.suffix
+        # weight-only quantization of a folder: an onnxruntime-genai folder in, one out (quantization/genai_weights.py)
+        return "" if options.get("weights") else Format.TFLITE.suffix
 
     def target(self, options: dict[str, Any], current: str | None = None) -> str:
         """The format named by its target option; when the option is not given, onnxruntime-genai for a Hugging Face
@@ -95,6 +99,15 @@ WRITABLE = tuple(f.value for f in Format if f not in (Format.PYTORCH_MODULE, For
 # Options whose value is a data file the user names: a `data:` name, or a path relative to the pipeline file.
 DATA_OPTIONS = ("calib_data", "eval_data", "labels", "data", "weights", "prompts", "text")  # in this order in reports
 # and manifests (prompts, text: validate's proof by generation of a language model)
+# Options named like a data option that are no file in one verb: quantize's `weights` is a bit width (int4 | int8).
+NOT_FILES: dict[str, frozenset[str]] = {"quantize": frozenset({"weights"})}
+
+
+def data_options(verb: str) -> tuple[str, ...]:
+    """The data options of one step verb (DATA_OPTIONS less what names no file there)."""
+    return tuple(f for f in DATA_OPTIONS if f not in NOT_FILES.get(verb, ()))
+
+
 # Every option whose value names files (in a step's cache key they stand for the files' content, not their paths).
 PATH_OPTIONS = frozenset(DATA_OPTIONS) | frozenset(option for role in ROLES.values() for option in role.reads)
 
@@ -143,6 +156,7 @@ __all__ = [
     "ARTIFACT_VERBS",
     "DATA_OPTIONS",
     "FOLDER",
+    "NOT_FILES",
     "PATH_OPTIONS",
     "PLAN_SET",
     "ROLES",
@@ -150,5 +164,6 @@ __all__ = [
     "WRITABLE",
     "Link",
     "Role",
+    "data_options",
     "links",
 ]

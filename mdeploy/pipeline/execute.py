@@ -26,7 +26,7 @@ from mdeploy.core import ModelRef
 from mdeploy.errors import InputError
 from mdeploy.interrupts import sigterm_as_interrupt
 from mdeploy.pipeline.cache import StepCache, cache_dir, write_atomic
-from mdeploy.pipeline.chain import DATA_OPTIONS
+from mdeploy.pipeline.chain import data_options
 from mdeploy.pipeline.manifest import Manifest, RunReport, run_report
 from mdeploy.pipeline.model_run import Echo, run_model
 from mdeploy.pipeline.plan import Plan, PlannedModel
@@ -127,7 +127,7 @@ def check_inputs(plan: Plan, models: list[PlannedModel]) -> None:
         if source is not None and not source.exists():
             raise InputError(f"model '{m.name}': source not found: {source}")
         for step in m.steps:
-            for fld in DATA_OPTIONS:
+            for fld in data_options(step.verb):
                 value = step.options.get(fld)
                 if isinstance(value, str) and value and not Path(value).exists():
                     raise InputError(f"model '{m.name}' {step.name}: {fld.replace('_', '-')} not found: {value}")
@@ -152,7 +152,7 @@ def input_hashes(plan: Plan, models: list[PlannedModel], cache: StepCache) -> di
         if source is not None:
             paths.append(source)
         for step in m.steps:
-            for fld in DATA_OPTIONS:
+            for fld in data_options(step.verb):
                 value = step.options.get(fld)
                 if isinstance(value, str) and value:
                     paths.append(Path(value))

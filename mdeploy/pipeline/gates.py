@@ -38,9 +38,10 @@ METRICS: dict[str, tuple[str, str]] = {
                "a benchmark step after the last step that writes a model"),
     "p99-ms": ("99th-percentile latency of the current artifact, milliseconds",
                "a benchmark step after the last step that writes a model"),
-    "token-match": ("language models: share of greedily generated tokens the current artifact agrees on with the "
-                    "baseline, position by position", "a validate step with generate: true after the last step that "
-                    "writes a model (or convert's own proof of a language model)"),
+    "token-match": (("language models: share of greedily generated tokens the current artifact agrees on with the "
+                     "baseline, position by position"),
+                    ("a validate step with generate: true after the last step that writes a model (or convert's own "
+                     "proof of a language model)")),
     "perplexity-ratio": ("language models: perplexity of the current artifact / the baseline's on a text",
                          "a validate step with generate: true and text: after the last step that writes a model"),
     "decode-tokens-per-s": ("language models: tokens per second the current artifact generates after the prompt",

@@ -11,7 +11,7 @@ from typing import Any
 from mdeploy.core import ModelRef
 from mdeploy.pipeline.cache import StepCache
 from mdeploy.pipeline.cache import key as cache_key
-from mdeploy.pipeline.chain import PATH_OPTIONS, ROLES
+from mdeploy.pipeline.chain import NOT_FILES, PATH_OPTIONS, ROLES
 
 # options that change where a result goes, not what it is
 NOT_IN_KEY = frozenset({"report", "force"})
@@ -36,7 +36,7 @@ def step_key(verb: str, values: dict[str, Any], cache: StepCache, model: str) ->
                 continue
             if name == "output":
                 material[name] = Path(value).name if value else None
-            elif name in PATH_OPTIONS:
+            elif name in PATH_OPTIONS and name not in NOT_FILES.get(verb, ()):
                 material[name] = _content(value, cache)
             else:
                 material[name] = value

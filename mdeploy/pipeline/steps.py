@@ -14,11 +14,11 @@ from mdeploy.pipeline.chain import (
     ALL_MODEL_OPTIONS,
     ARTIFACT,
     ARTIFACT_VERBS,
-    DATA_OPTIONS,
     NEEDS_ARTIFACT,
     NEEDS_FILE,
     ROLES,
     WRITABLE,
+    data_options,
     links,
 )
 from mdeploy.pipeline.plan import PlannedModel, PlannedStep
@@ -127,13 +127,13 @@ def _given(doc: Doc, spec: StepSpec, data: dict[str, tuple[Path, str]]) -> tuple
     sources: dict[str, str] = {}
     for field, (info, value_node, where) in spec.given.items():
         raw = doc.value(value_node)
-        if field in DATA_OPTIONS and isinstance(raw, str) and raw in data:
+        if field in data_options(spec.verb) and isinstance(raw, str) and raw in data:
             path, written = data[raw]
             values[field] = str(path)
             sources[field] = f"data.{raw} ({written}; named at {doc.source(value_node, where)})"
             continue
         value = check_value(info, raw, f"{doc.at(value_node)}: {where}")
-        if field in DATA_OPTIONS and isinstance(value, str):
+        if field in data_options(spec.verb) and isinstance(value, str):
             path = doc.file(value)
             if not path.exists():
                 hint = ("data names: " + ", ".join(data)) if data else "paths are relative to the pipeline file's folder"

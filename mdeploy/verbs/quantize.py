@@ -189,6 +189,13 @@ class Plan:
         report.notes.extend(result.notes)
         report.data["mode"] = result.details.get("mode")
         before = size_of(self.ref.path)
+        if self.pass_cls.target == Format.GENAI:  # a language model folder: proved by generation, not on tensors
+            from mdeploy.quantization import genai_weights
+
+            if self.validate:
+                genai_weights.prove(self.ref, tmp, self.options.weights, self.bar, report)
+            report.data["size"] = _sizes(before, size_of(tmp))
+            return report
         if not self.validate:
             report.data["size"] = _sizes(before, size_of(tmp))
             report.notes.append("not validated (--no-validate): nothing proves what the quantized model kept")
