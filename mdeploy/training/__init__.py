@@ -13,7 +13,7 @@ The API (stable; see each function's docstring):
                                                      # cached on disk (np.memmap in `workdir`) when large
     train_set, held_out = split(Dataset(inputs, targets, labels), fraction=0.15, seed=0)
                                                      # labels: class ids, -1 for a sample without one
-    result = train(student, train_set, TrainConfig(steps=1000, kind="scores"), held_out=held_out,
+    result = train(student, train_set, TrainConfig(steps=2000, kind="scores"), held_out=held_out,
                    progress=progress, echo=print)
     student.load_state_dict(result.best_state)      # the best checkpoint on the held-out data
     # or fit(student, data, config): the length chosen on a split, then a refit on all of it (complete schedule)

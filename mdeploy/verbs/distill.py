@@ -35,7 +35,7 @@ from mdeploy.verbs.options import check, option
 
 HELD_OUT_FRACTION = 0.15
 # chosen by cross-validation inside the training data (benchmarks/distill_digits.py, docs/distill.md)
-STEPS, LR = 1000, 3e-2
+STEPS, LR = 2000, 3e-2
 EVAL_BATCH = 64
 LATENCY_RUNS = 30
 
