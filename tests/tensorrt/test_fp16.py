@@ -60,3 +60,19 @@ def test_the_cli_reports_the_fp16_problem_before_the_environment(cli, models, tm
     assert result.stderr.startswith("error: the float16 ONNX model of cancel.onnx does not compute"), result.stderr
     assert "Traceback" not in result.stderr
     assert [p for p in os.listdir(tmp_path) if "cancel" in p] == []  # the float16 model lived in the staging folder only
+
+
+def test_keep_fp32_reaches_the_tensorrt_fp16_step(cli, models, tmp_path):
+    """The same model as above, its Mul and Sub kept float32 with --keep-fp32: the float16 step now passes, and the
+    command goes on to the build (which, without TensorRT and a GPU, is the environment's refusal instead)."""
+    from tests.tensorrt.conftest import cuda_reason
+
+    out = tmp_path / "cancel.engine"
+    result = cli("convert", models["cancel"], "-o", out, "--precision", "fp16", "--keep-fp32", "Mul",
+                 "--keep-fp32", "sub")
+    if cuda_reason() is None:
+        assert result.code == 0, result.stderr
+    else:
+        assert result.code == 2, result.stderr
+        assert "float16" not in result.stderr and "tensorrt" in result.stderr.lower(), result.stderr
+        assert not out.exists()
