@@ -30,7 +30,7 @@ def _show(report: Report) -> None:
     acc = d.get("accuracy")
     if acc:
         stdout.print(
-            f"accuracy on {acc['samples']} labelled samples: float {acc['reference']:.4f} -> int8 {acc['candidate']:.4f} "
+            f"accuracy on {acc['samples']} labelled samples: float {acc['reference']:.4f} -> {(d.get('runtime') or {}).get('kind', 'int8')} {acc['candidate']:.4f} "
             f"(drop {acc['drop'] * 100:+.2f} points)"
         )
     bar = d.get("max_error")

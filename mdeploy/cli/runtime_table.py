@@ -40,7 +40,7 @@ def show(record: dict[str, Any] | None) -> None:
             stdout.print(f"  [yellow]{escape(note)}[/]")
     speed = record.get("speed")
     if speed:
-        line = (f"speed at {speed['threads'] or 'all'} thread(s): float {speed['float_ms']:.3g} ms, int8 {speed['int8_ms']:.3g} ms: "
+        line = (f"speed at {speed['threads'] or 'all'} thread(s): float {speed['float_ms']:.3g} ms, {speed.get('kind', 'int8')} {speed['int8_ms']:.3g} ms: "
                 f"{speed['speedup']:.2f}x")
         if speed.get("bound_speedup"):
             line += (f"; this CPU's int8 kernels allow {speed['bound_speedup']:.2f}x for this model "

@@ -36,19 +36,21 @@ def add(report: Report, src: Path, out: Path, feed: dict[str, Any] | None, optio
     kept = [n for s in (report.data.get("max_error") or {}).get("kept_in_float", []) for n in s.get("nodes", [])]
     c = census_mod.census(out, feed, threads=THREADS, excluded=getattr(options, "exclude", []) or [],
                           excluded_ops=getattr(options, "exclude_op", []) or [], kept_by_repair=kept)
-    record: dict[str, Any] = {"census": c.to_dict(), "cpu": machine.int8_isa()}
+    weights = getattr(options, "weights", None)
+    kind = f"{weights} weight-only" if weights else "int8"  # weight-only models have no int8 bound: its kernels are others
+    record: dict[str, Any] = {"census": c.to_dict(), "cpu": machine.int8_isa(), "kind": kind}
     if timing:
-        family = c.mode if c.mode in ("static", "dynamic") else None
+        family = c.mode if c.mode in ("static", "dynamic") and not weights else None
         activation = getattr(options, "activation_type", "auto")
         if activation not in ("int8", "uint8"):
             activation = "int8" if machine.is_arm() else "uint8"
         speed = speed_check.measure_speed(src, out, feed, family=family or "static", threads=THREADS, census=c,
-                                          activation=activation, with_bound=family is not None)
+                                          activation=activation, with_bound=family is not None, kind=kind)
         record["speed"] = speed.to_dict()
         if speed.warning:
             report.notes.append(speed.warning)
         elif speed.of_bound is not None and speed.of_bound < 0.8 and speed.reasons:
-            report.notes.append(f"the int8 model reaches {speed.of_bound:.0%} of the speed-up this CPU's kernels allow: "
+            report.notes.append(f"the {kind} model reaches {speed.of_bound:.0%} of the speed-up this CPU's kernels allow: "
                                 + "; ".join(speed.reasons))
     record["seconds"] = round(time.perf_counter() - start, 3)  # what the census and the timing added to quantize
     report.data["runtime"] = record

@@ -38,6 +38,7 @@ class Speed:
     bound: int8_bound.Bound | None = None
     reasons: list[str] = field(default_factory=list)
     warning: str | None = None
+    kind: str = "int8"  # what the quantized model is, in words: int8, or int4/int8 weight-only
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -61,7 +62,8 @@ def time_pair(float_path: Path, int8_path: Path, feed: dict[str, Any], threads: 
 
 
 def measure_speed(float_path: Path, int8_path: Path, feed: dict[str, Any], *, family: str, threads: int | None = 1,
-                  census: Census | None = None, activation: str = "uint8", with_bound: bool = True) -> Speed:
+                  census: Census | None = None, activation: str = "uint8", with_bound: bool = True,
+                  kind: str = "int8") -> Speed:
     """Speed-up of the int8 model over the float one, the bound for the float model in kernel `family` (static or
     dynamic), their ratio, and the reasons when int8 is slower (from the bound's kernels and the int8 model's
     census, when given)."""
@@ -73,10 +75,10 @@ def measure_speed(float_path: Path, int8_path: Path, feed: dict[str, Any], *, fa
     speedup = float_ms / int8_ms if int8_ms > 0 else float("inf")
     bound_speedup = bound.speedup if bound else None
     speed = Speed(threads, runs, float_ms, int8_ms, speedup, bound_speedup,
-                  speedup / bound_speedup if bound_speedup else None, bound)
+                  speedup / bound_speedup if bound_speedup else None, bound, kind=kind)
     speed.reasons = reasons(speed, census)
     if speedup < SLOWER:
-        speed.warning = (f"WARNING: the int8 model is slower than the float model ({int8_ms:.3g} ms vs {float_ms:.3g} ms "
+        speed.warning = (f"WARNING: the {kind} model is slower than the float model ({int8_ms:.3g} ms vs {float_ms:.3g} ms "
                          f"at {threads or 'all'} thread(s)): " + "; ".join(speed.reasons))
     return speed
 

@@ -68,6 +68,10 @@ def test_int4_replaces_every_weight_matmul_and_the_embedding_proven_on_data(cli,
     comparison = report["comparisons"][0]
     assert comparison["passed"] and str(decoder["data"]) in comparison["label"]
     assert comparison["outputs"][0]["cosine"] >= 0.99
+    runtime = report["runtime"]  # the model is named for what it is (no int8 bound: its kernels are MatMulNBits)
+    assert runtime["kind"] == "int4 weight-only"
+    assert runtime.get("speed") is None or (runtime["speed"]["kind"] == "int4 weight-only"
+                                            and runtime["speed"]["bound"] is None)
     # the same output again: refused without --force, nothing touched
     before = out.read_bytes()
     again = cli("quantize", decoder["model"], "-o", out, "--weights", "int4")
