@@ -7,7 +7,6 @@ extra, so that `mdeploy --help` never pays for (or crashes on) a framework it do
 from __future__ import annotations
 
 import importlib
-import os
 from types import ModuleType
 
 from mdeploy.errors import MissingDependencyError
@@ -15,10 +14,6 @@ from mdeploy.errors import MissingDependencyError
 
 def require(module: str, extra: str, purpose: str | None = None) -> ModuleType:
     """Import `module` or explain which extra installs it."""
-    if module.startswith("onnxruntime"):
-        # onnxruntime's telemetry (1DS) writes a `.ses` session file into the temp folder at the first session and
-        # leaves it there; it reads this switch once, at import (a user who sets it keeps their choice)
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
         return importlib.import_module(module)
     except ImportError as exc:
