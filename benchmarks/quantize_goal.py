@@ -170,13 +170,15 @@ def ort_defaults(fp32: Path, calib: dict, work: Path) -> dict[str, Path]:
     return out
 
 
-def goal_latency(fp32: Path, calib_path: Path, out: Path, budget: float, scores: bool) -> dict:
+def goal_latency(fp32: Path, calib_path: Path, out: Path, budget: float) -> dict:
     """`mdeploy quantize --goal latency`, through the verb as the CLI calls it (its speed check off: timed here).
-    `scores`: the output is class scores (top-1 is judged on it); the BERT-style encoder's is a hidden vector."""
+    The bar is cosine>=0.99 with top-1 never judged: with random weights on random inputs the class scores are
+    nearly flat, and their top-1 flips on noise (it failed dynamic forms of the ViT that keep cosine 0.9994)."""
     from mdeploy.verbs import quantize
 
     report = quantize.run(quantize.Options(src=str(fp32), output=str(out), calib_data=str(calib_path), goal="latency",
-                                           budget=budget, no_speed=True, force=True, no_classifier=not scores))
+                                           budget=budget, no_speed=True, force=True, no_classifier=True,
+                                           max_error="cosine>=0.99"))
     return report.to_dict()
 
 
@@ -188,7 +190,7 @@ def run_model(name: str, args: argparse.Namespace, work: Path) -> dict:
     calib, feed = build(name, args.small, fp32)
     np.savez(calib_path, **calib)
     defaults = ort_defaults(fp32, calib, work)
-    report = goal_latency(fp32, calib_path, goal_out, args.budget, scores=name != "bert")
+    report = goal_latency(fp32, calib_path, goal_out, args.budget)
     g = report["goal"]
     print(f"\n== {name}{' (small)' if args.small else ''}: --goal latency tried {len(g['candidates'])} candidates in "
           f"{g['seconds']:.0f}s; kept {g['kept']}; recommends {g['recommendation']}")
