@@ -59,6 +59,15 @@ def check_architecture(path: Path) -> str:
     return arch
 
 
+def check_tokenizer(path: Path) -> None:
+    """Exit 2 before any work when the folder has no tokenizer: the builder loads one with transformers to write the
+    generator's token ids and the tokenizer files onnxruntime-genai reads, and fails deep inside without it."""
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise InputError(f"{path} has no tokenizer (tokenizer.json, tokenizer.model or vocab.json): onnxruntime-genai's "
+                         "model builder writes the tokenizer into the folder it builds",
+                         hint="save the model's tokenizer beside it: tokenizer.save_pretrained(FOLDER)")
+
+
 class HfToGenai(Converter):
     sources: ClassVar[tuple[Format, ...]] = (Format.HF_MODEL,)
     target: ClassVar[Format] = Format.GENAI
@@ -75,6 +84,7 @@ class HfToGenai(Converter):
         if options.max_length is not None and options.max_length < 2:
             raise InputError(f"--max-length {options.max_length} leaves no room to generate", hint="e.g. --max-length 2048")
         arch = check_architecture(src.path)
+        check_tokenizer(src.path)
         context = hf_models.read_config(src.path).get("max_position_embeddings")
         if options.max_length is not None and isinstance(context, int) and options.max_length > context:
             raise InputError(f"--max-length {options.max_length} is longer than the model's context ({context} tokens)",
@@ -85,8 +95,6 @@ class HfToGenai(Converter):
         copied = copy_tokenizer(src.path, out)
         og = genai_models.onnxruntime_genai()
         notes = [f"{arch} built by onnxruntime-genai {og.__version__}'s model builder at {precision}"]
-        if not (out / "tokenizer.json").is_file() and not (out / "tokenizer.model").is_file():
-            notes.append("the source has no tokenizer files: onnxruntime-genai callers must pass token ids")
         return ConversionResult(
             output=ModelRef(out, Format.GENAI), notes=notes,
             details={"architecture": arch, "precision": precision, "onnxruntime_genai": og.__version__,

@@ -79,6 +79,17 @@ def test_an_architecture_the_builder_does_not_convert_is_refused(tmp_path):
     assert_clean_error(result, "GPT2LMHeadModel", "supported: LlamaForCausalLM", hint=True, out=out)
 
 
+def test_a_folder_without_a_tokenizer_is_refused_before_the_builder_runs(tiny_lm_dir, tmp_path):
+    src = tmp_path / "no_tokenizer"
+    src.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (src / name).symlink_to(tiny_lm_dir / name)
+    out = tmp_path / "llm"
+    result = run_cli("convert", src, "-o", out)
+    assert_clean_error(result, "has no tokenizer", "tokenizer.save_pretrained", hint=True, out=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no_tokenizer"]
+
+
 def test_a_missing_llm_extra_names_it(tiny_lm_dir, tmp_path):
     """onnxruntime-genai hidden behind an import hook that refuses it, as if it were not installed."""
     hook = tmp_path / "hide" / "sitecustomize.py"
