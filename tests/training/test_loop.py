@@ -50,7 +50,7 @@ def test_refit_replays_a_complete_schedule_after_early_stopping(digits_pool):
 def test_refit_runs_the_whole_schedule_when_the_metric_never_stalled(digits_pool):
     from mdeploy.training import TrainConfig, fit
 
-    result = fit(student(), digits_pool, TrainConfig(steps=30, lr=3e-2, patience=1000), held_out_fraction=0.25)
+    result = fit(student(), digits_pool, TrainConfig(steps=12, lr=3e-2, patience=1000), held_out_fraction=0.25)
     assert not result.stopped_early
     assert result.refit["length"] == "the whole schedule" and result.refit["epochs"] == len(result.history)
 
