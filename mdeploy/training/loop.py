@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,7 +167,6 @@ def train(
     from mdeploy.frameworks.torch_models import torch
 
     t = torch()
-    _import_dynamo_without_a_temp_folder()
     t.manual_seed(config.seed)
     device = t.device(config.device)
     student.to(device)
@@ -301,32 +296,6 @@ def fit(
                    "seconds": round(sum(e.seconds for e in again.history), 4),
                    "history": [{"epoch": e.epoch, "step": e.step, "loss": round(e.loss, 6), "lr": e.lr} for e in again.history]}
     return first
-
-
-@contextmanager
-def torch_caches_in(folder: Path) -> Iterator[None]:
-    """torch's compile cache (TORCHINDUCTOR_CACHE_DIR) in `folder` for the duration: importing torch._dynamo (every
-    torch.optim optimizer does) and exporting with it create `$TMPDIR/torchinductor_<user>` and leave it behind,
-    empty. mdeploy compiles nothing, so a caller that owns a staging folder (distill) points the cache there; a
-    TORCHINDUCTOR_CACHE_DIR the user set is left alone."""
-    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
-        yield
-        return
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
-    try:
-        yield
-    finally:
-        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-
-
-def _import_dynamo_without_a_temp_folder() -> None:
-    """The import of torch._dynamo (by the optimizer) in a cache folder of mdeploy's own, deleted right after."""
-    import sys
-
-    if "torch._dynamo" in sys.modules or "TORCHINDUCTOR_CACHE_DIR" in os.environ:
-        return
-    with tempfile.TemporaryDirectory(prefix="mdeploy-torch-") as cache, torch_caches_in(Path(cache)):
-        import torch._dynamo  # noqa: F401  the import is the point
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:

@@ -166,7 +166,6 @@ class _Distill:
                 labelled: tuple[dict, np.ndarray] | None = None) -> Report:
         from mdeploy.frameworks import torch_models
         from mdeploy.training import Dataset, TrainConfig, checks, fit, split, teacher_outputs, train
-        from mdeploy.training.loop import torch_caches_in
 
         o, report = self.o, self.report
         start = time.perf_counter()
@@ -190,7 +189,7 @@ class _Distill:
                                 "top-1); name a class-score output with --classifier-output if it is one")
         report.steps.append(Step("load", "done", {"teacher_inputs": [s.name for s in specs]}, time.perf_counter() - start))
 
-        with tempfile.TemporaryDirectory(prefix="mdeploy-distill-") as work, torch_caches_in(Path(work) / "torch"):
+        with tempfile.TemporaryDirectory(prefix="mdeploy-distill-") as work:
             start = time.perf_counter()
             batch = fixed_batch(specs)
             runs = -(-n // (batch or 256)) + (-(-_count(eval_x) // (batch or 256)) if eval_x is not None else 0)
