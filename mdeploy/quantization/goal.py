@@ -117,7 +117,8 @@ def search(setup: Setup, report: Report) -> tuple[Any, Any]:
     isa = cpu_isa()
     tried_forms, pruned = forms(setup.options, bool(setup.options.calib_data or setup.options.calib_samples), isa)
     bases = {f for f in tried_forms if f.mode not in {g.mode for g in tried_forms[: tried_forms.index(f)]}}
-    first = Candidate(form_of(setup.first_result.details), path=setup.first_path, result=setup.first_result,
+    form = replace(form_of(setup.first_result.details), preprocess=not setup.options.skip_preprocess)
+    first = Candidate(form, path=setup.first_path, result=setup.first_result,
                       proof=setup.first_proof, options=setup.options, reason="the defaults")
     todo = [Candidate(f) for f in tried_forms if f != first.form]
     float_runner = registry.open_runner(setup.ref, "cpu", None, setup.threads)
