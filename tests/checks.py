@@ -43,3 +43,19 @@ def assert_clean_error(result, *contains: str, hint: bool = False, out: Path | N
     if folder is not None:
         assert [p.name for p in folder.iterdir()] == [], "nothing may be left behind"
     return line
+
+
+def without_module(tmp_path: Path, module: str) -> dict[str, str]:
+    """The environment for a CLI run in which `module` cannot be imported, as if its extra were not installed: a
+    sitecustomize.py on PYTHONPATH puts an import hook first that refuses it and its submodules."""
+    hook = tmp_path / "hide" / "sitecustomize.py"
+    hook.parent.mkdir()
+    hook.write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r} or name.startswith({module!r} + '.'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    return {"PYTHONPATH": str(hook.parent)}

@@ -62,7 +62,7 @@ def convert_to_float16(src: Path, dst: Path, feeds: Iterable[Feed] | None, measu
     model = onnx_models.load_proto(src, with_data=True)
     if any(i.data_type == _FLOAT16 for i in model.graph.initializer) or _io_types(model) & {_FLOAT16}:
         raise InputError(f"{src.name} already holds float16 tensors", hint="convert the float32 model it came from")
-    _name_nodes(model)
+    onnx_models.name_nodes(model)
     nodes = {n.name: n for n in model.graph.node}
     asked = _check_keep(keep_fp32, model)
     ranges = activation_ranges(model, feeds) if feeds is not None else {}
@@ -168,18 +168,6 @@ def _check_keep(keep: Sequence[str], model: Any) -> dict[str, str]:
             raise InputError(f"--keep-fp32 {item}: the model has no node or operator type of that name",
                              hint="its operator types: " + ", ".join(sorted(ops)[:20]))
     return asked
-
-
-def _name_nodes(model: Any) -> None:
-    """Name unnamed nodes (<op>_<index>), so that the report and --keep-fp32 can point at every node."""
-    used = {n.name for n in model.graph.node if n.name}
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{i}"
-            while name in used:
-                name += "_"
-            node.name = name
-            used.add(name)
 
 
 def _private_initializers(model: Any, kept: set[str]) -> None:

@@ -59,6 +59,22 @@ def move_weights_to_external_data(path: Path) -> None:
                     location=path.name + ".data", size_threshold=1024)
 
 
+def name_nodes(model: Any) -> int:
+    """Give every unnamed node a unique name, so that `--exclude`, `--keep-fp32` and the
+    reports can point at it (<op>_<index>). Returns how many were named."""
+    used = {n.name for n in model.graph.node if n.name}
+    named = 0
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            candidate = f"{node.op_type}_{i}"
+            while candidate in used:
+                candidate += "_"
+            node.name = candidate
+            used.add(candidate)
+            named += 1
+    return named
+
+
 def external_data_files(model: Any) -> list[str]:
     found = []
     for init in _all_initializers(model):

@@ -86,21 +86,6 @@ def weight_bytes(model: Any) -> int:
     return total
 
 
-def name_nodes(model: Any) -> int:
-    """Give every unnamed node a unique name, so that `--exclude` and the reports can point at it."""
-    used = {n.name for n in model.graph.node if n.name}
-    named = 0
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            candidate = f"{node.op_type}_{i}"
-            while candidate in used:
-                candidate += "_"
-            node.name = candidate
-            used.add(candidate)
-            named += 1
-    return named
-
-
 def transpose_shared_gemm_weights(model: Any) -> int:
     """Store the weight of every Gemm with transB=1 that shares it with another node already transposed.
 
@@ -234,7 +219,7 @@ def prepare(src: Path, workdir: Path, preprocess: bool = True, infer_shapes: boo
     if fitted.ir_version:
         notes.append(ort_sessions.lowered_note(model, fitted, src))
         model.ir_version = fitted.ir_version
-    named = name_nodes(model)
+    named = onnx_models.name_nodes(model)
     if named:
         notes.append(f"named {named} unnamed nodes (<op>_<index>) so they can be excluded")
     base = workdir / "named.onnx"
@@ -258,7 +243,7 @@ def prepare(src: Path, workdir: Path, preprocess: bool = True, infer_shapes: boo
         final = onnx.load(str(current), load_external_data=False)
     except Exception as exc:  # pragma: no cover - onnxruntime wrote it
         raise ModelLoadError(f"cannot read the pre-processed model: {first_line(exc)}") from None
-    renamed = name_nodes(final)  # the optimizer may add unnamed nodes
+    renamed = onnx_models.name_nodes(final)  # the optimizer may add unnamed nodes
     # large: weights are external (not loaded here), left as they are
     shared = 0 if large else share_identical_initializers(final)
     if shared:

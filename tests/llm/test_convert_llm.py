@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from mdeploy import api
-from tests.checks import assert_clean_error
+from tests.checks import assert_clean_error, without_module
 from tests.conftest import run_cli
 
 GENAI_FILES = {"genai_config.json", "model.onnx", "model.onnx.data", "tokenizer.json", "tokenizer_config.json"}
@@ -92,18 +92,8 @@ def test_a_folder_without_a_tokenizer_is_refused_before_the_builder_runs(tiny_lm
 
 def test_a_missing_llm_extra_names_it(tiny_lm_dir, tmp_path):
     """onnxruntime-genai hidden behind an import hook that refuses it, as if it were not installed."""
-    hook = tmp_path / "hide" / "sitecustomize.py"
-    hook.parent.mkdir()
-    hook.write_text(
-        "import sys\n"
-        "class _Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'onnxruntime_genai' or name.startswith('onnxruntime_genai.'):\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
-        "sys.meta_path.insert(0, _Hide())\n"
-    )
     out = tmp_path / "llm"
-    result = run_cli("convert", tiny_lm_dir, "-o", out, env={"PYTHONPATH": str(hook.parent)})
+    result = run_cli("convert", tiny_lm_dir, "-o", out, env=without_module(tmp_path, "onnxruntime_genai"))
     assert_clean_error(result, "pip install 'mdeploy[llm]'", hint=True, out=out)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.checks import assert_clean_error
+from tests.checks import assert_clean_error, without_module
 from tests.conftest import run_cli
 from tests.tf.helpers import tree_hash
 
@@ -73,20 +73,10 @@ def test_a_flag_that_applies_to_no_hop_is_an_error(tf_files, tmp_path):
 @pytest.mark.parametrize("module", ["tensorflow", "ai_edge_litert"])
 def test_a_missing_tensorflow_extra_names_the_pip_extra(tf_files, tmp_path, module):
     """Hide the framework behind an import hook that refuses it, as if it were not installed."""
-    hook = tmp_path / "hide" / "sitecustomize.py"
-    hook.parent.mkdir()
-    hook.write_text(
-        "import sys\n"
-        "class _Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        f"        if name == {module!r} or name.startswith({module!r} + '.'):\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
-        "sys.meta_path.insert(0, _Hide())\n"
-    )
     src = tf_files["image_classifier_savedmodel"] if module == "tensorflow" else tf_files["image_classifier.tflite"]
     out = tmp_path / ("x.tflite" if module == "tensorflow" else "x.json")
     args = ("convert", src, "-o", out) if module == "tensorflow" else ("inspect", src)
-    result = run_cli(*args, env={"PYTHONPATH": str(hook.parent)})
+    result = run_cli(*args, env=without_module(tmp_path, module))
     assert_clean_error(result, "pip install 'mdeploy[tensorflow]'", out=out)
 
 
