@@ -53,6 +53,7 @@ def atomic_output(target: Path, force: bool) -> Iterator[Path]:
                 raise OutputExistsError(f"output exists: {target.parent / name}", hint="give --force to replace it")
         for name in names:
             item, dest = staging / name, target.parent / name
+            share(item)
             dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.is_dir() and not dest.is_symlink():
                 shutil.rmtree(dest)
@@ -62,6 +63,25 @@ def atomic_output(target: Path, force: bool) -> Iterator[Path]:
                 raise InputError(f"cannot write {dest}: {exc.strerror}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def umask() -> int:
+    """The process's umask (read by setting it and setting it back: there is no other way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share(path: Path) -> None:
+    """Give what is moved into the user's folder the modes a new file gets there (0666 & ~umask; folders and
+    executables 0777 & ~umask): onnx writes external data with 0600 and mkdtemp makes private folders, and a model is
+    read by servers and CI jobs running as other users."""
+    mask = umask()
+    for p in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else [])]:
+        if p.is_symlink():
+            continue
+        executable = p.is_dir() or p.stat().st_mode & 0o111
+        os.chmod(p, (0o777 if executable else 0o666) & ~mask)
 
 
 def companions(model: Path) -> list[str]:

@@ -19,7 +19,6 @@ README says what failed, so the user can look at what the server was given.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 
 from mdeploy.core import Format, ModelRef, TensorSpec
 from mdeploy.errors import InputError, OutputExistsError
-from mdeploy.outputs import check_output
+from mdeploy.outputs import check_output, share
 from mdeploy.packaging import GROUP as TARGETS_GROUP
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.registry import Names
@@ -232,9 +231,7 @@ def _readme(request: Any, o: Options, written: Any, report: Report) -> str:
 
 def _move_into_place(staging: Path, out: Path, force: bool) -> None:
     """The staged package becomes `out`: the old folder (only with --force) is moved aside first, then removed."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private; a package is read by servers running as other users
+    share(staging)  # mkdtemp made it private, onnx writes external data 0600: servers run as other users
     old = None
     if out.exists():
         if not force:
