@@ -46,12 +46,18 @@ def test_goal_latency_tables_every_candidate_and_keeps_the_fastest_passing_one(c
             "dynamic per-tensor", "dynamic per-channel"} <= set(names)
     tried = _tried(report)
     assert len(tried) == len(names) and not g["stopped_early"]
-    for c in tried:  # every candidate tried has a latency measured against float and its accuracy on the proof data
+    # every candidate tried has a latency measured against float and its accuracy on the proof data, or is a row that
+    # says why onnxruntime could not make it (this CNN's raw graph fails its shape inference without pre-processing)
+    failed = [c for c in tried if c["status"] == "failed"]
+    assert all(c["reason"] and c["latency_ms"] is None for c in failed)
+    measured = [c for c in tried if c["status"] != "failed"]
+    assert len(measured) >= 5
+    for c in measured:
         assert c["latency_ms"] > 0 and c["speedup"] > 0, c
         assert {"cosine", "accuracy-drop"} <= set(c["accuracy"]), c
     kept = [c for c in tried if c["status"] == "kept"]
     assert len(kept) == 1 and kept[0]["name"] == g["kept"]
-    passing = [c for c in tried if c["accuracy"]["accuracy-drop"] <= 0.02]
+    passing = [c for c in measured if c["accuracy"]["accuracy-drop"] <= 0.02]
     assert kept[0]["speedup"] == max(c["speedup"] for c in passing)
     assert all(c["status"] == "passed" and "slower" in c["reason"] for c in passing if c is not kept[0])
     # the model written is the kept one, proven by the same proof as every quantize
@@ -85,7 +91,7 @@ def test_goal_latency_exits_1_with_the_table_when_no_candidate_meets_the_bar(cnn
     tried = _tried(report)
     # the whole table, whatever the budget allowed on a busy machine: every tried candidate missed the bar
     assert len(report["goal"]["candidates"]) >= 5 and tried
-    assert all(c["status"] in ("missed bar", "kept") for c in tried)
+    assert all(c["status"] in ("missed bar", "kept", "failed") for c in tried)
     assert all("max-abs" in c["reason"] for c in tried if c["status"] == "missed bar")
     assert "no candidate clears the bar" in next(c for c in tried if c["status"] == "kept")["reason"]
     assert report["max_error"]["met"] is False and report["goal"]["recommendation"] == "float"
