@@ -37,7 +37,7 @@ METHODS = ("structured", "unstructured", "2:4")
 DEFAULT_SPARSITY = 0.5
 EVAL_BATCH = 64
 RANDOM_SAMPLES = 16
-RECOVERY_LR = 1e-2  # distill's --lr default and the training loop's (TrainConfig.lr): a test holds the three equal
+RECOVERY_LR = 1e-2  # the training loop's default (TrainConfig.lr) for fine-tuning: a test holds the two equal
 
 
 @dataclass
@@ -64,8 +64,8 @@ class Options:
     data: str | None = option(None, help=".npz of training inputs for recovery (distillation from the unpruned model).")
     labels: str | None = option(None, help=".npy of class ids for --data: adds cross-entropy to the distillation.")
     epochs: int = option(10, help="Recovery epochs on --data; 0 only recalibrates BatchNorm statistics.", min=0)
-    lr: float = option(RECOVERY_LR, help="Recovery learning rate: AdamW's peak (linear warm-up, then cosine decay), as "
-                       "distill's --lr.", above=0)
+    lr: float = option(RECOVERY_LR, help="Recovery learning rate: AdamW's peak (linear warm-up, then cosine decay).",
+                       above=0)  # lower than distill's: recovery fine-tunes, distill trains a student from scratch
     eval_data: str | None = option(None, help=".npz of inputs to prove the result on against the unpruned model.")
     eval_labels: str | None = option(None, help=".npy of class ids for --eval-data (or a `labels` array in it).")
     max_error: str | None = option(None, help="The bar, e.g. accuracy-drop<=0.005, top1>=0.95, cosine>=0.99.")

@@ -81,12 +81,14 @@ def test_sparsity_zero_without_heads_is_still_refused_with_a_hint(cli, tmp_path)
 
 
 def test_the_recovery_learning_rate_is_one_fact(cli):
+    """prune's recovery fine-tunes with the training loop's default; distill trains a student from scratch with its
+    own, chosen by cross-validation on the unlabelled-pool case (docs/distill.md): two facts, each in one place."""
     from mdeploy.training import TrainConfig
     from mdeploy.verbs import distill, prune
 
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}["lr"]
     assert prune.Options.__dataclass_fields__["lr"].default == default
-    assert distill.Options.__dataclass_fields__["lr"].default == default
+    assert distill.Options.__dataclass_fields__["lr"].default == distill.LR
     shown = cli("prune", "--help", env={"COLUMNS": "200"}).stdout
     lr_line = next(line for line in shown.splitlines() if "--lr" in line)
     assert "3e-3" not in lr_line and re.search(r"0\.01|1e-2|1e-02", lr_line), lr_line
