@@ -37,10 +37,15 @@ class Role:
     model_options: tuple[str, ...] = ()  # the model entry's values it takes when it reads the source (* = always, all)
     compares: tuple[str, str] | None = None  # the options naming the reference and the candidate of its comparisons
     precision: str | None = None  # the precision of what it writes, which a later comparison of it uses
+    precision_from: str | None = None  # the option that, when given, says that precision instead (weights: int4)
     precision_option: str | None = None  # the option a comparison's precision goes to
     report_option: str | None = None  # an option that writes the step's report elsewhere (the run folder holds it)
     measures: bool = False  # its report's `models` rows are the model's benchmark rows
     cached: bool = True  # False: always runs (package: its folder is not kept; a smoke test is a fact of now)
+
+    def written_precision(self, options: dict[str, Any]) -> str | None:
+        """The precision of what this step writes, with these options (quantize: int8, or its `weights`)."""
+        return (options.get(self.precision_from) if self.precision_from else None) or self.precision
 
     def suffix(self, options: dict[str, Any], current: str) -> str | None:
         """The suffix of what it writes, reading the model `current`; None when its target is no format it can write.
@@ -80,9 +85,9 @@ def _is_language_model(path: str) -> bool:
 
 ROLES: dict[str, Role] = {role.verb: role for role in (
     Role("convert", {"src": CURRENT}, writes=ARTIFACT, target_option="dst_format", model_options=ALL_MODEL_OPTIONS,
-         compares=("src", "output")),
+         compares=("src", "output"), precision_from="precision"),
     Role("quantize", {"src": CURRENT}, writes=ARTIFACT, needs=NEEDS_FILE, baseline_is_input=True,
-         compares=("src", "output"), precision="int8"),
+         compares=("src", "output"), precision="int8", precision_from="weights"),
     Role("validate", {"reference": REFERENCE, "candidate": CURRENT}, needs=NEEDS_ARTIFACT,
          model_options=("inputs", "weights"), compares=("reference", "candidate"), precision_option="precision",
          report_option="report"),

@@ -96,8 +96,8 @@ def plan_steps(doc: Doc, model: PlannedModel, model_given: dict[str, tuple[Any, 
                  else f"plan (the run folder is mdeploy's own; a {spec.verb} step always runs)")
         if role.writes == ARTIFACT:
             artifacts.append((str(output), name))
-            if role.precision:
-                precision_of[name] = role.precision
+            if role.written_precision(values):
+                precision_of[name] = role.written_precision(values)
 
         options = options_type(spec.verb)
         for info in describe(options):

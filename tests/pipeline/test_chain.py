@@ -17,9 +17,18 @@ def test_every_step_verb_has_a_row_naming_its_own_options(verb):
     role = chain.ROLES[verb]
     fields = {f.name for f in dataclasses.fields(schema.options_type(verb))}
     named = {*role.reads, *role.plan_set, *(role.compares or ()), *filter(None, [role.target_option,
-                                                                                role.precision_option])}
+                                                                                role.precision_option,
+                                                                                role.precision_from])}
     assert named <= fields, named - fields
     assert role.plan_set == chain.PLAN_SET[verb]
+
+
+def test_what_a_step_writes_has_the_precision_its_options_say():
+    """A later validate of it takes that precision's default bar: an int4 weight-only model is not held to int8's."""
+    quantize, convert = chain.ROLES["quantize"], chain.ROLES["convert"]
+    assert quantize.written_precision({}) == "int8" and quantize.written_precision({"weights": None}) == "int8"
+    assert quantize.written_precision({"weights": "int4"}) == "int4"
+    assert convert.written_precision({}) is None and convert.written_precision({"precision": "fp16"}) == "fp16"
 
 
 def test_the_step_verbs_are_the_rows_in_order():
