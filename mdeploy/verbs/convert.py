@@ -10,6 +10,7 @@ from pathlib import Path
 from mdeploy.conversion import convert_model
 from mdeploy.converters.base import chosen_options
 from mdeploy.core import Format, ModelRef, classifier_choice, format_for_output, parse_dynamic, parse_specs, tolerance_for
+from mdeploy.errors import InputError
 from mdeploy.progress import ProgressFactory, no_progress
 from mdeploy.reports.report import Report
 from mdeploy.verbs.options import check, option
@@ -74,6 +75,12 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     ref = ModelRef.parse(o.src, o.src_format, o.weights).with_load_options(converter_options)
     out = Path(o.output)
     dst = Format.parse(o.dst_format) if o.dst_format else format_for_output(out, ref.format)
+    if dst == Format.GENAI:  # proven by generation (validation/generation.py): tensor tolerances have nothing to judge
+        given = [flag for flag, value in (("--atol", o.atol), ("--rtol", o.rtol), ("--classifier-output",
+                                          o.classifier_output), ("--no-classifier", o.no_classifier)) if value]
+        if given:
+            raise InputError(f"{', '.join(given)} does not apply to a language model: it is proven by what it generates",
+                             hint=f"set its bar afterwards: mdeploy validate {o.src} {o.output} --generate --max-error ...")
     tolerance = tolerance_for(o.precision or "fp32", o.atol, o.rtol, classifier_choice(o.classifier_output, o.no_classifier))
     return convert_model(ref, out, dst, converter_options, tolerance, seed=o.seed, validate=not o.no_validate,
                          force=o.force, progress=progress)

@@ -107,6 +107,11 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
         "weights": o.weights, "block_size": o.block_size, "method": o.method, "symmetric": _switch(o.symmetric),
         "accuracy_level": o.accuracy_level,
     }
+    weight_only_flags = [("--asymmetric" if k == "symmetric" and v == "off" else f"--{k.replace('_', '-')}")
+                         for k in ("block_size", "method", "symmetric", "accuracy_level") if (v := pass_kwargs[k]) is not None]
+    if o.weights is None and weight_only_flags:
+        raise InputError(f"{', '.join(weight_only_flags)} only apply to weight-only quantization (--weights)",
+                         hint="add --weights int4 (or int8)")
     ref = ModelRef.parse(o.src, o.src_format).with_load_options(pass_kwargs)
     out = Path(o.output)
     pass_cls = registry.pass_for("quantize" if o.weights is None else weight_only.VERB, ref.format)

@@ -103,3 +103,5 @@ def test_float16_and_a_length_past_the_context_are_refused(tiny_lm_dir, tmp_path
     assert_clean_error(result, "run on GPUs", "fp32 | int8 | int4", hint=True, out=out)
     result = run_cli("convert", tiny_lm_dir, "-o", out, "--max-length", "4096")
     assert_clean_error(result, "longer than the model's context (128 tokens)", hint=True, out=out)
+    result = run_cli("convert", tiny_lm_dir, "-o", out, "--atol", "0.1")  # proven by generation, not tensors
+    assert_clean_error(result, "--atol does not apply to a language model", "--generate --max-error", hint=True, out=out)

@@ -83,6 +83,10 @@ def test_a_block_size_matmulnbits_does_not_take_is_refused_before_any_work(cli, 
     out = tmp_path / "bad.onnx"
     result = cli("quantize", decoder["model"], "-o", out, "--weights", "int4", "--block-size", "48")
     assert_clean_error(result, "--block-size 48", hint=True, out=out, folder=tmp_path)
+    # the weight-only options without --weights: said as such, with the flag to add
+    result = cli("quantize", decoder["model"], "-o", out, "--block-size", "64", "--asymmetric")
+    assert "--block-size, --asymmetric only apply to weight-only" in assert_clean_error(
+        result, "add --weights int4", hint=True, out=out, folder=tmp_path)
 
 
 def test_int8_weights_leave_the_embedding_float_and_say_why(decoder, tmp_path):
