@@ -288,10 +288,15 @@ def burst(server: Server, body: bytes, concurrency: int, requests: int, advance:
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(min(concurrency, requests))]
     started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    except BaseException:  # Ctrl-C / SIGTERM: the clients stop taking requests at once, not after `requests` more
+        with lock:          # of them against a server the caller is about to stop (each a refused connection)
+            remaining[0] = 0
+        raise
     wall = time.perf_counter() - started
     ms = np.array(latencies) * 1000.0
     return {
