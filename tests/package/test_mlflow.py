@@ -363,7 +363,8 @@ def test_a_server_that_cannot_start_fails_with_its_log(cli, cnn_onnx, tmp_path):
 def test_stopping_mdeploy_stops_the_server(cnn_onnx, tmp_path, sig):
     out = tmp_path / "pkg"
     env = {**os.environ, **TELEMETRY_OFF}
-    process = subprocess.Popen([sys.executable, "-m", "mdeploy", "package", str(cnn_onnx), "--target", "mlflow", "-o", str(out),
+    # -X faulthandler: should it ever hang (seen twice under full-suite load, never alone), SIGABRT prints where
+    process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "mdeploy", "package", str(cnn_onnx), "--target", "mlflow", "-o", str(out),
                                 "--smoke-test", "--requests", "1000000", "--concurrency", "1", "--json"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -378,7 +379,14 @@ def test_stopping_mdeploy_stops_the_server(cnn_onnx, tmp_path, sig):
         assert served, process.communicate()[1].decode()
         time.sleep(4)  # inside the comparison or the burst
         process.send_signal(sig)
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in _processes_mentioning(str(tmp_path))}
+            process.send_signal(signal.SIGABRT)  # every thread's Python stack to stderr
+            _, stderr = process.communicate(timeout=30)
+            pytest.fail(f"mdeploy did not exit within 60 s of {sig!r}; processes {left}; its threads:\n"
+                        + stderr.decode(errors="replace")[-8000:])
     finally:
         if process.poll() is None:
             process.kill()
