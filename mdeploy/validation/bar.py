@@ -27,6 +27,7 @@ METRICS = {
 }
 # terms judged on the measured speed, not on the proof: the accuracy repair never chases them
 SPEED_METRICS = ("speedup",)
+AT_MOST_ONE = ("cosine", "top1", "accuracy", "token-match")  # shares and similarities: a bar above 1 is never met
 _SPEC = re.compile(r"^\s*(?P<metric>[a-z0-9-]+)\s*(?P<op>>=|<=)\s*(?P<value>[-+0-9.eE]+)\s*$")
 
 
@@ -146,5 +147,8 @@ def parse_bar(text: str, allow_speed: bool = False) -> Bar:
             value = float(m["value"])
         except ValueError:
             raise InputError(f"cannot parse the number in --max-error '{part.strip()}'") from None
+        if metric in AT_MOST_ONE and value > 1:
+            raise InputError(f"--max-error {part.strip()} can never be met: {metric} is at most 1",
+                             hint=f"e.g. {metric}>=0.99")
         criteria.append(Criterion(metric, op, value))
     return Bar(tuple(criteria))

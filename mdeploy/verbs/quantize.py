@@ -241,6 +241,9 @@ class Plan:
             proof, self.options = goal_search.search(goal_search.Setup(
                 quantizer, self.ref, self.options, tmp, result, proof, evaluate, feeds, self.bar, self.budget, self.progress
             ), report)
+            if report.data["goal"]["repaired"]:  # no form cleared the bar: repair the closest, as without the search
+                proof = self._meet_bar(quantizer, tmp, proof, evaluate, feeds, report)
+                report.data["goal"]["recommendation"] = "int8" if report.data["max_error"]["met"] else "float"
         elif self.bar:
             proof = self._meet_bar(quantizer, tmp, proof, evaluate, feeds, report)
         validated.status = "passed" if proof.comparison else "failed"  # of the model written, after any repair

@@ -22,6 +22,8 @@ def test_bar_parses_several_criteria():
     ("top1>=x", "cannot parse --max-error 'top1>=x'", "METRIC>=VALUE"),
     (",", "cannot parse --max-error ','", "METRIC>=VALUE"),
     ("cosine<=0.9", "--max-error cosine takes >=, not <=", "cosine>="),
+    ("cosine>=1.5", "--max-error cosine>=1.5 can never be met: cosine is at most 1", "cosine>=0.99"),
+    ("top1>=1.01", "--max-error top1>=1.01 can never be met: top1 is at most 1", "top1>=0.99"),
     ("loss<=1", "unknown metric 'loss' in --max-error 'loss<=1'", "metrics: cosine, top1, accuracy, accuracy-drop, max-abs"),
 ])
 def test_bad_specs_are_input_errors_that_say_what_is_wrong(spec, says, hint):
