@@ -24,6 +24,7 @@ from mdeploy.pipeline.chain import ARTIFACT, ROLES, links
 from mdeploy.pipeline.plan import Plan, PlannedModel, PlannedStep
 from mdeploy.pipeline.step_key import step_key as key_of
 from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.reports.view import generation_summary
 
 Echo = Callable[[str], None]
 
@@ -176,9 +177,8 @@ def _collect(step: PlannedStep, values: dict[str, Any], output: Path | None, rep
         chain.comparisons.append({"step": step.name, "reference": ref, "candidate": cand, **comparison})
     if report.get("generation"):
         ref, cand = (values.get(role.compares[0]), values.get(role.compares[1])) if role.compares else (None, None)
-        made = report["generation"]
-        chain.generation.append({"step": step.name, "reference": ref, "candidate": cand, "token_match": made["token_match"],
-                                 "perplexity": made.get("perplexity"), "precision": made.get("precision")})
+        chain.generation.append({"step": step.name, "reference": ref, "candidate": cand,
+                                 **generation_summary(report["generation"])})
     if report.get("accuracy"):
         chain.accuracy = {"step": step.name, **report["accuracy"]}
     if role.measures:

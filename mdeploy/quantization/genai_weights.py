@@ -5,7 +5,8 @@ ONNX model (weight_only.py: onnxruntime's MatMulNBits quantizer, GatherBlockQuan
 folder (genai_config.json, tokenizer files) is copied as it is: the result is the folder onnxruntime-genai's builder
 writes with `-p int4`, made from a float folder the user already has (a pipeline's `convert` then
 `quantize: {weights: int4}`). Quantized weights change the logits, so the proof is by generation against the float
-folder (validation/generation.py): greedy tokens on the default prompts, judged by the int4/int8 default bar or
+folder (validation/generation.py): greedy tokens on the prompts of `--prompts` (or token ids in `--eval-data`, else a
+few built-in ones), judged by the int4/int8 default bar or
 `--max-error` (token-match, cosine, max-abs). The verb calls `prove` after the pass, in place of a tensor proof.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mdeploy.core import Format, ModelRef
+from mdeploy.errors import InputError
 from mdeploy.quantization.base import Pass, PassResult
 from mdeploy.quantization.weight_only import VERB, OnnxWeightOnly, WeightOnlyOptions
 
@@ -50,13 +52,22 @@ class GenaiWeightOnly(Pass):
                           details={**result.details, "decoder": decoder.name})
 
 
-def prove(ref: ModelRef, tmp: Path, weights: str, bar: Any, report: Any) -> None:
-    """The quantized folder against the float one by generation; recorded in `report` (data `generation`, step
-    `generate`, failed when the bar is missed: exit 1)."""
+def proof_prompts(ref: ModelRef, prompts: str | None, data: str | None) -> list[Any]:
+    """The prompts of the proof: lines of `prompts` (--prompts), rows of input_ids in `data` (--eval-data), or the
+    built-in ones; read before the quantization, so that a bad file is exit 2 before minutes of work."""
+    from mdeploy.validation import generation
+
+    if prompts is not None and data is not None:
+        raise InputError("give --prompts or --eval-data (token ids), not both")
+    return generation.read_prompts(ref.path, prompts, data, generation._vocab(ref))
+
+
+def prove(ref: ModelRef, tmp: Path, weights: str, bar: Any, report: Any, prompts: list[Any]) -> None:
+    """The quantized folder against the float one by generation on `prompts` (proof_prompts); recorded in `report`
+    (data `generation`, step `generate`, failed when the bar is missed: exit 1)."""
     from mdeploy.validation import generation
 
     start = time.perf_counter()
-    prompts = generation.read_prompts(ref.path, vocab=generation._vocab(ref))
     result = generation.compare(ref, ModelRef(tmp, Format.GENAI), prompts, PROOF_NEW_TOKENS, bar=bar, precision=weights)
     report.data["generation"] = result.to_dict()
     report.steps.append(generation.step(result, time.perf_counter() - start))

@@ -162,12 +162,26 @@ def _steps(model: dict[str, Any]) -> str:
                                      [s.get("status") in ("failed", "error") for s in steps], {3})
 
 
+def _generation(model: dict[str, Any]) -> str:
+    """Each proof by generation: its totals and a row per prompt, a prompt whose tokens diverged marked."""
+    out = ""
+    for g in model.get("generation") or []:
+        ppl = view.perplexity_line(g)
+        rows = view.generation_rows(g, width=80)
+        out += (f"<h3>Generation: {_e(g.get('step'))} ({_e(g.get('precision') or '-')})</h3>"
+                f"<p>token match {_e(svg.number(view.as_float(g.get('token_match')), 3))}{_e('; ' + ppl if ppl else '')}</p>"
+                + _table(view.GENERATION_COLUMNS, [[_e(c) for c in r] for r in rows],
+                         [p.get("first_divergence") is not None for p in g.get("prompts") or []], {1, 2, 3, 4}))
+    return out
+
+
 def _model(model: dict[str, Any]) -> str:
     name = str(model.get("name"))
     head = f'<h2>{_mark(model.get("passed"))} {_e(name)}</h2>'
     if model.get("baseline"):
         head += f'<p class="muted">baseline: <code>{_e(model["baseline"])}</code></p>'
-    body = _gates(model) + _bars(model) + _latency(model) + _errors(model) + _changes(model) + _steps(model)
+    body = (_gates(model) + _bars(model) + _latency(model) + _errors(model) + _generation(model) + _changes(model)
+            + _steps(model))
     return f'<section class="model" id="model-{_e(_slug(name))}">{head}{body}</section>'
 
 

@@ -87,6 +87,17 @@ def runtime(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def generation(entries: list[dict[str, Any]]) -> list[str]:
+    """Each proof by generation of a language model: its totals, and a row per prompt (view.generation_rows)."""
+    lines: list[str] = []
+    for g in entries:
+        ppl = view.perplexity_line(g)
+        lines += ["", f"## Generation: {g.get('step')} ({g.get('precision') or '-'}): token match "
+                  f"{svg.number(view.as_float(g.get('token_match')), 3)}" + (f"; {ppl}" if ppl else ""), ""]
+        lines += _table(view.GENERATION_COLUMNS, view.generation_rows(g))
+    return lines
+
+
 def verb(d: dict[str, Any]) -> str:
     """A single verb's report (validate --report x.md)."""
     lines = [f"# mdeploy {d['command']}: {'PASSED' if d.get('passed') else 'FAILED'}", ""]
@@ -102,6 +113,7 @@ def verb(d: dict[str, Any]) -> str:
         for note in comparison.get("notes", []):
             lines.append(f"\n> {note}")
     lines += runtime(d.get("runtime") or {})
+    lines += generation(view.models(d)[0]["generation"])
     for note in d.get("notes", []):
         lines.append(f"\n> {note}")
     versions = d.get("environment", {}).get("versions", {})
@@ -186,6 +198,12 @@ def run(d: dict[str, Any], limit: int = MAX_BYTES) -> str:
     if change_rows:
         out.add("## What changed since the baseline", "")
         out.table(["model", "", "baseline", "current", "change"], change_rows, "report.html")
+        out.add("")
+    generation_rows = [[m["name"], g.get("step"), *row] for m in models for g in m.get("generation") or []
+                       for row in view.generation_rows(g, width=40)]
+    if generation_rows:
+        out.add("## Generation per prompt", "")
+        out.table(["model", "step", *view.GENERATION_COLUMNS], generation_rows, "report.html")
         out.add("")
     step_rows = [[m["name"], s.get("name"), s.get("verb", ""), s.get("status"), svg.number(view.as_float(s.get("seconds")))]
                  for m in models for s in m.get("steps", [])]

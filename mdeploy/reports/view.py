@@ -25,8 +25,49 @@ def models(d: dict[str, Any]) -> list[dict[str, Any]]:
         "comparisons": d.get("comparisons", []),
         "accuracy": d.get("accuracy") if isinstance(d.get("accuracy"), dict) else None,
         "benchmark": d.get("models", []) if d.get("command") == "benchmark" else [],
+        "generation": [{"step": "generate", **generation_summary(d["generation"])}] if d.get("generation") else [],
         "gates": [],
     }]
+
+
+def generation_summary(g: dict[str, Any]) -> dict[str, Any]:
+    """What the renderings show of a proof by generation (validation/generation.py's record): the totals and, per
+    prompt, its token match, first divergence, the logits' cosine at prefill and its worst over the decode steps, and
+    both continuations' text (a run report keeps this summary, not every step's figures)."""
+    prompts = []
+    for p in g.get("prompts") or []:
+        cosines = [s.get("cosine") for s in p.get("steps") or []]
+        prompts.append({"prompt": p.get("prompt") if p.get("prompt") is not None else " ".join(map(str, p.get("prompt_ids") or [])),
+                        "token_match": p.get("token_match"), "first_divergence": p.get("first_divergence"),
+                        "prefill_cosine": cosines[0] if cosines else None,
+                        "decode_cosine": min(cosines[1:]) if len(cosines) > 1 else None,
+                        "source_text": p.get("source_text"), "candidate_text": p.get("candidate_text")})
+    return {"token_match": g.get("token_match"), "perplexity": g.get("perplexity"), "precision": g.get("precision"),
+            "prompts": prompts}
+
+
+GENERATION_COLUMNS = ["prompt", "token match", "first divergence", "prefill cosine", "worst decode cosine", "source says",
+                      "candidate says"]
+
+
+def generation_rows(entry: dict[str, Any], width: int = 60) -> list[list[str]]:
+    """A row per prompt of a generation summary, the texts cut to `width` characters."""
+    def cut(text: Any) -> str:
+        text = "" if text is None else " ".join(str(text).split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    return [[cut(p["prompt"]), svg.number(as_float(p["token_match"]), 3),
+             "-" if p["first_divergence"] is None else str(p["first_divergence"]),
+             svg.number(as_float(p["prefill_cosine"]), 6), svg.number(as_float(p["decode_cosine"]), 6),
+             cut(p["source_text"]), cut(p["candidate_text"])] for p in entry.get("prompts") or []]
+
+
+def perplexity_line(entry: dict[str, Any]) -> str:
+    ppl = entry.get("perplexity")
+    if not ppl:
+        return ""
+    return (f"perplexity on {ppl.get('tokens')} tokens: source {svg.number(as_float(ppl.get('source')), 4)}, candidate "
+            f"{svg.number(as_float(ppl.get('candidate')), 4)} (ratio {svg.number(as_float(ppl.get('ratio')), 4)})")
 
 
 def _same(a: str | None, b: str | None) -> bool:

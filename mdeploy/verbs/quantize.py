@@ -9,7 +9,7 @@ report fails (exit 1).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,10 @@ class Options:
                                     help="--weights: zero points or not (default: symmetric for rtn).")
     accuracy_level: int | None = option(None, help="--weights: MatMulNBits compute type 0-4 (default 4: int8, fast on CPU).",
                                         min=0, max=4)
-    eval_data: str | None = option(None, help="Data to prove the result on (default: the calibration data).")
+    eval_data: str | None = option(None, help="Data to prove the result on (default: the calibration data); for a "
+                                   "language model folder: token ids as input_ids, the prompts of its proof by generation.")
+    prompts: str | None = option(None, help="A language model folder's proof by generation: a text file, one prompt per "
+                                 "line (default: a few built-in prompts).")
     labels: str | None = option(None, help=".npy of class ids for the data: reports task accuracy before and after.")
     max_error: str | None = option(None, help="The bar, e.g. cosine>=0.995, top1>=0.99, accuracy-drop<=0.01 (comma-separated).")
     eval_samples: int | None = option(None, help="Random samples to validate on when no data is given (default 16).", min=1)
@@ -124,7 +127,8 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     bar = parse_bar(o.max_error, allow_speed=True) if o.max_error is not None else None
     plan = Plan(ref, out, pass_cls, build_pass_options(pass_cls, chosen_options(pass_kwargs)), bar,
                 o.eval_data or o.calib_data, o.labels, o.eval_samples, not o.no_validate, o.device, o.seed, progress,
-                classifier_choice(o.classifier_output, o.no_classifier), o.goal, o.budget, speed=not o.no_speed)
+                classifier_choice(o.classifier_output, o.no_classifier), o.goal, o.budget, speed=not o.no_speed,
+                prompts=o.prompts)
     plan.check()
     with atomic_output(out, o.force) as tmp:
         return plan.execute(tmp)
@@ -152,6 +156,8 @@ class Plan:
     goal: str = "accuracy"
     budget: float | None = None
     speed: bool = True  # time float vs int8 against the int8 bound (--no-speed: off)
+    prompts: str | None = None  # a language model folder's proof by generation (None: data's input_ids, or built-in)
+    prompt_ids: list = field(default_factory=list)  # ...read by check()
 
     def check(self) -> None:
         """Everything that can be checked before any work."""
@@ -167,6 +173,13 @@ class Plan:
             raise InputError("--max-error speedup needs the timing --no-speed skips", hint="drop --no-speed")
         if self.goal == "latency":
             goal_search.check(self.pass_cls, self.options, self.validate)
+        if self.pass_cls.target == Format.GENAI and self.validate:  # the prompts are read (and refused) before any work
+            from mdeploy.quantization import genai_weights
+
+            self.prompt_ids = genai_weights.proof_prompts(self.ref, self.prompts, self.data)
+        elif self.prompts:
+            raise InputError("--prompts is for the proof by generation of a language model folder",
+                             hint="give --eval-data to prove this model on tensors")
         if self.bar and self.bar.needs_labels and not (self.labels_path or (self.data and self._has_labels())):
             raise InputError(
                 "--max-error on accuracy needs labels",
@@ -198,7 +211,7 @@ class Plan:
             from mdeploy.quantization import genai_weights
 
             if self.validate:
-                genai_weights.prove(self.ref, tmp, self.options.weights, self.bar, report)
+                genai_weights.prove(self.ref, tmp, self.options.weights, self.bar, report, self.prompt_ids)
             report.data["size"] = _sizes(before, size_of(tmp))
             return report
         if not self.validate:

@@ -9,21 +9,24 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.models import tiny_lm
 from mdeploy.pipeline import gates
+from mdeploy.reports import html, markdown
 from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def lm_run(tiny_lm_dir, eval_text, tmp_path_factory):
+def lm_run(tiny_lm_dir, eval_text, prompts_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm_pipeline")
     (folder / "eval.txt").write_text(eval_text.read_text())
+    (folder / "prompts.txt").write_text(prompts_file.read_text())
     (folder / "pipeline.yaml").write_text(textwrap.dedent(f"""\
         version: 1
         models: [{{name: lm, source: {tiny_lm_dir}}}]
-        data: {{eval: eval.txt}}
+        data: {{eval: eval.txt, prompts: prompts.txt}}
         steps:
           - convert: {{}}
-          - quantize: {{weights: int4}}
+          - quantize: {{weights: int4, prompts: prompts}}
           - validate: {{generate: true, text: eval, max-new-tokens: 8}}
           - benchmark: {{prompt-tokens: 8, new-tokens: 8, iterations: 1}}
         gates:
@@ -62,6 +65,12 @@ def test_a_language_model_pipeline_converts_proves_by_generation_and_gates(lm_ru
     assert Path(steps["03-validate"]["reference"]).name == "01-convert"
     assert Path(steps["03-validate"]["candidate"]).name == "02-quantize"
     assert steps["03-validate"]["perplexity"]["tokens"] > 100
+    # the pipeline's prompts reached quantize's own proof; the run's reports show each prompt's continuation
+    assert [p["prompt"] for p in steps["02-quantize"]["prompts"]] == list(tiny_lm.PROMPTS)
+    assert all(p["source_text"] and p["prefill_cosine"] > 0.9 for p in steps["02-quantize"]["prompts"])
+    md = markdown.run(result.json)
+    assert "## Generation per prompt" in md and f"| lm | 02-quantize | {tiny_lm.PROMPTS[0]} |" in md
+    assert "<h3>Generation: 02-quantize (int4)</h3>" in html.page(result.json)
 
 
 def test_language_model_gates_fail_with_the_measured_figure_or_the_step_that_would_measure_it(lm_run):
