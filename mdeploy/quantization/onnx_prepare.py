@@ -5,6 +5,11 @@ TransformerEncoder export) feed weights through Transpose or other constant subg
 those weights stay float and `quantize_dynamic` buys almost nothing. onnxruntime's own basic graph
 optimizations fold them into initializers, so they run first. Its symbolic shape inference then labels the
 activations; it asserts on some exports, and then we fall back to ONNX shape inference and say so.
+
+Memory: a model past protobuf's 2 GB limit (weights in an external data file) is never held twice here. Shape
+inference reads only the graph (`structure_of`): onnxruntime's `quant_pre_process` would load the weights, copy them
+for its symbolic pass and save and read them back (3.2x the float weight bytes on a 0.7B Llama,
+benchmarks/large_model.py), while the shapes need none of their values.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ QUANTIZED_OPS = frozenset(
 
 # Beyond this many bytes of weights, protobuf's 2 GB limit needs the weights in an external data file.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+SMALL_TENSOR_BYTES = 1 << 20  # shape inference of a large model reads initializers under this size, not the matrices
 
 
 @dataclass
@@ -77,13 +83,7 @@ def check_not_quantized(model: Any, path: Path) -> None:
 
 
 def weight_bytes(model: Any) -> int:
-    total = 0
-    for init in model.graph.initializer:
-        n = 1
-        for d in init.dims:
-            n *= int(d)
-        total += n * onnx_models._BYTES.get(init.data_type, 4)
-    return total
+    return sum(weight_bytes_of(init) for init in model.graph.initializer)
 
 
 def transpose_shared_gemm_weights(model: Any) -> int:
@@ -267,7 +267,8 @@ def prepare(src: Path, workdir: Path, preprocess: bool = True, infer_shapes: boo
 
 def _infer_shapes(current: Path, workdir: Path, large: bool, notes: list[str]) -> Path:
     """onnxruntime's quant_pre_process without its optimizer (already done): symbolic, then ONNX shape
-    inference; when the symbolic pass fails, ONNX shape inference alone; when that fails too, none."""
+    inference; when the symbolic pass fails, ONNX shape inference alone; when that fails too, none. A large model
+    (weights in an external file) gets the same two passes on its graph alone (`_shape_passes`)."""
     from_ort = require("onnxruntime.quantization.shape_inference", extra="onnx")
     shaped = workdir / "shaped.onnx"
     attempts = [
@@ -278,21 +279,109 @@ def _infer_shapes(current: Path, workdir: Path, large: bool, notes: list[str]) -
     for kwargs, what in attempts:
         try:
             with framework_output():
-                from_ort.quant_pre_process(
-                    str(current),
-                    str(shaped),
-                    skip_optimization=True,
-                    save_as_external_data=large,
-                    all_tensors_to_one_file=True,
-                    external_data_location=shaped.name + ".data",
-                    **kwargs,
-                )
+                if large:
+                    _shape_passes(current, shaped, symbolic=not kwargs)
+                else:
+                    from_ort.quant_pre_process(
+                        str(current),
+                        str(shaped),
+                        skip_optimization=True,
+                        save_as_external_data=large,
+                        all_tensors_to_one_file=True,
+                        external_data_location=shaped.name + ".data",
+                        **kwargs,
+                    )
             notes.append("pre-processing: " + what.format(error=first_error))
             return shaped
         except Exception as exc:
             first_error = first_error or first_line(exc)[:160]
     notes.append(f"pre-processing: shape inference failed ({first_error}); quantizing without it")
     return current
+
+
+def _shape_passes(src: Path, dst: Path, symbolic: bool) -> None:
+    """quant_pre_process's shape passes (onnxruntime's symbolic shape inference, then ONNX's) on the graph of `src`
+    with its weights left in their external data file, written to `dst` beside `src`, which still reads that file.
+
+    Both passes read an initializer's type and dims; the symbolic pass also reads the values of the inputs of the
+    elementwise ops it follows (a norm's scale vector), so initializers under 1 MiB are read in (0.7 MB on a 0.7B
+    Llama) and the weight matrices stay on disk. quant_pre_process given the same file loads every weight, and its
+    symbolic pass and the save and reload after it copy them (3.2x the weights at the peak on a 0.7B Llama)."""
+    onnx = require("onnx", extra="onnx")
+    from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_tensor, uses_external_data
+    from onnxruntime.quantization.quant_utils import add_pre_process_metadata
+
+    model = onnx.load(str(src), load_external_data=False)
+    for init in model.graph.initializer:
+        if uses_external_data(init) and int(ExternalDataInfo(init).length or 0) < SMALL_TENSOR_BYTES:
+            load_external_data_for_tensor(init, str(src.parent))
+            init.data_location = onnx.TensorProto.DEFAULT
+            del init.external_data[:]
+    if symbolic:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        model = SymbolicShapeInference.infer_shapes(model)  # quant_pre_process's defaults
+        if model is None:
+            raise ValueError("symbolic shape inference needs opset 7 or later")
+    model = onnx.shape_inference.infer_shapes(model)
+    add_pre_process_metadata(model)
+    onnx.save_model(model, str(dst))
+
+
+def structure_of(model: Any) -> Any:
+    """A copy of `model` without the values of its large initializers (name, type and dims kept, marked external):
+    what onnx's whole-model passes (shape inference, the version converter) read, at a few kilobytes instead of the
+    weights' size. Initializers under 1024 bytes (shapes, axes: values those passes may read) are copied whole."""
+    onnx = require("onnx", extra="onnx")
+    light = onnx.ModelProto()
+    for desc, value in model.ListFields():
+        if desc.name != "graph":
+            _copy_field(light, desc, value)
+    for desc, value in model.graph.ListFields():
+        if desc.name != "initializer":
+            _copy_field(light.graph, desc, value)
+    for init in model.graph.initializer:
+        copy = light.graph.initializer.add()
+        if init.ByteSize() < 1024 or init.data_type == onnx.TensorProto.STRING:
+            copy.CopyFrom(init)
+            continue
+        copy.name, copy.data_type, copy.doc_string = init.name, init.data_type, init.doc_string
+        copy.dims.extend(init.dims)
+        copy.data_location = onnx.TensorProto.EXTERNAL
+        copy.external_data.add(key="location", value="not-loaded.data")
+    return light
+
+
+def infer_shapes_in_place(model: Any) -> Any:
+    """ONNX shape inference run on `structure_of(model)`, its result written into `model` itself (value_info, outputs,
+    onnxruntime's "inferred" mark); returns `model`. What onnxruntime's `save_and_reload_model_with_shape_infer` gives
+    (that function deep-copies the model with its weights, saves and reloads it: see onnx_quantize), without a copy."""
+    onnx = require("onnx", extra="onnx")
+    from onnxruntime.quantization.quant_utils import add_infer_metadata
+
+    inferred = onnx.shape_inference.infer_shapes(structure_of(model))
+    for name in ("value_info", "output"):
+        field = getattr(model.graph, name)
+        del field[:]
+        field.extend(getattr(inferred.graph, name))
+    add_infer_metadata(model)
+    return model
+
+
+def _copy_field(dst: Any, desc: Any, value: Any) -> None:
+    if desc.is_repeated:
+        getattr(dst, desc.name).extend(value)
+    elif desc.message_type is not None:
+        getattr(dst, desc.name).CopyFrom(value)
+    else:
+        setattr(dst, desc.name, value)
+
+
+def weight_bytes_of(init: Any) -> int:
+    n = 1
+    for d in init.dims:
+        n *= int(d)
+    return n * onnx_models._BYTES.get(init.data_type, 4)
 
 
 def cpu_has_vnni() -> bool:

@@ -121,10 +121,14 @@ class OnnxWeightOnly(Pass):
                 raise InputError(f"--exclude names no node of the model: {', '.join(unknown[:5])}",
                                  hint="node names are listed by mdeploy inspect --json")
             onnx = require("onnx", extra="onnx")
-            model = onnx.load(str(prepared.path))  # with its weights: the quantizer rewrites them
-            rewritten = gemms_as_matmul(model, set(options.exclude))
+            # the graph first, a large model's weights left in their file: planning and the opset move read the
+            # structure only (onnx's version converter copies the whole model it is given, and cannot take one past
+            # 2 GB); the weights are read once, into the model the quantizer rewrites
+            model = onnx.load(str(prepared.path), load_external_data=False)
+            rewritten = gemms_as_matmul(model, set(options.exclude), prepared.path.parent)
             plan = plan_nodes(model, s, set(options.exclude))
             model = _opset_for_int4_tables(model, plan)
+            onnx.external_data_helper.load_external_data_for_model(model, str(prepared.path.parent))
             prepared_s = round(time.perf_counter() - start, 3)
             start = time.perf_counter()
             quantized_model = _quantize(model, s, plan)
@@ -163,12 +167,13 @@ class OnnxWeightOnly(Pass):
         return PassResult(ModelRef(out, Format.ONNX), notes=notes, details=details)
 
 
-def gemms_as_matmul(model: Any, excluded: set[str]) -> int:
+def gemms_as_matmul(model: Any, excluded: set[str], base_dir: Path | None = None) -> int:
     """Rewrite each Gemm with a constant 2-D weight (alpha 1, beta 1, A not transposed) as MatMul (+ Add of its bias).
 
     torch exports a Linear applied to a 2-D input as Gemm, which MatMulNBits does not replace; as MatMul its weight
     is quantized like every other. The MatMul keeps the Gemm's name (so --exclude and the report name the node the
-    user sees) and the Add produces the Gemm's output. Returns how many were rewritten."""
+    user sees) and the Add produces the Gemm's output. A weight in external data is read from `base_dir` when it must
+    be transposed. Returns how many were rewritten."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -185,7 +190,8 @@ def gemms_as_matmul(model: Any, excluded: set[str]) -> int:
         name = weight.name
         if attrs.get("transB", 0):
             name = f"{weight.name}_transposed_for_{node.name}"
-            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(weight).T.copy(), name))
+            values = numpy_helper.to_array(weight, str(base_dir) if base_dir else "")
+            graph.initializer.append(numpy_helper.from_array(values.T.copy(), name))
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         product = f"{node.output[0]}_matmul" if bias else node.output[0]
         nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=node.name))

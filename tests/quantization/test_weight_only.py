@@ -1,40 +1,19 @@
 """quantization/weight_only.py (`mdeploy quantize --weights int4|int8`) on a real tiny transformer: the GPT-like
-decoder of fixtures/models/text_decoder.py exported by torch (embedding table, attention, MLP and LM head as
-MatMul / Gemm, attention scores as activation x activation MatMuls), and on the hand-built MLP for the accuracy bar."""
+decoder of fixtures/models/text_decoder.py exported by torch (the `decoder` fixture of conftest.py: embedding table,
+attention, MLP and LM head as MatMul / Gemm, attention scores as activation x activation MatMuls), and on the
+hand-built MLP for the accuracy bar."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from mdeploy.core import ModelRef
 from mdeploy.quantization.weight_only import OnnxWeightOnly, WeightOnlyOptions
 from tests.checks import assert_clean_error
 
 FAST = ("--no-speed",)  # the speed check times both models: not what these tests are about
-
-SEQ = 16
-
-
-@pytest.fixture(scope="session")
-def decoder(tmp_path_factory) -> dict[str, Path]:
-    """The decoder as torch's TorchScript exporter writes it (input_ids 1x16), and held-out token ids to prove on."""
-    import torch
-
-    from fixtures.models import text_decoder
-
-    out = tmp_path_factory.mktemp("weight_only")
-    path = out / "decoder.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(text_decoder.build(), (torch.zeros(1, SEQ, dtype=torch.int64),), str(path), dynamo=False,
-                          input_names=["input_ids"], output_names=["logits"], opset_version=17)
-    ids = np.random.default_rng(7).integers(0, text_decoder.VOCAB, (8, SEQ)).astype(np.int64)
-    np.savez(out / "ids.npz", input_ids=ids)
-    return {"model": path, "data": out / "ids.npz"}
 
 
 def _ops(path: Path) -> dict[str, int]:
@@ -155,3 +134,36 @@ def test_int4_tables_move_an_older_opset_model_to_opset_21_with_its_nodes_conver
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, ids)[0]
     cos = float((ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got))
     assert cos > 0.98
+
+
+def test_a_model_past_2_gb_is_planned_and_moved_to_opset_21_on_its_graph_with_its_weights_read_once(decoder, tmp_path,
+                                                                                                    monkeypatch):
+    """A large model (here the decoder, with the threshold set so that it counts as one: weights in an external file)
+    is planned and moved to opset 21 on its graph alone: onnx's version converter copies the whole model it is given
+    (5.0x the float weights at the peak on a 0.7B Llama) and cannot take one past 2 GB at all (its embedding table
+    then stayed float). The weights are read in once, after; the result is the model the small path writes."""
+    import onnx
+    from onnx import version_converter
+
+    from mdeploy.quantization import onnx_prepare
+
+    small = tmp_path / "small.onnx"
+    OnnxWeightOnly().run(ModelRef.parse(str(decoder["model"])), small, WeightOnlyOptions())
+    seen: list[int] = []
+    convert = version_converter.convert_version
+
+    def converter(model, target):  # the real converter; the tensors it was handed with their values are recorded
+        seen.extend(init.name for init in model.graph.initializer if init.ByteSize() >= 1024)
+        return convert(model, target)
+
+    monkeypatch.setattr(version_converter, "convert_version", converter)
+    monkeypatch.setattr(onnx_prepare, "EXTERNAL_DATA_THRESHOLD", 0)
+    large = tmp_path / "large.onnx"
+    result = OnnxWeightOnly().run(ModelRef.parse(str(decoder["model"])), large, WeightOnlyOptions())
+    # none of the weights read from the file (16-64 KB each here), only the Gemm weights transposed for MatMul
+    assert seen and all("_transposed_for_" in name for name in seen)
+    assert result.details["quantized"]["Gather"] == ["/embed/Gather"] and len(result.details["quantized"]["MatMul"]) == 9
+    assert (tmp_path / "large.onnx.data").is_file()  # written as a large model is, its weights beside it
+    a, b = onnx.load(str(small)), onnx.load(str(large))
+    assert [(n.op_type, list(n.input)) for n in a.graph.node] == [(n.op_type, list(n.input)) for n in b.graph.node]
+    assert {i.name: i.raw_data for i in a.graph.initializer} == {i.name: i.raw_data for i in b.graph.initializer}
