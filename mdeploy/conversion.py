@@ -15,7 +15,7 @@ from typing import Any
 from mdeploy import registry
 from mdeploy.converters.base import build_options
 from mdeploy.core import Format, ModelRef, TensorSpec, Tolerance
-from mdeploy.errors import InputError
+from mdeploy.errors import InputError, MdeployError
 from mdeploy.lazy import numpy as np
 from mdeploy.measuring.memory import release_freed_memory
 from mdeploy.outputs import atomic_output, check_output
@@ -79,7 +79,12 @@ def _validate(src: ModelRef, staged: ModelRef, final: ModelRef, result, toleranc
     if staged.format == Format.GENAI:  # a language model is proven by what it generates
         from mdeploy.validation import generation
 
-        generation.prove_conversion(src, staged, final, result.details.get("precision"), report)
+        try:
+            generation.prove_conversion(src, staged, final, result.details.get("precision"), report)
+        except MdeployError as exc:  # the user knows the output's name, not the staging folder's
+            exc.message = exc.message.replace(str(staged.path), str(final.path))
+            exc.args = (exc.message,)
+            raise
         return
     unrunnable = _not_runnable_here(src, staged)
     if unrunnable:

@@ -68,6 +68,18 @@ def check_tokenizer(path: Path) -> None:
                          hint="save the model's tokenizer beside it: tokenizer.save_pretrained(FOLDER)")
 
 
+def check_head_size(config: dict) -> None:
+    """Exit 2 before any work when the attention heads are a size onnxruntime's CPU GroupQueryAttention kernel (what
+    the builder writes) refuses at the first token: it needs a multiple of 16 (real models use 64 or 128; a small
+    test model easily has 24), and the failure otherwise comes only from the proof, after the whole build."""
+    heads = config.get("num_attention_heads")
+    size = config.get("head_dim") or (config.get("hidden_size", 0) // heads if heads else None)
+    if isinstance(size, int) and size % 16:
+        raise ConversionError(f"the attention head size is {size} (hidden_size / num_attention_heads): onnxruntime's "
+                              "GroupQueryAttention CPU kernel, which the builder's graph uses, needs a multiple of 16",
+                              hint="give the model a head size of 16, 32, 64 or 128")
+
+
 class HfToGenai(Converter):
     sources: ClassVar[tuple[Format, ...]] = (Format.HF_MODEL,)
     target: ClassVar[Format] = Format.GENAI
@@ -85,7 +97,9 @@ class HfToGenai(Converter):
             raise InputError(f"--max-length {options.max_length} leaves no room to generate", hint="e.g. --max-length 2048")
         arch = check_architecture(src.path)
         check_tokenizer(src.path)
-        context = hf_models.read_config(src.path).get("max_position_embeddings")
+        config = hf_models.read_config(src.path)
+        check_head_size(config)
+        context = config.get("max_position_embeddings")
         if options.max_length is not None and isinstance(context, int) and options.max_length > context:
             raise InputError(f"--max-length {options.max_length} is longer than the model's context ({context} tokens)",
                              hint=f"give --max-length {context} or less")

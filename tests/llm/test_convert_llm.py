@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from mdeploy import api
@@ -88,6 +89,19 @@ def test_a_folder_without_a_tokenizer_is_refused_before_the_builder_runs(tiny_lm
     result = run_cli("convert", src, "-o", out)
     assert_clean_error(result, "has no tokenizer", "tokenizer.save_pretrained", hint=True, out=out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["no_tokenizer"]
+
+
+def test_a_head_size_onnxruntimes_attention_kernel_refuses_is_refused_before_the_builder_runs(tiny_lm_dir, tmp_path):
+    src = tmp_path / "head24"
+    src.mkdir()
+    config = json.loads((tiny_lm_dir / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, "hidden_size": 96, "num_attention_heads": 4, "head_dim": None}))
+    shutil.copy(tiny_lm_dir / "tokenizer.json", src)
+    (src / "model.safetensors").symlink_to(tiny_lm_dir / "model.safetensors")  # never read: refused from config.json
+    out = tmp_path / "llm"
+    result = run_cli("convert", src, "-o", out)
+    assert_clean_error(result, "attention head size is 24", "multiple of 16", hint=True, out=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head24"]
 
 
 def test_a_missing_llm_extra_names_it(tiny_lm_dir, tmp_path):
