@@ -1,5 +1,5 @@
-"""What both quantization benchmarks share: quantizing with mdeploy's defaults and with onnxruntime's,
-timing each model at 1 and 2 threads, and measuring output error against the float model.
+"""What the benchmarks share: quantizing with mdeploy's defaults and with onnxruntime's, timing each model at 1 and 2
+threads, measuring output error against the float model; the work folder of the scripts that run mdeploy per verb.
 
 Figures, not tests: run on an idle machine; every model is timed in the same process, interleaved.
 """
@@ -9,12 +9,23 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def work_folder(given: Path | None, prefix: str) -> tuple[Path, Path]:
+    """The folder a benchmark writes its models to (`given`, or a new temporary one) and the `logs` folder inside it
+    where each child process's stdout and stderr go."""
+    work = given or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    return work, logs
 
 
 def mdeploy_quantize(src: Path, out: Path, **options) -> list[str]:

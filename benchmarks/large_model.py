@@ -30,12 +30,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import work_folder  # noqa: E402
 from mdeploy import machine  # noqa: E402  (after the path is set)
 
 TARGET_RSS = 2.5  # convert and quantize: peak RSS <= this many times the float32 weight bytes
@@ -95,7 +96,8 @@ def measure(cmd: list[str], logs: Path, env: dict[str, str] | None = None) -> tu
 
 
 def data_bytes(path: Path) -> int:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    """A folder's files, or a model file with its external data file beside it."""
+    files = [path, *path.parent.glob(path.name + ".data")] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files)
 
 
@@ -112,10 +114,7 @@ def main() -> None:
     parser.add_argument("--skip", action="append", default=[], help="a verb row to skip (e.g. package), repeatable")
     args = parser.parse_args()
     shape = {k: getattr(args, k) for k in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab")}
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="mdeploy_large_"))
-    work.mkdir(parents=True, exist_ok=True)
-    logs = work / "logs"
-    logs.mkdir(exist_ok=True)
+    work, logs = work_folder(args.workdir, "mdeploy_large_")
     py, cli = sys.executable, [sys.executable, "-m", "mdeploy"]
     print(f"CPU: {machine.describe()}")
     hf = work / "hf"

@@ -26,12 +26,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import work_folder  # noqa: E402
 from mdeploy import machine  # noqa: E402  (after the path is set)
 
 FULL = {"layers": 24, "hidden": 1024, "intermediate": 2816, "heads": 16, "kv_heads": 8, "vocab": 32000}
@@ -90,10 +91,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     shape = SMALL if args.small else FULL
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="mdeploy_llm_"))
-    work.mkdir(parents=True, exist_ok=True)
-    logs = work / "logs"
-    logs.mkdir(exist_ok=True)
+    work, logs = work_folder(args.workdir, "mdeploy_llm_")
     py, cli = sys.executable, [sys.executable, "-m", "mdeploy"]
     import onnxruntime
     import onnxruntime_genai
