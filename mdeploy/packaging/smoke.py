@@ -292,7 +292,8 @@ def burst(server: Server, body: bytes, concurrency: int, requests: int, advance:
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            while t.is_alive():  # in short waits: a signal another thread received is handled here within 0.2 s
+                t.join(0.2)
     except BaseException:  # Ctrl-C / SIGTERM: the clients stop taking requests at once, not after `requests` more
         with lock:          # of them against a server the caller is about to stop (each a refused connection)
             remaining[0] = 0
