@@ -264,6 +264,8 @@ class Plan:
         if proof.accuracy:
             report.data["accuracy"] = proof.accuracy.to_dict()
         report.data["size"] = _sizes(before, size_of(tmp))
+        # the proof's float session goes before the speed check opens its own: a >2 GB model was held twice (2.5x)
+        del ref_runner, evaluate
         self._runtime(tmp, feeds[0], report)
         return report
 
