@@ -31,6 +31,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,13 @@ RECIPES = [
     ("lr 3e-2, 1000 steps", {"lr": 3e-2, "steps": 1000, "patience": None}),
     ("lr 3e-2, 2000 steps", {"lr": 3e-2, "steps": 2000, "patience": None}),
     ("lr 1e-1, 2000 steps", {"lr": 1e-1, "steps": 2000, "patience": None}),
+    ("lr 3e-2, 6000 steps", {"lr": 3e-2, "steps": 6000, "patience": None}),
+    # function matching (mdeploy/training/augment.py): mixup with weights ~ Beta(a, a), the teacher run on each batch
+    ("lr 3e-2, 2000 steps, mixup Beta(0.2)", {"lr": 3e-2, "steps": 2000, "patience": None, "mixup": 0.2}),
+    ("lr 3e-2, 2000 steps, mixup Beta(1)", {"lr": 3e-2, "steps": 2000, "patience": None, "mixup": 1.0}),
+    ("lr 3e-2, 6000 steps, mixup Beta(0.2)", {"lr": 3e-2, "steps": 6000, "patience": None, "mixup": 0.2}),
+    ("lr 3e-2, 6000 steps, mixup Beta(1)", {"lr": 3e-2, "steps": 6000, "patience": None, "mixup": 1.0}),
+    ("lr 3e-2, 12000 steps, mixup Beta(1)", {"lr": 3e-2, "steps": 12000, "patience": None, "mixup": 1.0}),
 ]
 LABELS_ALONE = [(lr, epochs) for lr in (1e-2, 3e-2, 1e-1) for epochs in (100, 300)]  # 100 labels: 2 steps an epoch
 
@@ -115,8 +123,12 @@ def choose_labels_alone(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     return best
 
 
-def select_defaults(pool: np.ndarray, targets: np.ndarray, y_pool: np.ndarray, seeds: int, recipes: list) -> None:
-    """3-fold cross-validation of RECIPES inside the pool (the teacher never saw it), KD without labels."""
+def select_defaults(pool: np.ndarray, targets: np.ndarray, y_pool: np.ndarray, seeds: int, recipes: list,
+                    teacher) -> None:  # noqa: ANN001
+    """3-fold cross-validation of RECIPES inside the pool (the teacher never saw it), KD without labels; `teacher`:
+    the teacher's output on a batch, for the recipes with mixup (run in the loop on the mixed inputs)."""
+    import time
+
     from mdeploy.training import Dataset, TrainConfig, fit
 
     parts = folds(y_pool, 3)
@@ -125,16 +137,18 @@ def select_defaults(pool: np.ndarray, targets: np.ndarray, y_pool: np.ndarray, s
           flush=True)
     for name, fields in recipes:
         accs = []
+        start = time.perf_counter()
         for v in parts:
             fit_idx = np.setdiff1d(np.arange(len(pool)), v)
             for seed in range(seeds):
                 s = student(seed)
                 config = TrainConfig(seed=seed, **fields)
-                result = fit(s, Dataset({"image": pool[fit_idx]}, targets[fit_idx]), config)
+                result = fit(s, Dataset({"image": pool[fit_idx]}, targets[fit_idx]), config, teacher=teacher)
                 s.load_state_dict(result.best_state)
                 accs.append(accuracy(s.eval(), pool[v], y_pool[v]))
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"  {name:52} {statistics.mean(accs):.4f} +- {sd:.4f}", flush=True)
+        print(f"  {name:40} {statistics.mean(accs):.4f} +- {sd:.4f}  [{' '.join(f'{a:.4f}' for a in accs)}]  "
+              f"{(time.perf_counter() - start) / len(accs):.1f} s per fit", flush=True)
 
 
 def distilled(work: Path, teacher: Path, data: Path, seed: int, tag: str, **options) -> float:  # noqa: ANN003
@@ -173,10 +187,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from fixtures import digits
     from mdeploy.training import TorchTeacher, teacher_outputs
-    from mdeploy.verbs.distill import LR, STEPS
+    from mdeploy import registry
+    from mdeploy.core import ModelRef
+    from mdeploy.training.teacher import query
+    from mdeploy.verbs.distill import LR, MIXUP, STEPS
 
     print(f"cpu: {machine.describe()}")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; distill's defaults: lr {LR:g}, {STEPS} steps")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; distill's defaults: lr {LR:g}, {STEPS} steps, "
+          f"mixup {'on' if MIXUP else 'off'}")
     x_train, x_test, y_train, y_test = digits.load()
     x_t, x_pool, y_t, y_pool = train_test_split(x_train, y_train, test_size=629, random_state=0, stratify=y_train)
     labelled = np.sort(train_test_split(np.arange(len(x_pool)), train_size=100, random_state=0, stratify=y_pool)[0])
@@ -189,29 +207,44 @@ def main() -> None:
     if args.cv_seeds:  # first: the choice is made before any test-set figure is printed
         targets = teacher_outputs(TorchTeacher(teacher, ["image"]), {"image": x_pool}, "output")
         chosen = [RECIPES[int(i)] for i in args.cv_recipes.split(",")] if args.cv_recipes else RECIPES
-        select_defaults(x_pool, targets, y_pool, args.cv_seeds, chosen)
+        with tempfile.TemporaryDirectory() as tmp:  # in the loop, the teacher runs as distill runs it: its ONNX export
+            digits.export(teacher, Path(tmp) / "teacher.onnx", None)
+            runner = registry.open_runner(ModelRef.parse(str(Path(tmp) / "teacher.onnx")), "cpu")
+            select_defaults(x_pool, targets, y_pool, args.cv_seeds, chosen, query(runner, "logits"))
         if args.cv_only:
             return
     lr, epochs = choose_labels_alone(x_pool[labelled], y_pool[labelled])
 
-    acc: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    # (b0), (c0): the same without function matching, at the schedule of the defaults before it (2000 steps)
+    before = {"mixup": False, "steps": 2000}
+    acc: dict[str, list[float]] = {k: [] for k in ("a", "b", "c", "b0", "c0")}
+    wall: dict[str, float] = dict.fromkeys(acc, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         digits.export(teacher, work / "teacher.onnx", None)
         np.savez(work / "pool.npz", image=x_pool)
         np.save(work / "partial.npy", partial)
+        teach, pool, part = work / "teacher.onnx", work / "pool.npz", str(work / "partial.npy")
         for seed in range(args.seeds):
-            acc["a"].append(accuracy(labels_alone(x_pool[labelled], y_pool[labelled], lr, epochs, seed), x_test, y_test))
-            acc["b"].append(accuracy(distilled(work, work / "teacher.onnx", work / "pool.npz", seed, "b"), x_test, y_test))
-            acc["c"].append(accuracy(distilled(work, work / "teacher.onnx", work / "pool.npz", seed, "c",
-                                               labels=str(work / "partial.npy")), x_test, y_test))
-            print(f"  seed {seed}: (a) {acc['a'][-1]:.4f}  (b) {acc['b'][-1]:.4f}  (c) {acc['c'][-1]:.4f}", flush=True)
+            runs = {"a": lambda: labels_alone(x_pool[labelled], y_pool[labelled], lr, epochs, seed),
+                    "b": lambda: distilled(work, teach, pool, seed, "b"),
+                    "c": lambda: distilled(work, teach, pool, seed, "c", labels=part),
+                    "b0": lambda: distilled(work, teach, pool, seed, "b0", **before),
+                    "c0": lambda: distilled(work, teach, pool, seed, "c0", labels=part, **before)}
+            for key, make in runs.items():
+                start = time.perf_counter()
+                model = make()
+                wall[key] += time.perf_counter() - start
+                acc[key].append(accuracy(model, x_test, y_test))
+            print(f"  seed {seed}: " + "  ".join(f"({k}) {v[-1]:.4f}" for k, v in acc.items()), flush=True)
     mean = {k: statistics.mean(v) for k, v in acc.items()}
-    print(f"\ntest accuracy, {args.seeds} seeds (mean +- sd [per seed]):")
-    print(f"  teacher (CNN, 628 labelled images)             {teacher_acc:.4f}")
-    print(f"  (a) labels alone (100 labels)                  {summary(acc['a'])}")
-    print(f"  (b) distill, defaults, no labels               {summary(acc['b'])}")
-    print(f"  (c) distill, defaults, 100 labels              {summary(acc['c'])}")
+    print(f"\ntest accuracy, {args.seeds} seeds (mean +- sd [per seed]; wall seconds per student, on this machine as loaded):")
+    print(f"  teacher (CNN, 628 labelled images)                     {teacher_acc:.4f}")
+    for key, name in (("a", "(a) labels alone (100 labels)"), ("b", "(b) distill, defaults, no labels"),
+                      ("c", "(c) distill, defaults, 100 labels"),
+                      ("b0", "(b0) (b) --no-mixup --steps 2000 (defaults before)"),
+                      ("c0", "(c0) (c) --no-mixup --steps 2000 (defaults before)")):
+        print(f"  {name:54} {summary(acc[key])}  {wall[key] / args.seeds:.1f} s")
     checks = [("(c) >= (b)", mean["c"] >= mean["b"]),
               ("(b) >= (a) + 4 points", mean["b"] - mean["a"] >= 0.04),
               ("(c) >= (a) + 4 points", mean["c"] - mean["a"] >= 0.04),
@@ -220,26 +253,36 @@ def main() -> None:
         print(f"  target {name}: {'met' if met else 'MISSED'}")
     print(f"  (b) - (a) {100 * (mean['b'] - mean['a']):+.2f} points, (c) - (a) {100 * (mean['c'] - mean['a']):+.2f}, "
           f"(c) - (b) {100 * (mean['c'] - mean['b']):+.2f}, teacher - (b) {100 * (teacher_acc - mean['b']):+.2f}, "
-          f"teacher - (c) {100 * (teacher_acc - mean['c']):+.2f}", flush=True)
+          f"teacher - (c) {100 * (teacher_acc - mean['c']):+.2f}, teacher - (b0) {100 * (teacher_acc - mean['b0']):+.2f}, "
+          f"teacher - (c0) {100 * (teacher_acc - mean['c0']):+.2f}", flush=True)
 
     if args.skip_large:
         return
     big = digits.train(x_train, y_train)
     print(f"\nlarger-data case (docs/distill.md): teacher trained on all {len(x_train)} training images, test accuracy "
           f"{accuracy(big, x_test, y_test):.4f}; the student distilled on the same {len(x_train)} images with their labels")
-    large: dict[str, list[float]] = {"new": [], "old": []}
+    variants = {"new": ("distill, defaults", {}),
+                "before": ("distill --no-mixup --steps 2000 (defaults before)", before),
+                "old": ("distill --lr 1e-2 --epochs 30 --patience 8 (before issue 18)", {"lr": 1e-2, "epochs": 30, "patience": 8,
+                                                                                        "mixup": False})}
+    large: dict[str, list[float]] = {k: [] for k in variants}
+    spent: dict[str, float] = dict.fromkeys(variants, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         digits.export(big, work / "teacher.onnx", None)
         np.savez(work / "train.npz", image=x_train, labels=y_train)
         for seed in range(args.seeds):
-            large["new"].append(accuracy(distilled(work, work / "teacher.onnx", work / "train.npz", seed, "n"), x_test, y_test))
-            large["old"].append(accuracy(distilled(work, work / "teacher.onnx", work / "train.npz", seed, "o", lr=1e-2,
-                                                   epochs=30, patience=8), x_test, y_test))
-            print(f"  seed {seed}: defaults {large['new'][-1]:.4f}  previous defaults {large['old'][-1]:.4f}", flush=True)
-    print(f"  distill, defaults                              {summary(large['new'])}")
-    print(f"  distill, previous defaults (lr 1e-2, 30 epochs) {summary(large['old'])}")
-    print(f"  target defaults >= previous: {'met' if statistics.mean(large['new']) >= statistics.mean(large['old']) else 'MISSED'}")
+            for key, (_, options) in variants.items():
+                start = time.perf_counter()
+                model = distilled(work, work / "teacher.onnx", work / "train.npz", seed, key, **options)
+                spent[key] += time.perf_counter() - start
+                large[key].append(accuracy(model, x_test, y_test))
+            print(f"  seed {seed}: " + "  ".join(f"{k} {v[-1]:.4f}" for k, v in large.items()), flush=True)
+    for key, (name, _) in variants.items():
+        print(f"  {name:62} {summary(large[key])}  {spent[key] / args.seeds:.1f} s")
+    for key in ("before", "old"):
+        met = statistics.mean(large["new"]) >= statistics.mean(large[key])
+        print(f"  target defaults >= {variants[key][0]}: {'met' if met else 'MISSED'}")
 
 
 if __name__ == "__main__":

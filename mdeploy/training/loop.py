@@ -17,6 +17,7 @@ import numpy as np
 
 from mdeploy.errors import MdeployError
 from mdeploy.progress import ProgressFactory, no_progress
+from mdeploy.training.augment import Mixup, Query, mixable
 from mdeploy.training.loss import kd_loss, regression_loss
 from mdeploy.training.metrics import evaluate as _evaluate
 from mdeploy.training.metrics import metric_name as _metric_name
@@ -51,6 +52,8 @@ class TrainConfig:
     # epochs, at least 8: on a small pool a schedule runs hundreds of short epochs, and the held-out metric of a few
     # hundred samples wanders on a plateau while the learning rate is still high)
     kind: str = "scores"  # "scores": KD on class scores; "regression": MSE to the teacher
+    mixup: float = 0.0  # function matching (training/augment.py): each batch mixed with weights ~ Beta(mixup, mixup),
+    # the teacher run on the mixed inputs in the loop (needs `teacher` in train/fit, floating-point inputs); 0: off
     output: str | int | None = None  # which student output is trained: a name or position in its flattened outputs
     seed: int = 0
     device: str = "cpu"
@@ -158,12 +161,16 @@ def train(
     *,
     evaluate: bool = True,
     phase: str = "",
+    teacher: Query | None = None,
 ) -> TrainResult:
     """Train `student` (a torch nn.Module, changed in place) on `data`; choose the best epoch on `held_out`
     (default: the training data itself). Returns the best checkpoint; on Ctrl-C, the best so far (interrupted).
 
     `evaluate=False`: no held-out evaluation and no early stopping; the whole schedule runs and its last state is
-    the result (the refit of `fit`). `phase` names the run in progress bars and epoch lines ("refit: ")."""
+    the result (the refit of `fit`). `phase` names the run in progress bars and epoch lines ("refit: ").
+    `teacher`: the teacher's output on a batch of inputs keyed by name, for `config.mixup` (function matching: the
+    teacher run on each mixed batch); without it, or with inputs that are not all floating-point
+    (augment.mixable), the batches stay as they are and the precomputed targets are used."""
     from mdeploy.frameworks.torch_models import torch
 
     t = torch()
@@ -181,6 +188,8 @@ def train(
     schedule = t.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, total_steps))
     generator = t.Generator().manual_seed(config.seed)
     loss_fn = _loss(config)
+    mixup = (Mixup(config.mixup, teacher, list(data.inputs), config.seed)
+             if config.mixup and teacher is not None and mixable(data.inputs) is None else None)
 
     metric = _metric_name(config, held_out)
     first = _evaluate(student, held_tensors, config, loss_fn) if evaluate else {}
@@ -204,7 +213,10 @@ def train(
                 for i in range(0, todo * config.batch_size, config.batch_size):
                     idx = order[i : i + config.batch_size]
                     inputs, targets, labels = train_tensors.batch(idx)
-                    loss = loss_fn(_pick(student(*inputs), config.output), targets, labels)
+                    mixing = None
+                    if mixup is not None:
+                        inputs, targets, mixing = mixup(inputs)
+                    loss = loss_fn(_pick(student(*inputs), config.output), targets, labels, mixing)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -257,6 +269,7 @@ def fit(
     held_out_fraction: float = 0.15,
     progress: ProgressFactory = no_progress,
     echo: Callable[[str], None] | None = None,
+    teacher: Query | None = None,
 ) -> TrainResult:
     """Choose how long to train on a held-out split of `data`, then retrain on all of it with a complete schedule
     of that length.
@@ -276,7 +289,7 @@ def fit(
     initial = _cpu_state(student)
     train_set, held_out = split(data, held_out_fraction, config.seed)
     first = train(student, train_set, config, held_out=held_out, progress=progress, echo=echo,
-                  phase=f"selection on {len(train_set)} samples: ")
+                  phase=f"selection on {len(train_set)} samples: ", teacher=teacher)
     if first.interrupted or first.best_epoch == 0:
         return first
     epochs = first.best_epoch if first.stopped_early else len(first.history)
@@ -286,7 +299,7 @@ def fit(
         echo(f"refit on all {len(data)} samples: {epochs} epochs ({why}), {steps} steps, with a complete schedule")
     student.load_state_dict(initial)
     again = train(student, data, replace(config, steps=steps), progress=progress, echo=echo, evaluate=False,
-                  phase=f"refit on all {len(data)} samples: ")
+                  phase=f"refit on all {len(data)} samples: ", teacher=teacher)
     if again.interrupted:
         first.interrupted = True
         return first
@@ -308,7 +321,7 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 def _loss(config: TrainConfig) -> Callable[[Any, Any, Any], Any]:
     if config.kind == "regression":
         return regression_loss
-    return lambda s, t, y: kd_loss(s, t, y, config.temperature, config.alpha)
+    return lambda s, t, y, mix=None: kd_loss(s, t, y, config.temperature, config.alpha, mix)
 
 
 def _cpu_state(module: Any) -> dict[str, Any]:

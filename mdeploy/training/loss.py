@@ -15,9 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 
-def kd_loss(student: Any, teacher: Any, labels: Any | None, temperature: float, alpha: float) -> Any:
+def kd_loss(student: Any, teacher: Any, labels: Any | None, temperature: float, alpha: float,
+            mix: tuple[Any, Any] | None = None) -> Any:
     """`alpha * T^2 * KL(softmax(t/T) || log_softmax(s/T))` + `(1 - alpha) * CE(s, labels)` (no labels: alpha is
-    1); cross-entropy over the labelled samples (label >= 0) only, weighted by their share of the batch."""
+    1); cross-entropy over the labelled samples (label >= 0) only, weighted by their share of the batch.
+
+    `mix`: (partner index, weight) of a mixed batch (training/augment.py): sample i is `lam_i` of itself and
+    `1 - lam_i` of sample `partner_i`, and its cross-entropy is `lam_i * CE(s_i, y_i) + (1 - lam_i) * CE(s_i,
+    y_partner_i)`, each term only where that label exists."""
     import torch.nn.functional as F  # noqa: N812 - torch's own name
 
     t = temperature
@@ -25,11 +30,17 @@ def kd_loss(student: Any, teacher: Any, labels: Any | None, temperature: float, 
                     log_target=True) * (t * t)
     if labels is None:
         return soft
-    hard = F.cross_entropy(student, labels, ignore_index=-1, reduction="sum") / student.shape[0]
+    if mix is None:
+        hard = F.cross_entropy(student, labels, ignore_index=-1, reduction="sum") / student.shape[0]
+    else:
+        perm, lam = mix
+        own = F.cross_entropy(student, labels, ignore_index=-1, reduction="none")
+        other = F.cross_entropy(student, labels[perm], ignore_index=-1, reduction="none")
+        hard = (lam * own + (1 - lam) * other).sum() / student.shape[0]
     return alpha * soft + (1.0 - alpha) * hard
 
 
-def regression_loss(student: Any, teacher: Any, labels: Any | None = None) -> Any:
+def regression_loss(student: Any, teacher: Any, labels: Any | None = None, mix: tuple[Any, Any] | None = None) -> Any:
     """MSE to the teacher's values (labels do not apply to an output that is not class scores)."""
     import torch.nn.functional as F  # noqa: N812
 

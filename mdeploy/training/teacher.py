@@ -9,6 +9,7 @@ changes the inputs between epochs), and kept in memory, or in an np.memmap in `w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +41,12 @@ class TorchTeacher:
         with torch().no_grad():
             out = self.module(*[tensors[n] for n in self.input_names])
         return {name: value.detach().cpu().numpy() for name, value in flatten_outputs(out)}
+
+
+def query(teacher: Teacher, output: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """The teacher's `output` on one batch, for training's function matching (training/augment.py: the teacher run
+    on each mixed batch in the loop)."""
+    return lambda feed: np.asarray(teacher.infer(feed)[output], dtype=np.float32)
 
 
 def teacher_outputs(

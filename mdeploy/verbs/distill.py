@@ -35,7 +35,9 @@ from mdeploy.verbs.options import check, option
 
 HELD_OUT_FRACTION = 0.15
 # chosen by cross-validation inside the training data (benchmarks/distill_digits.py, docs/distill.md)
-STEPS, LR = 2000, 3e-2
+STEPS, LR = 6000, 3e-2
+MIXUP = True  # function matching (mdeploy/training/augment.py), chosen by the same cross-validation
+MIXUP_ALPHA = 1.0  # the mixing weight ~ Beta(1, 1): uniform on [0, 1]
 EVAL_BATCH = 64
 LATENCY_RUNS = 30
 
@@ -70,6 +72,9 @@ class Options:
     alpha: float = option(0.9, help="Weight of the KD term against cross-entropy on labels (without labels: 1).", min=0, max=1)
     patience: int | None = option(None, help="Stop after this many epochs without a better held-out metric (default: half "
                                   "the schedule's epochs, at least 8).", min=1)
+    mixup: bool = option(MIXUP, flag="--mixup/--no-mixup", help="Function matching: train on mixups of two --data samples "
+                         "(weight uniform on [0, 1]), the teacher run on each mixed batch in the loop (docs/distill.md). Only "
+                         "for floating-point inputs and a teacher with a dynamic batch: otherwise off, and a note says why.")
     no_refit: bool = option(False, help="Keep the best held-out checkpoint as it is, trained on 85% of --data (default: "
                             "once the held-out split has chosen the epoch count, retrain on all of --data for that many "
                             "epochs, with a complete schedule). Without effect with --eval-data.")
@@ -166,6 +171,8 @@ class _Distill:
                 labelled: tuple[dict, np.ndarray] | None = None) -> Report:
         from mdeploy.frameworks import torch_models
         from mdeploy.training import Dataset, TrainConfig, checks, fit, split, teacher_outputs, train
+        from mdeploy.training.augment import mixable
+        from mdeploy.training.teacher import query
 
         o, report = self.o, self.report
         start = time.perf_counter()
@@ -209,14 +216,22 @@ class _Distill:
                 held_source = f"{len(held_out)} samples of --data ({HELD_OUT_FRACTION:.0%}, seed {o.seed})"
             if train_y is not None and eval_x is not None and eval_y is None:
                 report.notes.append("labels were given for --data but not for --eval-data: held-out accuracy is not measured")
+            why_not = (mixable(train_x) or (f"the teacher takes a fixed batch of {batch}" if batch else None)) if o.mixup else None
+            if why_not:
+                report.notes.append(f"no mixup: {why_not}; the student learns the teacher's outputs on --data as they are")
+            mixup = o.mixup and why_not is None
             config = TrainConfig(epochs=o.epochs or TrainConfig.epochs, steps=None if o.epochs else o.steps, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
                                  temperature=o.temperature, alpha=o.alpha if train_y is not None else 1.0, patience=o.patience,
-                                 kind=kind, output=student_index, seed=o.seed, device=o.device)
+                                 mixup=MIXUP_ALPHA if mixup else 0.0, kind=kind, output=student_index, seed=o.seed,
+                                 device=o.device)
+            in_loop = query(teacher, output) if mixup else None
             start = time.perf_counter()
             if eval_x is None and not o.no_refit:
-                result = fit(student.module, data, config, HELD_OUT_FRACTION, progress=self.progress, echo=self.echo)
+                result = fit(student.module, data, config, HELD_OUT_FRACTION, progress=self.progress, echo=self.echo,
+                             teacher=in_loop)
             else:
-                result = train(student.module, train_set, config, held_out=held_out, progress=self.progress, echo=self.echo)
+                result = train(student.module, train_set, config, held_out=held_out, progress=self.progress, echo=self.echo,
+                               teacher=in_loop)
             if result.refit:
                 r = result.refit
                 report.notes.append(f"refit: the written student trained on all {n} samples of --data for {r['epochs']} epochs "

@@ -169,6 +169,7 @@ def test_labels_for_some_samples_a_drop_in_student_and_a_clean_temp_folder(digit
     assert refit["history"][-1]["lr"] == 0.0 and refit["history"][-1]["step"] == refit["steps"]
     assert report["comparisons"][0]["label"] == "student vs teacher on the 45 held-out samples, which the refit trained on"
     assert list(temp.iterdir()) == []
+    assert training["config"]["mixup"] == 1.0  # function matching, by default
 
     import onnxruntime as ort
 
@@ -189,9 +190,10 @@ def test_labelled_data_beside_an_unlabelled_pool(digits_kd, cli, tmp_path):
     out = tmp_path / "student.onnx"
     r = cli("distill", "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "-o", out, "--data",
             tmp_path / "pool.npz", "--labelled-data", tmp_path / "labelled.npz", "--labels", tmp_path / "y.npy",
-            "--steps", "30", "--no-refit", "--keep-student-names", "--json")
+            "--steps", "30", "--no-refit", "--keep-student-names", "--no-mixup", "--json")
     assert r.code == 0, r.stderr
     report = r.json
+    assert report["training"]["config"]["mixup"] == 0.0 and not [n for n in report["notes"] if "mixup" in n]
     assert report["labelled"] == {"--labels": 60} and report["accuracy"]["samples"] == 9
     assert any(n.startswith("labels for 60 of 300 training samples") for n in report["notes"])
     import onnxruntime as ort
@@ -203,3 +205,27 @@ def test_labelled_data_beside_an_unlabelled_pool(digits_kd, cli, tmp_path):
 def test_help_shows_percent_signs_once(cli):
     r = cli("distill", "--help")
     assert r.code == 0 and "15%" in r.stdout and "85%" in r.stdout and "%%" not in r.stdout
+
+
+
+def test_a_teacher_with_a_fixed_batch_is_not_asked_for_mixups(digits_kd, cli, tmp_path):
+    """Mixup runs the teacher on the training batches (training/augment.py), which a teacher with a fixed batch cannot
+    take: it is off there, with a note saying why (the default's --mixup and --no-mixup: the tests above)."""
+    import torch
+
+    from fixtures import digits
+    from fixtures.models import digits_teacher
+
+    x, _, _ = _pool(digits_kd, 136, 0)
+    np.savez(tmp_path / "pool.npz", image=x[:96])
+    np.savez(tmp_path / "eval.npz", image=x[96:])  # 40 samples: batches of 8 for the proof
+    fixed = digits_teacher.build()
+    fixed.load_state_dict(torch.load(digits_kd["weights"], weights_only=True))
+    digits.export(fixed.net, tmp_path / "fixed8.onnx", 8)
+    r = cli("distill", "--teacher", tmp_path / "fixed8.onnx", "--student", digits_kd["student"], "-o",
+            tmp_path / "student.onnx", "--data", tmp_path / "pool.npz", "--eval-data", tmp_path / "eval.npz", "--steps", "5",
+            "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["training"]["config"]["mixup"] == 0.0
+    assert "no mixup: the teacher takes a fixed batch of 8; the student learns the teacher's outputs on --data as they " \
+           "are" in r.json["notes"]

@@ -8,14 +8,23 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def digits_pool():  # noqa: ANN201
+def digits_teacher():  # noqa: ANN201
+    """The digits CNN trained on the first 400 training images, as a TorchTeacher (input `image`, output `output`)."""
     from fixtures import digits
-    from mdeploy.training import Dataset, TorchTeacher, teacher_outputs
+    from mdeploy.training import TorchTeacher
 
     x, _, y, _ = digits.load()
-    teacher = digits.train(x[:400], y[:400], epochs=30)
+    return TorchTeacher(digits.train(x[:400], y[:400], epochs=30), ["image"])
+
+
+@pytest.fixture(scope="session")
+def digits_pool(digits_teacher):  # noqa: ANN001, ANN201
+    from fixtures import digits
+    from mdeploy.training import Dataset, teacher_outputs
+
+    x, _, y, _ = digits.load()
     pool, labels = x[400:800], y[400:800]
-    targets = teacher_outputs(TorchTeacher(teacher, ["image"]), {"image": pool}, "output")
+    targets = teacher_outputs(digits_teacher, {"image": pool}, "output")
     return Dataset({"image": pool}, targets, labels)
 
 
