@@ -10,7 +10,8 @@ child and the processes it waited for):
 - convert FILE.py:plain_lm -> plain.onnx (the torch exporter: input_ids -> logits, weights in plain.onnx.data;
   validated against the torch module at the example input);
 - inspect plain.onnx and the genai folder;
-- quantize plain.onnx: dynamic INT8 and `--weights int4` (each proven on data against plain.onnx);
+- quantize plain.onnx: dynamic INT8 and `--weights int4` (each proven on data against plain.onnx, `--no-speed`), and
+  dynamic INT8 again with its speed check (float and INT8 timed side by side, the int8 bound measured);
 - validate plain.onnx vs its INT8 model (both sessions, batch by batch);
 - package plain.onnx --target mlflow (the .data file copied inside the package).
 
@@ -135,6 +136,7 @@ def main() -> None:
         ("inspect onnx", [*cli, "inspect", plain], False),
         ("inspect genai", [*cli, "inspect", genai], False),
         ("quantize int8 (dynamic)", [*cli, "quantize", plain, "-o", work / "q8.onnx", "--no-speed"], True),
+        ("quantize int8 + speed check", [*cli, "quantize", plain, "-o", work / "q8_timed.onnx"], True),
         ("quantize --weights int4", [*cli, "quantize", plain, "-o", work / "q4.onnx", "--weights", "int4",
                                      "--no-speed"], True),
         ("validate onnx vs int8", [*cli, "validate", plain, work / "q8.onnx", "--samples", "2"], False),
