@@ -107,3 +107,17 @@ def size_of(path: Path) -> int:
     except MdeployError:  # not a readable ONNX model: its own bytes are all there is to count
         beside = []
     return path.stat().st_size + sum((path.parent / name).stat().st_size for name in beside)
+
+
+@contextmanager
+def working_folder(folder: Path) -> Iterator[None]:
+    """Run a library call with `folder` as the current directory, for libraries that write files there on their own
+    (onnxruntime's symbolic shape inference saves `sym_shape_infer_temp.onnx` into the cwd when it cannot infer every
+    shape): they land in mdeploy's temporary folder, removed with it, not in the user's folder. The cwd is the
+    process's: call it only where no other thread resolves relative paths (mdeploy's verbs run one at a time)."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)

@@ -22,6 +22,7 @@ from mdeploy.deps import require
 from mdeploy.errors import InputError, ModelLoadError, first_line
 from mdeploy.frameworks import onnx_models, ort_sessions
 from mdeploy.logs import framework_output
+from mdeploy.outputs import working_folder
 
 # Operators that only appear in a model that is already quantized.
 QUANTIZED_OPS = frozenset(
@@ -270,15 +271,17 @@ def _infer_shapes(current: Path, workdir: Path, large: bool, notes: list[str]) -
     inference; when the symbolic pass fails, ONNX shape inference alone; when that fails too, none. A large model
     (weights in an external file) gets the same two passes on its graph alone (`_shape_passes`)."""
     from_ort = require("onnxruntime.quantization.shape_inference", extra="onnx")
+    workdir = workdir.resolve()
     shaped = workdir / "shaped.onnx"
     attempts = [
         ({}, "symbolic and ONNX shape inference"),
         ({"skip_symbolic_shape": True}, "ONNX shape inference only: onnxruntime's symbolic shape inference failed ({error})"),
     ]
     first_error = ""
+    current = current.resolve()  # the shape passes run in `workdir`, where a failed symbolic pass leaves its file
     for kwargs, what in attempts:
         try:
-            with framework_output():
+            with framework_output(), working_folder(workdir):
                 if large:
                     _shape_passes(current, shaped, symbolic=not kwargs)
                 else:

@@ -55,3 +55,31 @@ def test_infer_shapes_in_place_writes_the_shapes_into_the_model_it_is_given(deco
     assert list(model.graph.value_info) == list(reloaded.graph.value_info)
     assert list(model.graph.output) == list(reloaded.graph.output) and model_has_infer_metadata(model)
     assert {i.name: i.raw_data for i in model.graph.initializer} == {i.name: i.raw_data for i in reloaded.graph.initializer}
+
+
+def test_a_failed_symbolic_shape_inference_leaves_nothing_in_the_current_folder(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference saves `sym_shape_infer_temp.onnx` into the cwd when it cannot infer
+    every shape (here: an op of a domain it does not know); mdeploy runs it in its own temporary folder."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+         helper.make_node("Foo", ["y"], ["z"], name="foo", domain="custom.test")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.test", 1)],
+                              ir_version=9)
+    src = tmp_path / "src" / "m.onnx"
+    src.parent.mkdir()
+    onnx.save(model, str(src))
+    cwd, work = tmp_path / "cwd", tmp_path / "work"
+    cwd.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(cwd)
+    prepared = onnx_prepare.prepare(Path("..") / "src" / "m.onnx", work)  # a relative source still resolves
+    assert any("symbolic shape inference failed" in n for n in prepared.notes)  # the case that wrote the file
+    assert list(cwd.iterdir()) == [] and Path.cwd() == cwd
+    assert sorted(p.name for p in src.parent.iterdir()) == ["m.onnx"]
