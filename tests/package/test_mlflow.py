@@ -358,15 +358,30 @@ def test_a_server_that_cannot_start_fails_with_its_log(cli, cnn_onnx, tmp_path):
     assert _processes_mentioning(str(tmp_path)) == []
 
 
+def _as_from_a_shell() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def _signal_state(pid: int | str) -> str:
+    """Blocked, ignored and caught signals of a process (hex masks, bit 1 = SIGINT, bit 14 = SIGTERM)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return " ".join(line.replace("\t", "") for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_stopping_mdeploy_stops_the_server(cnn_onnx, tmp_path, sig):
     out = tmp_path / "pkg"
     env = {**os.environ, **TELEMETRY_OFF}
-    # -X faulthandler: should it ever hang (seen twice under full-suite load, never alone), SIGABRT prints where
+    # -X faulthandler: should it ever hang (seen under full-suite load, never alone), SIGABRT prints where.
+    # The child starts with SIGINT and SIGTERM as a shell's command gets them (default, unblocked): a child inherits its
+    # parent's ignored signals and blocked mask, and an earlier test in this pytest worker may leave either changed
+    # (a hang seen in CI: mdeploy's main thread waiting in 0.2 s joins, its SIGINT never acted on).
     process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "mdeploy", "package", str(cnn_onnx), "--target", "mlflow", "-o", str(out),
                                 "--smoke-test", "--requests", "1000000", "--concurrency", "1", "--json"],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_from_a_shell)
     try:
         deadline = time.monotonic() + 120
         served = []
@@ -383,6 +398,7 @@ def test_stopping_mdeploy_stops_the_server(cnn_onnx, tmp_path, sig):
             _, stderr = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in _processes_mentioning(str(tmp_path))}
+            left["signals (mdeploy; this test)"] = [_signal_state(process.pid), _signal_state("self")]
             process.send_signal(signal.SIGABRT)  # every thread's Python stack to stderr
             _, stderr = process.communicate(timeout=30)
             pytest.fail(f"mdeploy did not exit within 60 s of {sig!r}; processes {left}; its threads:\n"
