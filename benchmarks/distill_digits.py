@@ -10,17 +10,20 @@ The production case first: a teacher deployed as ONNX, many unlabelled inputs it
   - (a) labels alone: the MLP 64-32-10 student (fixtures/models/digits_student.py) trained on the 100 labels with
         cross-entropy, its recipe (lr x epochs) chosen by 5-fold cross-validation inside those 100;
   - (b) `mdeploy distill` with its defaults on the 629 unlabelled inputs (mdeploy.api.distill, the ONNX teacher);
-  - (c) the same with the 100 labels (`--labels` with -1 for the 529 unlabelled samples).
-  Targets: (c) >= (b), both >= (a) + 4 points, (b) within 1.0 point of the teacher (means over the seeds).
+  - (c) the same with the 100 labels (`--labels` with -1 for the 529 unlabelled samples);
+  - (b0), (c0): (b) and (c) with `--no-mixup --steps 2000`, the defaults before function matching, side by side.
+  Targets: (c) >= (b), both >= (a) + 4 points, (b) within 1.0 point of the teacher (means over the seeds). The wall
+  time per student is printed beside each (function matching runs the ONNX teacher at every step).
 
 Defaults chosen without the test set: `--cv-seeds K` (0 skips it) runs 3-fold cross-validation inside the pool, the
-teacher fixed (it never saw the pool): for each recipe, a student is fitted on two folds (mdeploy.training.fit: the
+teacher fixed (it never saw the pool; with mixup it runs in the loop as its ONNX export): for each recipe, a student is fitted on two folds (mdeploy.training.fit: the
 selection run on a 15% split, then the refit) and its accuracy measured on the third fold (the pool's labels are
 known in this data set, and used for this choice only). The best recipe should be distill's defaults.
 
 The larger-data case of docs/distill.md (the teacher trained on all 1,257 images, the student distilled on the same
-1,257 with their labels): distill's defaults side by side with the previous defaults (lr 1e-2, 30 epochs, patience
-8), same seeds, in the same run: the change must not lose there.
+1,257 with their labels): distill's defaults side by side with the defaults before function matching (--no-mixup
+--steps 2000) and those before issue 18 (lr 1e-2, 30 epochs, patience 8), same seeds, in the same run: the change
+must not lose there.
 
 The CPU's ISA flags and torch's thread count are printed first (training is seeded and, on one thread, deterministic).
 """

@@ -21,6 +21,9 @@ The API (stable; see each function's docstring):
 - Loss (training/loss.py): class scores use Hinton's KD, `alpha * T^2 * KL(softmax(t/T) || softmax(s/T))`
   (batchmean), plus `(1 - alpha) * cross-entropy` on the labelled samples (weighted by their share of the batch);
   regression outputs use MSE to the teacher.
+- Function matching (training/augment.py): `TrainConfig(mixup=1.0)` with `teacher=query(teacher, "logits")` given to
+  train/fit mixes each batch (weights ~ Beta(1, 1)) and runs the teacher on the mixed inputs in the loop; inputs
+  that are not all floating-point are not mixed.
 - AdamW, linear warm-up then cosine decay per step, over `steps` optimizer steps (or `epochs` whole epochs); the
   same seed gives the same student on CPU.
 - Held-out metric each epoch (training/metrics.py: accuracy when every held-out sample is labelled, else top-1

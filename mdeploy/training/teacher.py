@@ -2,9 +2,10 @@
 
 A teacher is anything with `infer(feed) -> {name: array}`: a Runner of any format mdeploy can run (ONNX,
 TorchScript, SavedModel, TFLite, ...), or an in-process torch module wrapped in `TorchTeacher` (prune's recovery:
-the unpruned model teaches the pruned one). Its outputs are computed once, before training (no augmentation
-changes the inputs between epochs), and kept in memory, or in an np.memmap in `workdir` when they are larger than
-`IN_MEMORY_BYTES`.
+the unpruned model teaches the pruned one). Its outputs on the data are computed once, before training, and kept in
+memory, or in an np.memmap in `workdir` when they are larger than `IN_MEMORY_BYTES`: they are the held-out targets,
+and the training targets unless training mixes its inputs (training/augment.py), where `query` runs the teacher on
+each mixed batch in the loop.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`distill --teacher T --student FILE.py:FACTORY -o OUT --data D`: knowledge distillation from any teacher mdeploy can
 run into a small torch student, exported and proven against the teacher on held-out data.
 
-The teacher runs once per sample (mdeploy/training/teacher.py); the student trains with mdeploy/training/loop.py
+The teacher runs once per sample (mdeploy/training/teacher.py), and on each mixed training batch with --mixup (the
+default: function matching, mdeploy/training/augment.py); the student trains with mdeploy/training/loop.py
 (KD on class scores, MSE on other outputs); the best held-out checkpoint is exported through `convert` (torch ->
 ONNX, with its own validation) or torch.export (`.pt2`), then proved against the teacher: agreement, cosine,
 accuracy with labels, size, parameters and latency side by side. With `--max-error` the report fails (exit 1)
