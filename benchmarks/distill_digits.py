@@ -193,11 +193,11 @@ def main() -> None:
     from mdeploy import registry
     from mdeploy.core import ModelRef
     from mdeploy.training.teacher import query
-    from mdeploy.verbs.distill import LR, MIXUP, STEPS
+    from mdeploy.verbs.distill import LR, STEPS, STEPS_NO_MIXUP
 
     print(f"cpu: {machine.describe()}")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; distill's defaults: lr {LR:g}, {STEPS} steps, "
-          f"mixup {'on' if MIXUP else 'off'}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; distill's defaults: lr {LR:g}; mixup with "
+          f"{STEPS} steps when some samples have no label, no mixup with {STEPS_NO_MIXUP} steps when all do")
     x_train, x_test, y_train, y_test = digits.load()
     x_t, x_pool, y_t, y_pool = train_test_split(x_train, y_train, test_size=629, random_state=0, stratify=y_train)
     labelled = np.sort(train_test_split(np.arange(len(x_pool)), train_size=100, random_state=0, stratify=y_pool)[0])
@@ -264,7 +264,8 @@ def main() -> None:
     big = digits.train(x_train, y_train)
     print(f"\nlarger-data case (docs/distill.md): teacher trained on all {len(x_train)} training images, test accuracy "
           f"{accuracy(big, x_test, y_test):.4f}; the student distilled on the same {len(x_train)} images with their labels")
-    variants = {"new": ("distill, defaults", {}),
+    variants = {"new": ("distill, defaults (every sample labelled: no mixup)", {}),
+                "mixup": ("distill --mixup (6000 steps)", {"mixup": True, "steps": 6000}),
                 "before": ("distill --no-mixup --steps 2000 (defaults before)", before),
                 "old": ("distill --lr 1e-2 --epochs 30 --patience 8 (before issue 18)", {"lr": 1e-2, "epochs": 30, "patience": 8,
                                                                                         "mixup": False})}

@@ -25,6 +25,18 @@ import numpy as np
 Query = Callable[[dict[str, np.ndarray]], np.ndarray]  # the teacher's output on a batch of inputs keyed by input name
 
 
+def by_default(labels: np.ndarray | None) -> tuple[bool, str | None]:
+    """distill's default: mixup when some training sample has no label, none when every sample has one (and why).
+
+    Function matching earns its cost where the teacher's outputs are most of what the student learns from: chosen by
+    3-fold cross-validation inside the unlabelled digits pool (docs/distill.md). Where every sample is labelled (a
+    teacher's own training set), the labels carry the task, and mixup measured no gain at 7x the training time (the
+    larger-data case of docs/distill.md: 0.1-0.2 points under, within the spread of the seeds)."""
+    if labels is not None and len(labels) and bool((np.asarray(labels) >= 0).all()):
+        return False, "no mixup: every --data sample is labelled (give --mixup to train on mixups anyway)"
+    return True, None
+
+
 def mixable(inputs: dict[str, np.ndarray]) -> str | None:
     """None when every input is floating-point (mixup applies), else why it does not."""
     ints = [name for name, a in inputs.items() if np.dtype(a.dtype).kind not in "fc"]

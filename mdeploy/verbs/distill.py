@@ -36,8 +36,7 @@ from mdeploy.verbs.options import check, option
 
 HELD_OUT_FRACTION = 0.15
 # chosen by cross-validation inside the training data (benchmarks/distill_digits.py, docs/distill.md)
-STEPS, LR = 6000, 3e-2
-MIXUP = True  # function matching (mdeploy/training/augment.py), chosen by the same cross-validation
+STEPS, STEPS_NO_MIXUP, LR = 6000, 2000, 3e-2  # with and without mixup, chosen by the same cross-validation
 MIXUP_ALPHA = 1.0  # the mixing weight ~ Beta(1, 1): uniform on [0, 1]
 EVAL_BATCH = 64
 LATENCY_RUNS = 30
@@ -63,8 +62,8 @@ class Options:
     save_weights: str | None = option(None, help="Also write the trained student's state_dict here (for FACTORY --weights).")
     teacher_output: str | None = option(None, help="The teacher output to distill (default: the first that is class "
                                         "scores, else the first).")
-    steps: int = option(STEPS, help="Length of the schedule in optimizer steps, whatever the data's size (at most: early "
-                        "stopping may end sooner).", min=1)
+    steps: int | None = option(None, help=f"Length of the schedule in optimizer steps, whatever the data's size (at most: "
+                               f"early stopping may end sooner; default {STEPS} with mixup, {STEPS_NO_MIXUP} without).", min=1)
     epochs: int | None = option(None, help="Train for this many epochs instead of --steps.", min=1)
     batch_size: int = option(64, help="Samples per training step.", min=1)
     lr: float = option(LR, help="Peak AdamW learning rate (linear warm-up, then cosine decay).", above=0)
@@ -73,9 +72,10 @@ class Options:
     alpha: float = option(0.9, help="Weight of the KD term against cross-entropy on labels (without labels: 1).", min=0, max=1)
     patience: int | None = option(None, help="Stop after this many epochs without a better held-out metric (default: half "
                                   "the schedule's epochs, at least 8).", min=1)
-    mixup: bool = option(MIXUP, flag="--mixup/--no-mixup", help="Function matching: train on mixups of two --data samples "
-                         "(weight uniform on [0, 1]), the teacher run on each mixed batch in the loop (docs/distill.md). Only "
-                         "for floating-point inputs and a teacher with a dynamic batch: otherwise off, and a note says why.")
+    mixup: bool | None = option(None, flag="--mixup/--no-mixup", help="Function matching: train on mixups of two --data "
+                                "samples (weight uniform on [0, 1]), the teacher run on each mixed batch in the loop "
+                                "(docs/distill.md). Default: on when some samples have no label, off when all do. Only for "
+                                "floating-point inputs and a teacher with a dynamic batch: otherwise off, and a note says why.")
     no_refit: bool = option(False, help="Keep the best held-out checkpoint as it is, trained on 85% of --data (default: "
                             "once the held-out split has chosen the epoch count, retrain on all of --data for that many "
                             "epochs, with a complete schedule). Without effect with --eval-data.")
@@ -172,7 +172,7 @@ class _Distill:
                 labelled: tuple[dict, np.ndarray] | None = None) -> Report:
         from mdeploy.frameworks import torch_models
         from mdeploy.training import Dataset, TrainConfig, checks, fit, split, teacher_outputs, train
-        from mdeploy.training.augment import mixable
+        from mdeploy.training.augment import by_default, mixable
         from mdeploy.training.teacher import query
 
         o, report = self.o, self.report
@@ -217,11 +217,12 @@ class _Distill:
                 held_source = f"{len(held_out)} samples of --data ({HELD_OUT_FRACTION:.0%}, seed {o.seed})"
             if train_y is not None and eval_x is not None and eval_y is None:
                 report.notes.append("labels were given for --data but not for --eval-data: held-out accuracy is not measured")
-            why_not = (mixable(train_x) or (f"the teacher takes a fixed batch of {batch}" if batch else None)) if o.mixup else None
-            if why_not:
-                report.notes.append(f"no mixup: {why_not}; the student learns the teacher's outputs on --data as they are")
-            mixup = o.mixup and why_not is None
-            config = TrainConfig(epochs=o.epochs or TrainConfig.epochs, steps=None if o.epochs else o.steps, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
+            wanted, default_note = (o.mixup, None) if o.mixup is not None else by_default(train_y)
+            why_not = (mixable(train_x) or (f"the teacher takes a fixed batch of {batch}" if batch else None)) if wanted else None
+            mixup = wanted and why_not is None
+            report.notes += [n for n in (default_note, why_not and f"no mixup: {why_not}; the student learns the teacher's outputs on --data as they are") if n]
+            steps = None if o.epochs else o.steps or (STEPS if mixup else STEPS_NO_MIXUP)
+            config = TrainConfig(epochs=o.epochs or TrainConfig.epochs, steps=steps, batch_size=o.batch_size, lr=o.lr, weight_decay=o.weight_decay,
                                  temperature=o.temperature, alpha=o.alpha if train_y is not None else 1.0, patience=o.patience,
                                  mixup=MIXUP_ALPHA if mixup else 0.0, kind=kind, output=student_index, seed=o.seed,
                                  device=o.device)

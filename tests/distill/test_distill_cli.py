@@ -229,3 +229,23 @@ def test_a_teacher_with_a_fixed_batch_is_not_asked_for_mixups(digits_kd, cli, tm
     assert r.json["training"]["config"]["mixup"] == 0.0
     assert "no mixup: the teacher takes a fixed batch of 8; the student learns the teacher's outputs on --data as they " \
            "are" in r.json["notes"]
+
+
+def test_fully_labelled_data_trains_without_mixup_by_default_and_its_own_schedule(digits_kd, cli, tmp_path):
+    """Mixup is distill's default where samples lack labels (the tests above); where every sample has one it is off
+    (training/augment.by_default), with the shorter schedule, unless --mixup asks for it."""
+    from mdeploy.verbs import distill
+
+    x, y, _ = _pool(digits_kd, 200, 200)
+    np.savez(tmp_path / "all.npz", image=x, labels=y)
+    args = ["distill", "--teacher", digits_kd["onnx"], "--student", digits_kd["student"], "--data", tmp_path / "all.npz",
+            "--patience", "1", "--no-refit", "--json"]
+    r = cli(*args, "-o", tmp_path / "a.onnx")
+    assert r.code == 0, r.stderr
+    config = r.json["training"]["config"]
+    assert config["mixup"] == 0.0 and config["steps"] == distill.STEPS_NO_MIXUP
+    assert "no mixup: every --data sample is labelled (give --mixup to train on mixups anyway)" in r.json["notes"]
+    asked = cli(*args, "-o", tmp_path / "b.onnx", "--mixup")
+    assert asked.code == 0, asked.stderr
+    assert asked.json["training"]["config"]["mixup"] == 1.0 and asked.json["training"]["config"]["steps"] == distill.STEPS
+    assert not [n for n in asked.json["notes"] if "mixup" in n]
