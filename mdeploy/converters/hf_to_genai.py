@@ -36,7 +36,8 @@ ARCHITECTURES = (
 )
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # what a CPU build may be: the builder's float16 decoder is a GPU model (no GroupQueryAttention on the CPU path, and
-# onnxruntime's CPU kernels fail on its decode step: "Shape mismatch attempting to re-use buffer", seen with 0.18)
+# onnxruntime's CPU kernels fail on its decode step: "Shape mismatch attempting to re-use buffer", seen with 0.18);
+# `--device cuda` builds for onnxruntime-genai's CUDA provider, which runs every precision
 CPU_PRECISIONS = ("fp32", "int8", "int4")
 
 
@@ -46,6 +47,8 @@ class HfToGenaiOptions:
                                                                   "MatMuls as MatMulNBits blocks)"})
     max_length: int | None = field(default=None, metadata={"help": "longest prompt + generated tokens a generator "
                                                                     "allows (default: the model's context length)"})
+    device: str | None = field(default=None, metadata={"help": "cpu (default) | cuda: the execution provider the folder "
+                                                                "is built for"})
 
 
 def check_architecture(path: Path) -> str:
@@ -90,9 +93,12 @@ class HfToGenai(Converter):
         precision = options.precision or "fp32"
         if precision not in PRECISIONS:
             raise InputError(f"--precision {precision} does not apply to a language model", hint="give " + " | ".join(CPU_PRECISIONS))
-        if precision not in CPU_PRECISIONS:
+        device = options.device or "cpu"
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"--device {device}: a language model is built for cpu or cuda", hint="give --device cuda")
+        if device == "cpu" and precision not in CPU_PRECISIONS:
             raise ConversionError(f"--precision {precision}: onnxruntime-genai's float16 language models run on GPUs, and "
-                                  "this build is for the CPU", hint="give --precision " + " | ".join(CPU_PRECISIONS))
+                                  "this build is for the CPU", hint="give --device cuda, or --precision " + " | ".join(CPU_PRECISIONS))
         if options.max_length is not None and options.max_length < 2:
             raise InputError(f"--max-length {options.max_length} leaves no room to generate", hint="e.g. --max-length 2048")
         arch = check_architecture(src.path)
@@ -103,28 +109,30 @@ class HfToGenai(Converter):
         if options.max_length is not None and isinstance(context, int) and options.max_length > context:
             raise InputError(f"--max-length {options.max_length} is longer than the model's context ({context} tokens)",
                              hint=f"give --max-length {context} or less")
-        build(src.path, out, precision)
+        build(src.path, out, precision, device)
         if options.max_length is not None:
             genai_models.set_max_length(out, options.max_length)
         copied = copy_tokenizer(src.path, out)
         og = genai_models.onnxruntime_genai()
-        notes = [f"{arch} built by onnxruntime-genai {og.__version__}'s model builder at {precision}"]
+        notes = [f"{arch} built by onnxruntime-genai {og.__version__}'s model builder at {precision}"
+                 + (" for CUDA" if device == "cuda" else "")]
         return ConversionResult(
             output=ModelRef(out, Format.GENAI), notes=notes,
-            details={"architecture": arch, "precision": precision, "onnxruntime_genai": og.__version__,
+            details={"architecture": arch, "precision": precision, "device": device, "onnxruntime_genai": og.__version__,
                      "tokenizer_files": copied, "max_length": genai_models.read_config(out)["search"].get("max_length")},
         )
 
 
-def build(source: Path, out: Path, precision: str) -> None:
-    """Run the builder on `source` into the new folder `out`; its cache folder sits beside `out` (convert's staging
-    folder) and is deleted after the build."""
+def build(source: Path, out: Path, precision: str, device: str = "cpu") -> None:
+    """Run the builder on `source` into the new folder `out` for `device`'s execution provider (cpu | cuda: the builder
+    writes a CUDA folder on any machine); its cache folder sits beside `out` (convert's staging folder) and is deleted
+    after the build."""
     builder = _builder()
     cache = out.parent / f".{out.name}.builder_cache"
     try:
         with _offline(), framework_output():
-            extra = builder.parse_extra_options("", str(source), str(out), precision, "cpu", str(cache), [])
-            builder.create_model("", str(source), str(out), precision, "cpu", str(cache), **extra)
+            extra = builder.parse_extra_options("", str(source), str(out), precision, device, str(cache), [])
+            builder.create_model("", str(source), str(out), precision, device, str(cache), **extra)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - the builder's own failure, as one line

@@ -60,6 +60,20 @@ def precision(path: Path) -> str:
     return "fp32"
 
 
+def provider(path: Path) -> str:
+    """The execution provider a folder is built for: cuda when its decoder's session options name CUDA, else cpu."""
+    options = read_config(path)["model"].get("decoder", {}).get("session_options", {}).get("provider_options", [])
+    return "cuda" if any("cuda" in entry for entry in options if isinstance(entry, dict)) else "cpu"
+
+
+def runs_here(path: Path) -> str | None:
+    """None when this onnxruntime-genai can run the folder, else why not (a CUDA folder without CUDA here)."""
+    if provider(path) == "cuda" and not onnxruntime_genai().is_cuda_available():
+        return (f"{Path(path).name} is built for CUDA and onnxruntime-genai here has no CUDA: run it where "
+                "onnxruntime-genai-cuda and a GPU are")
+    return None
+
+
 def set_max_length(path: Path, max_length: int) -> None:
     """Write the longest sequence (prompt + generated tokens) a generator of this folder allows into its config: the
     search's max_length, which onnxruntime-genai sizes the shared KV-cache buffer by."""
@@ -73,11 +87,14 @@ def set_max_length(path: Path, max_length: int) -> None:
 
 
 class GenaiLM:
-    """An onnxruntime-genai model on the CPU, loaded once for every prompt of a comparison or a benchmark."""
+    """An onnxruntime-genai model on the device it is built for, loaded once for every prompt of a comparison or a benchmark."""
 
     def __init__(self, path: Path) -> None:
         og = onnxruntime_genai()
         config = read_config(path)
+        why_not = runs_here(path)
+        if why_not:
+            raise ModelLoadError(why_not, hint="mdeploy convert HF_DIR -o DIR --device cpu builds one that runs here")
         self.og = og
         self.path = Path(path)
         self.max_length = int(config.get("search", {}).get("max_length") or config["model"].get("context_length") or 0)

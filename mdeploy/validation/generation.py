@@ -334,6 +334,15 @@ def prove(reference: ModelRef, candidate: ModelRef, prompts: str | None = None, 
 def prove_conversion(source: ModelRef, staged: ModelRef, final: ModelRef, precision: str | None, report: Report) -> None:
     """convert's proof of a language model: the default prompts, CONVERT_NEW_TOKENS tokens each, at the precision it
     was built at; recorded in `report` (data `generation`, step `generate`)."""
+    from mdeploy.frameworks import genai_models
+    from mdeploy.reports.report import Step
+
+    why_not = genai_models.runs_here(staged.path)
+    if why_not:  # built for CUDA on a machine without it: written, and said to be unproven
+        why_not = why_not.replace(staged.path.name, final.path.name)
+        report.notes.append(f"not validated: {why_not}; prove it there with mdeploy validate SRC {final.path.name} --generate")
+        report.steps.append(Step("generate", "skipped", {"reason": why_not}))
+        return
     start = time.perf_counter()
     result = compare(source, staged, read_prompts(source.path, vocab=_vocab(source)), CONVERT_NEW_TOKENS,
                      precision=precision or "fp32")

@@ -33,6 +33,9 @@ class Options:
                                    "tolerance.", choices=("fp32", "fp16", "int8", "int4"))
     max_length: int | None = option(None, help="Language model: the longest prompt + generated tokens its generator "
                                     "allows (default: the model's context length).", min=2)
+    device: str | None = option(None, help="Language model: the device the onnxruntime-genai folder is built for, cpu "
+                                "(default) | cuda (where fp16 runs; it needs onnxruntime-genai's CUDA package and a GPU to "
+                                "run, and is proven there).", choices=("cpu", "cuda"))
     calib_data: str | None = option(None, help="--precision fp16 to ONNX or TensorRT: inputs (.npz) the activation ranges "
                                     "are measured on; nodes beyond float16's range stay float32 (default: random inputs).")
     keep_fp32: list[str] = option([], help="--precision fp16 to ONNX or TensorRT: operator type or node name kept float32 "
@@ -66,7 +69,7 @@ def run(options: Options, progress: ProgressFactory = no_progress) -> Report:
     o = options
     converter_options = chosen_options({
         "inputs": parse_specs(o.inputs), "dynamic": [d if isinstance(d, tuple) else parse_dynamic(d) for d in o.dynamic],
-        "opset": o.opset, "exporter": o.exporter, "precision": o.precision, "max_length": o.max_length, "signature": o.signature,
+        "opset": o.opset, "exporter": o.exporter, "precision": o.precision, "max_length": o.max_length, "device": o.device, "signature": o.signature,
         "unsafe_deserialization": o.unsafe_deserialization, "shapes": o.shapes, "workspace": o.workspace,
         "timing_cache": o.timing_cache, "version_compatible": o.version_compatible,
         "hardware_compatibility": o.hardware_compatibility, "builder_optimization_level": o.builder_optimization_level,

@@ -111,10 +111,32 @@ def test_a_missing_llm_extra_names_it(tiny_lm_dir, tmp_path):
     assert_clean_error(result, "pip install 'mdeploy[llm]'", hint=True, out=out)
 
 
+def test_float16_is_built_for_cuda_and_said_to_be_unproven_where_there_is_none(tiny_lm_dir, genai_fp32, tmp_path):
+    """onnxruntime-genai's builder writes a CUDA folder on any machine; its proof by generation needs CUDA, so on this
+    CPU machine it is written and reported as not validated, and running it says why (exit 2)."""
+    from mdeploy.frameworks import genai_models
+
+    out = tmp_path / "llm16"
+    result = run_cli("convert", tiny_lm_dir, "-o", out, "--precision", "fp16", "--device", "cuda", "--json")
+    assert result.code == 0, result.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == GENAI_FILES
+    assert genai_models.provider(out) == "cuda" and genai_models.precision(out) == "fp16"
+    assert genai_models.provider(genai_fp32[0]) == "cpu"
+    fp32_bytes = (genai_fp32[0] / "model.onnx.data").stat().st_size
+    assert 0.45 < (out / "model.onnx.data").stat().st_size / fp32_bytes < 0.55  # float16 weights
+    (convert,) = [s for s in result.json["steps"] if s["name"].startswith("convert")]
+    assert convert["details"]["device"] == "cuda" and convert["details"]["precision"] == "fp16"
+    assert [s["status"] for s in result.json["steps"] if s["name"] == "generate"] == ["skipped"]
+    assert any(n.startswith("not validated: llm16 is built for CUDA") for n in result.json["notes"]), result.json["notes"]
+    run = run_cli("validate", tiny_lm_dir, out, "--generate")
+    assert_clean_error(run, "llm16 is built for CUDA and onnxruntime-genai here has no CUDA", "--device cpu", hint=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llm16"]
+
+
 def test_float16_and_a_length_past_the_context_are_refused(tiny_lm_dir, tmp_path):
     out = tmp_path / "llm"
     result = run_cli("convert", tiny_lm_dir, "-o", out, "--precision", "fp16")
-    assert_clean_error(result, "run on GPUs", "fp32 | int8 | int4", hint=True, out=out)
+    assert_clean_error(result, "run on GPUs", "--device cuda", "fp32 | int8 | int4", hint=True, out=out)
     result = run_cli("convert", tiny_lm_dir, "-o", out, "--max-length", "4096")
     assert_clean_error(result, "longer than the model's context (128 tokens)", hint=True, out=out)
     result = run_cli("convert", tiny_lm_dir, "-o", out, "--atol", "0.1")  # proven by generation, not tensors
